@@ -1,0 +1,74 @@
+//! Command line: one subcommand per job, flags with `VOLSYNC_DR_*` environment fallbacks.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::model::volsync::ServiceType;
+
+#[derive(Debug, Parser)]
+#[command(name = "volsync-dr", version, about = "Cross-cluster disaster recovery of PVCs with VolSync, driven by annotations")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print every object that protecting a PVC creates on both clusters (no cluster needed).
+    Render(RenderArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// PVC manifest (YAML or JSON, one or more documents); `-` reads standard input.
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    pub file: PathBuf,
+    /// Namespace for a PVC whose manifest names none.
+    #[arg(short = 'n', long, default_value = "default", env = "VOLSYNC_DR_NAMESPACE")]
+    pub namespace: String,
+    /// This cluster's name (recorded on the counterpart PVC as its peer).
+    #[arg(long, env = "VOLSYNC_DR_CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
+    /// The peer cluster's name [default: the PVC's volsync-dr.io/peer, else "peer"].
+    #[arg(long, env = "VOLSYNC_DR_PEER_NAME")]
+    pub peer_name: Option<String>,
+    /// Service type when the PVC has no volsync-dr.io/service-type.
+    #[arg(long = "service-type", value_enum, default_value_t = ServiceTypeArg::ClusterIP, env = "VOLSYNC_DR_DEFAULT_SERVICE_TYPE")]
+    pub service_type: ServiceTypeArg,
+    /// Address the ReplicationSource connects to: the RD's published address, or a peer node's
+    /// address for NodePort. Without it `rs-P` is left out, as at run time until VolSync
+    /// publishes the address.
+    #[arg(long)]
+    pub peer_address: Option<String>,
+    /// Port for the ReplicationSource: the Service's node port for NodePort [default: 8000 otherwise].
+    #[arg(long)]
+    pub peer_port: Option<u16>,
+    /// VolumeSnapshotClass on this cluster when the PVC names none.
+    #[arg(long, env = "VOLSYNC_DR_VOLUME_SNAPSHOT_CLASS")]
+    pub volume_snapshot_class: Option<String>,
+    /// VolumeSnapshotClass on the peer when the PVC names none.
+    #[arg(long, env = "VOLSYNC_DR_DESTINATION_VOLUME_SNAPSHOT_CLASS")]
+    pub destination_volume_snapshot_class: Option<String>,
+}
+
+/// The service types an instance may default to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ServiceTypeArg {
+    #[value(name = "ClusterIP")]
+    ClusterIP,
+    #[value(name = "LoadBalancer")]
+    LoadBalancer,
+    #[value(name = "NodePort")]
+    NodePort,
+}
+
+impl From<ServiceTypeArg> for ServiceType {
+    fn from(arg: ServiceTypeArg) -> Self {
+        match arg {
+            ServiceTypeArg::ClusterIP => ServiceType::ClusterIP,
+            ServiceTypeArg::LoadBalancer => ServiceType::LoadBalancer,
+            ServiceTypeArg::NodePort => ServiceType::NodePort,
+        }
+    }
+}

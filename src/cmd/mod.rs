@@ -1,0 +1,3 @@
+//! One module per subcommand; each turns parsed arguments into effects.
+
+pub mod render;

@@ -1,0 +1,13 @@
+//! volsync-dr: cross-cluster disaster recovery of PersistentVolumeClaims with VolSync, driven by
+//! annotations.
+//!
+//! Layers, from pure to effectful: [`model`] (the vocabulary: annotation keys, parsed settings,
+//! names, VolSync types) ← [`plan`] (desired objects from a PVC and settings) ← [`cmd`] (one
+//! module per subcommand). `model` and `plan` never touch a client, the clock or randomness.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod cmd;
+pub mod error;
+pub mod model;
+pub mod plan;

@@ -1,0 +1,133 @@
+//! Action requests: `volsync-dr.io/action: VERB[:ID]`.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// The verbs a user may request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Verb {
+    SyncNow,
+    Migrate,
+    Failover,
+    Failback,
+}
+
+impl Verb {
+    pub const ALL: [Verb; 4] = [Verb::SyncNow, Verb::Migrate, Verb::Failover, Verb::Failback];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verb::SyncNow => "sync-now",
+            Verb::Migrate => "migrate",
+            Verb::Failover => "failover",
+            Verb::Failback => "failback",
+        }
+    }
+}
+
+impl fmt::Display for Verb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Longest ID accepted: it ends up in `trigger.manual` and in Event messages.
+pub const MAX_ID: usize = 63;
+
+pub const ACCEPTED: &str = "VERB or VERB:ID, VERB one of sync-now, migrate, failover, failback, \
+     ID up to 63 letters, digits, '.', '_' or '-' starting with a letter or digit";
+
+/// One request. Two requests are the same request when their text is the same, so a user
+/// repeats an action by changing its ID.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ActionRequest {
+    pub verb: Verb,
+    pub id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ActionError(String);
+
+impl FromStr for ActionRequest {
+    type Err = ActionError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (verb_text, id) = match text.split_once(':') {
+            Some((verb, id)) => (verb, Some(id)),
+            None => (text, None),
+        };
+        let verb = Verb::ALL
+            .into_iter()
+            .find(|v| v.as_str() == verb_text)
+            .ok_or_else(|| ActionError(format!("unknown verb {verb_text:?}")))?;
+        if let Some(id) = id {
+            let valid_chars = id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+            let starts_well = id.as_bytes().first().is_some_and(u8::is_ascii_alphanumeric);
+            if id.is_empty() || id.len() > MAX_ID || !valid_chars || !starts_well {
+                return Err(ActionError(format!("invalid ID {id:?}")));
+            }
+        }
+        Ok(ActionRequest { verb, id: id.map(str::to_string) })
+    }
+}
+
+impl fmt::Display for ActionRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.id {
+            Some(id) => write!(f, "{}:{id}", self.verb),
+            None => write!(f, "{}", self.verb),
+        }
+    }
+}
+
+/// An action is pending when the request differs from the last one finished.
+pub fn is_pending(action: Option<&str>, last_action: Option<&str>) -> bool {
+    matches!(action, Some(a) if Some(a) != last_action)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_verb_with_and_without_id() {
+        for verb in Verb::ALL {
+            let plain: ActionRequest = verb.as_str().parse().expect("plain verb");
+            assert_eq!(plain, ActionRequest { verb, id: None });
+            assert_eq!(plain.to_string(), verb.as_str());
+            let text = format!("{verb}:2026-11-24.a_1");
+            let with_id: ActionRequest = text.parse().expect("verb with id");
+            assert_eq!(with_id.id.as_deref(), Some("2026-11-24.a_1"));
+            assert_eq!(with_id.to_string(), text);
+        }
+    }
+
+    #[test]
+    fn refuses_bad_requests() {
+        let long = format!("migrate:{}", "a".repeat(64));
+        let cases: &[(&str, &str)] = &[
+            ("", "unknown verb \"\""),
+            ("fail-over", "unknown verb \"fail-over\""),
+            ("Migrate", "unknown verb \"Migrate\""),
+            ("migrate:", "invalid ID \"\""),
+            ("migrate:-x", "invalid ID"),
+            ("migrate:a b", "invalid ID"),
+            ("migrate:a:b", "invalid ID"),
+            (&long, "invalid ID"),
+        ];
+        for (text, why) in cases {
+            let err = text.parse::<ActionRequest>().expect_err(text).to_string();
+            assert!(err.contains(why), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn pending_iff_differs_from_last() {
+        assert!(is_pending(Some("migrate:1"), None));
+        assert!(is_pending(Some("migrate:2"), Some("migrate:1")));
+        assert!(!is_pending(Some("migrate:1"), Some("migrate:1")));
+        assert!(!is_pending(None, Some("migrate:1")));
+        assert!(!is_pending(None, None));
+    }
+}

@@ -1,0 +1,75 @@
+//! Every annotation, label, finalizer and field-manager string volsync-dr uses, in one place.
+
+/// Prefix of every annotation and label volsync-dr reads or writes.
+pub const PREFIX: &str = "volsync-dr.io/";
+
+// --- Set by the user (or by a policy through the webhook) ---
+pub const PROTECT: &str = "volsync-dr.io/protect";
+pub const SCHEDULE: &str = "volsync-dr.io/schedule";
+pub const PEER: &str = "volsync-dr.io/peer";
+pub const DESTINATION_STORAGE_CLASS: &str = "volsync-dr.io/destination-storage-class";
+pub const VOLUME_SNAPSHOT_CLASS: &str = "volsync-dr.io/volume-snapshot-class";
+pub const DESTINATION_VOLUME_SNAPSHOT_CLASS: &str = "volsync-dr.io/destination-volume-snapshot-class";
+pub const COPY_METHOD: &str = "volsync-dr.io/copy-method";
+pub const SERVICE_TYPE: &str = "volsync-dr.io/service-type";
+pub const ACTION: &str = "volsync-dr.io/action";
+
+// --- Written by volsync-dr ---
+pub const ROLE: &str = "volsync-dr.io/role";
+pub const STATE: &str = "volsync-dr.io/state";
+pub const LAST_SYNC_TIME: &str = "volsync-dr.io/last-sync-time";
+pub const LAST_SYNC_DURATION: &str = "volsync-dr.io/last-sync-duration";
+pub const NEXT_SYNC_TIME: &str = "volsync-dr.io/next-sync-time";
+pub const LAST_ACTION: &str = "volsync-dr.io/last-action";
+pub const ACTION_PHASE: &str = "volsync-dr.io/action-phase";
+pub const ACTION_STEP: &str = "volsync-dr.io/action-step";
+pub const ACTION_MESSAGE: &str = "volsync-dr.io/action-message";
+/// Full name of the application PVC on every object created for it (the label may be hashed).
+pub const PVC_NAME: &str = "volsync-dr.io/pvc-name";
+
+/// Annotations a user (or a policy) may set; everything else under the prefix is ours.
+pub const USER_ANNOTATIONS: &[&str] = &[
+    PROTECT,
+    SCHEDULE,
+    PEER,
+    DESTINATION_STORAGE_CLASS,
+    VOLUME_SNAPSHOT_CLASS,
+    DESTINATION_VOLUME_SNAPSHOT_CLASS,
+    COPY_METHOD,
+    SERVICE_TYPE,
+    ACTION,
+];
+
+/// Annotations volsync-dr writes as status.
+pub const STATUS_ANNOTATIONS: &[&str] = &[
+    ROLE,
+    STATE,
+    LAST_SYNC_TIME,
+    LAST_SYNC_DURATION,
+    NEXT_SYNC_TIME,
+    LAST_ACTION,
+    ACTION_PHASE,
+    ACTION_STEP,
+    ACTION_MESSAGE,
+    PVC_NAME,
+];
+
+// --- Labels ---
+pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY_VALUE: &str = "volsync-dr";
+/// Label on every object created for a PVC; value is the PVC name, shortened to 63 characters.
+pub const PVC_LABEL: &str = "volsync-dr.io/pvc";
+pub const PROTECTED_LABEL: &str = "volsync-dr.io/protected";
+/// VolSync's mark on PVCs and snapshots it created itself.
+pub const CREATED_BY: &str = "app.kubernetes.io/created-by";
+pub const CREATED_BY_VOLSYNC: &str = "volsync";
+/// VolSync keeps a snapshot carrying this label when its RD is deleted.
+pub const VOLSYNC_DO_NOT_DELETE: &str = "volsync.backube/do-not-delete";
+
+// --- Other ---
+pub const FINALIZER: &str = "volsync-dr.io/protection";
+pub const FIELD_MANAGER: &str = "volsync-dr";
+/// Key of the pre-shared key in the Secret, as VolSync's rsync-tls mover expects it.
+pub const PSK_KEY: &str = "psk.txt";
+/// Identity part of the `<id>:<hex>` pre-shared key.
+pub const PSK_IDENTITY: &str = "volsync-dr";

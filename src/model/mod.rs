@@ -1,0 +1,9 @@
+//! The vocabulary shared by every layer: annotation keys, parsed settings, names, VolSync types.
+//! Pure: nothing here touches a client, the clock or the network.
+
+pub mod action;
+pub mod keys;
+pub mod names;
+pub mod protection;
+pub mod schedule;
+pub mod volsync;

@@ -1,0 +1,298 @@
+//! The user contract: `volsync-dr.io/*` annotations parsed into typed settings.
+//!
+//! The webhook and the controller both call [`ProtectionSpec::parse`], so admission and
+//! reconciliation can never disagree on what an annotation means. It is pure and allocation-light:
+//! it runs on the admission fast path.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use super::action::{self, ActionRequest};
+use super::keys;
+use super::schedule::{self, Schedule};
+use super::volsync::{CopyMethod, ServiceType};
+
+/// Which side of a pair a PVC is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    Primary,
+    Secondary,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Primary => "primary",
+            Role::Secondary => "secondary",
+        }
+    }
+}
+
+/// What the annotations on one PVC say. `None` means the annotation is absent, so defaults
+/// (a policy, then the instance) decide.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ProtectionSpec {
+    pub protect: Option<bool>,
+    pub schedule: Option<Schedule>,
+    pub peer: Option<String>,
+    pub destination_storage_class: Option<String>,
+    pub volume_snapshot_class: Option<String>,
+    pub destination_volume_snapshot_class: Option<String>,
+    pub copy_method: Option<CopyMethod>,
+    pub service_type: Option<ServiceType>,
+    pub action: Option<ActionRequest>,
+    /// Written by volsync-dr, but read back to decide who is primary.
+    pub role: Option<Role>,
+}
+
+/// One refused annotation: which one, its value, and what it accepts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AnnotationError {
+    pub key: String,
+    pub value: String,
+    pub problem: String,
+    pub accepted: String,
+}
+
+impl fmt::Display for AnnotationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "annotation {}={:?} is invalid: {}; accepted: {}",
+            self.key, self.value, self.problem, self.accepted
+        )
+    }
+}
+
+/// Every refused annotation on an object, in key order.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct AnnotationErrors(pub Vec<AnnotationError>);
+
+impl fmt::Display for AnnotationErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+const BOOL_ACCEPTED: &str = "\"true\" or \"false\"";
+const COPY_METHODS: &[CopyMethod] = &[CopyMethod::Snapshot, CopyMethod::Clone, CopyMethod::Direct];
+const COPY_METHOD_ACCEPTED: &str = "Snapshot, Clone or Direct";
+const SERVICE_TYPES: &[ServiceType] = &[ServiceType::ClusterIP, ServiceType::LoadBalancer, ServiceType::NodePort];
+const SERVICE_TYPE_ACCEPTED: &str = "ClusterIP, LoadBalancer or NodePort";
+const ROLE_ACCEPTED: &str = "primary or secondary";
+const CLASS_ACCEPTED: &str = "a Kubernetes object name: up to 253 lowercase letters, digits, '-' or '.', \
+     starting and ending with a letter or digit";
+const PEER_ACCEPTED: &str = "a cluster name: up to 63 lowercase letters, digits or '-', \
+     starting and ending with a letter or digit";
+
+impl ProtectionSpec {
+    /// Parse every `volsync-dr.io/*` annotation; other annotations are ignored.
+    pub fn parse(annotations: &BTreeMap<String, String>) -> Result<Self, AnnotationErrors> {
+        let mut spec = ProtectionSpec::default();
+        let mut errors = Vec::new();
+        for (key, value) in annotations.range(keys::PREFIX.to_string()..) {
+            if !key.starts_with(keys::PREFIX) {
+                break;
+            }
+            if let Err((problem, accepted)) = spec.set(key, value) {
+                errors.push(AnnotationError {
+                    key: key.clone(),
+                    value: value.clone(),
+                    problem,
+                    accepted: accepted.to_string(),
+                });
+            }
+        }
+        if errors.is_empty() { Ok(spec) } else { Err(AnnotationErrors(errors)) }
+    }
+
+    /// Whether the PVC asks to be protected.
+    pub fn is_protected(&self) -> bool {
+        self.protect == Some(true)
+    }
+
+    fn set(&mut self, key: &str, value: &str) -> Result<(), (String, &'static str)> {
+        match key {
+            keys::PROTECT => self.protect = Some(parse_bool(value)?),
+            keys::SCHEDULE => {
+                self.schedule = Some(value.parse().map_err(|e: schedule::ScheduleError| (e.to_string(), schedule::ACCEPTED))?)
+            }
+            keys::PEER => self.peer = Some(dns_label(value).map_err(|p| (p, PEER_ACCEPTED))?),
+            keys::DESTINATION_STORAGE_CLASS => self.destination_storage_class = Some(class_name(value)?),
+            keys::VOLUME_SNAPSHOT_CLASS => self.volume_snapshot_class = Some(class_name(value)?),
+            keys::DESTINATION_VOLUME_SNAPSHOT_CLASS => {
+                self.destination_volume_snapshot_class = Some(class_name(value)?)
+            }
+            keys::COPY_METHOD => {
+                self.copy_method = Some(one_of(value, COPY_METHODS, |c| c.as_str(), COPY_METHOD_ACCEPTED)?)
+            }
+            keys::SERVICE_TYPE => {
+                self.service_type = Some(one_of(value, SERVICE_TYPES, |s| s.as_str(), SERVICE_TYPE_ACCEPTED)?)
+            }
+            keys::ACTION => {
+                self.action = Some(value.parse().map_err(|e: action::ActionError| (e.to_string(), action::ACCEPTED))?)
+            }
+            keys::ROLE => {
+                self.role = Some(one_of(value, &[Role::Primary, Role::Secondary], |r| r.as_str(), ROLE_ACCEPTED)?)
+            }
+            // Status annotations are ours and free text; they carry no settings.
+            k if keys::STATUS_ANNOTATIONS.contains(&k) => {}
+            _ => return Err(("unknown volsync-dr annotation".to_string(), known_keys())),
+        }
+        Ok(())
+    }
+}
+
+fn known_keys() -> &'static str {
+    "protect, schedule, peer, destination-storage-class, volume-snapshot-class, \
+     destination-volume-snapshot-class, copy-method, service-type, action (prefixed volsync-dr.io/)"
+}
+
+fn parse_bool(value: &str) -> Result<bool, (String, &'static str)> {
+    match value {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(("not a boolean".to_string(), BOOL_ACCEPTED)),
+    }
+}
+
+fn one_of<T: Copy>(
+    value: &str,
+    options: &[T],
+    name: impl Fn(T) -> &'static str,
+    accepted: &'static str,
+) -> Result<T, (String, &'static str)> {
+    options
+        .iter()
+        .copied()
+        .find(|o| name(*o) == value)
+        .ok_or_else(|| ("unknown value".to_string(), accepted))
+}
+
+fn class_name(value: &str) -> Result<String, (String, &'static str)> {
+    let ok = !value.is_empty()
+        && value.len() <= 253
+        && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && value.as_bytes()[0].is_ascii_alphanumeric()
+        && value.as_bytes()[value.len() - 1].is_ascii_alphanumeric();
+    if ok { Ok(value.to_string()) } else { Err(("not a valid name".to_string(), CLASS_ACCEPTED)) }
+}
+
+/// A DNS label (RFC 1123), the shape of a cluster name.
+pub fn dns_label(value: &str) -> Result<String, String> {
+    let ok = !value.is_empty()
+        && value.len() <= 63
+        && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && value.as_bytes()[0].is_ascii_alphanumeric()
+        && value.as_bytes()[value.len() - 1].is_ascii_alphanumeric();
+    if ok { Ok(value.to_string()) } else { Err("not a valid cluster name".to_string()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::action::Verb;
+
+    fn annotations(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn parses_every_setting() {
+        let spec = ProtectionSpec::parse(&annotations(&[
+            (keys::PROTECT, "true"),
+            (keys::SCHEDULE, "0 * * * *"),
+            (keys::PEER, "cluster-b"),
+            (keys::DESTINATION_STORAGE_CLASS, "sc-cephfs"),
+            (keys::VOLUME_SNAPSHOT_CLASS, "csi-cephfs-snapshotclass"),
+            (keys::DESTINATION_VOLUME_SNAPSHOT_CLASS, "csi.snap-b"),
+            (keys::COPY_METHOD, "Clone"),
+            (keys::SERVICE_TYPE, "NodePort"),
+            (keys::ACTION, "migrate:1"),
+            (keys::ROLE, "primary"),
+            (keys::STATE, "Protected"),
+            ("unrelated.io/x", "anything"),
+        ]))
+        .expect("valid");
+        assert!(spec.is_protected());
+        assert_eq!(spec.schedule.as_ref().map(Schedule::as_str), Some("0 * * * *"));
+        assert_eq!(spec.peer.as_deref(), Some("cluster-b"));
+        assert_eq!(spec.destination_storage_class.as_deref(), Some("sc-cephfs"));
+        assert_eq!(spec.volume_snapshot_class.as_deref(), Some("csi-cephfs-snapshotclass"));
+        assert_eq!(spec.destination_volume_snapshot_class.as_deref(), Some("csi.snap-b"));
+        assert_eq!(spec.copy_method, Some(CopyMethod::Clone));
+        assert_eq!(spec.service_type, Some(ServiceType::NodePort));
+        assert_eq!(spec.action.as_ref().map(|a| a.verb), Some(Verb::Migrate));
+        assert_eq!(spec.role, Some(Role::Primary));
+    }
+
+    #[test]
+    fn every_enum_value() {
+        for (text, method) in [("Snapshot", CopyMethod::Snapshot), ("Clone", CopyMethod::Clone), ("Direct", CopyMethod::Direct)] {
+            let spec = ProtectionSpec::parse(&annotations(&[(keys::COPY_METHOD, text)])).expect(text);
+            assert_eq!(spec.copy_method, Some(method));
+        }
+        for (text, ty) in [
+            ("ClusterIP", ServiceType::ClusterIP),
+            ("LoadBalancer", ServiceType::LoadBalancer),
+            ("NodePort", ServiceType::NodePort),
+        ] {
+            let spec = ProtectionSpec::parse(&annotations(&[(keys::SERVICE_TYPE, text)])).expect(text);
+            assert_eq!(spec.service_type, Some(ty));
+        }
+        for (text, protect) in [("true", true), ("false", false)] {
+            let spec = ProtectionSpec::parse(&annotations(&[(keys::PROTECT, text)])).expect(text);
+            assert_eq!(spec.protect, Some(protect));
+        }
+    }
+
+    #[test]
+    fn errors_name_annotation_value_and_accepted() {
+        let cases: &[(&str, &str, &str)] = &[
+            (keys::PROTECT, "yes", "\"true\" or \"false\""),
+            (keys::SCHEDULE, "0 */5 * * * *", "five cron fields"),
+            (keys::COPY_METHOD, "None", "Snapshot, Clone or Direct"),
+            (keys::COPY_METHOD, "snapshot", "Snapshot, Clone or Direct"),
+            (keys::SERVICE_TYPE, "ExternalName", "ClusterIP, LoadBalancer or NodePort"),
+            (keys::SERVICE_TYPE, "Ingress", "ClusterIP, LoadBalancer or NodePort"),
+            (keys::ACTION, "reboot", "sync-now, migrate, failover, failback"),
+            (keys::PEER, "Cluster_B", "a cluster name"),
+            (keys::DESTINATION_STORAGE_CLASS, "SC!", "a Kubernetes object name"),
+            (keys::ROLE, "leader", "primary or secondary"),
+            ("volsync-dr.io/shedule", "0 * * * *", "protect, schedule"),
+        ];
+        for (key, value, accepted) in cases {
+            let err = ProtectionSpec::parse(&annotations(&[(key, value)])).expect_err(key);
+            let text = err.to_string();
+            assert!(text.contains(key), "{text}");
+            assert!(text.contains(&format!("{value:?}")), "{text}");
+            assert!(text.contains(accepted), "{text}");
+        }
+    }
+
+    #[test]
+    fn reports_all_bad_annotations_at_once() {
+        let err = ProtectionSpec::parse(&annotations(&[
+            (keys::SCHEDULE, "bad"),
+            (keys::SERVICE_TYPE, "bad"),
+            (keys::PROTECT, "true"),
+        ]))
+        .expect_err("two bad");
+        assert_eq!(err.0.len(), 2);
+        assert_eq!(err.0[0].key, keys::SCHEDULE);
+        assert_eq!(err.0[1].key, keys::SERVICE_TYPE);
+    }
+
+    #[test]
+    fn no_annotations_is_unprotected() {
+        let spec = ProtectionSpec::parse(&BTreeMap::new()).expect("empty");
+        assert_eq!(spec, ProtectionSpec::default());
+        assert!(!spec.is_protected());
+    }
+}
