@@ -1,1 +1,5 @@
+//! Test-only support for volsync-dr: an in-process Kubernetes API server, a VolSync simulator,
+//! and a harness that runs two clusters side by side.
 
+pub mod apiserver;
+pub mod cluster;

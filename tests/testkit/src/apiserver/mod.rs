@@ -1,0 +1,698 @@
+//! An in-process Kubernetes API server for tests.
+//!
+//! Real HTTP on 127.0.0.1 with the real REST paths, discovery and OpenAPI v3 good enough for
+//! kubectl, list and watch with resource versions (410 Gone when too old, bookmarks, initial
+//! events), label and field selectors, create with generateName, update with optimistic
+//! concurrency, merge / JSON / strategic-merge / server-side-apply patches, status and scale
+//! subresources, finalizers, garbage collection, CRDs with schema validation, and Status
+//! errors with the real reasons and codes. Tests can stop and restart it (an outage that drops
+//! every connection), inject errors, and count requests.
+
+pub mod patch;
+pub mod registry;
+pub mod schema;
+pub mod selectors;
+pub mod store;
+pub mod table;
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use registry::ResourceType;
+use selectors::{FieldSelector, LabelSelector};
+use store::{ApiError, EventType, PatchType, Store, Subresource, WatchStart, WriteOptions};
+
+/// Settings of one server.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Events kept for watches to resume from; older resume points get 410 Gone.
+    pub history: usize,
+    /// How often a watch that allows bookmarks gets one.
+    pub bookmark_interval: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { history: 100_000, bookmark_interval: Duration::from_secs(1) }
+    }
+}
+
+/// An error to return instead of serving a matching request.
+#[derive(Clone, Debug)]
+pub struct Fault {
+    /// `create`, `update`, `patch`, `delete`, `get`, `list`, `watch`; `None` matches any verb.
+    pub verb: Option<&'static str>,
+    /// Resource plural (`persistentvolumeclaims`); `None` matches any resource.
+    pub resource: Option<String>,
+    /// How many matching requests fail.
+    pub count: usize,
+    pub code: u16,
+}
+
+/// Request counts by `verb resource`.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    pub by_verb_resource: BTreeMap<String, u64>,
+}
+
+impl Stats {
+    pub fn count(&self, verb: &str) -> u64 {
+        self.by_verb_resource.iter().filter(|(k, _)| k.split(' ').next() == Some(verb)).map(|(_, v)| v).sum()
+    }
+
+    /// create + update + patch + delete + deletecollection requests.
+    pub fn writes(&self) -> u64 {
+        ["create", "update", "patch", "delete", "deletecollection"].iter().map(|v| self.count(v)).sum()
+    }
+}
+
+struct Shared {
+    store: Store,
+    config: Config,
+    faults: Mutex<Vec<Fault>>,
+    stats: Mutex<Stats>,
+    addr: Mutex<SocketAddr>,
+}
+
+/// A running (or stopped) test API server. Dropping it stops it.
+pub struct ApiServer {
+    shared: Arc<Shared>,
+    serving: Mutex<Option<JoinSet<()>>>,
+}
+
+impl ApiServer {
+    /// Start on a free port of 127.0.0.1.
+    pub async fn start(config: Config) -> std::io::Result<ApiServer> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            store: Store::new(config.history),
+            config,
+            faults: Mutex::new(Vec::new()),
+            stats: Mutex::new(Stats::default()),
+            addr: Mutex::new(addr),
+        });
+        let server = ApiServer { shared, serving: Mutex::new(None) };
+        server.serve(listener);
+        Ok(server)
+    }
+
+    fn serve(&self, listener: TcpListener) {
+        let mut tasks = JoinSet::new();
+        let shared = self.shared.clone();
+        tasks.spawn(async move {
+            let mut connections = JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let shared = shared.clone();
+                connections.spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let shared = shared.clone();
+                        async move { Ok::<_, Infallible>(handle(shared, req).await) }
+                    });
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    // A connection error is the client's business (it went away).
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+                });
+                while connections.try_join_next().is_some() {}
+            }
+            // Dropping `connections` (when this task is aborted) aborts every connection.
+        });
+        *self.serving.lock().unwrap_or_else(|p| p.into_inner()) = Some(tasks);
+    }
+
+    /// Stop serving: the port closes and every open connection (watches included) drops.
+    pub fn stop(&self) {
+        if let Some(mut tasks) = self.serving.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            tasks.abort_all();
+        }
+    }
+
+    /// Serve again on the same port, with the same objects.
+    pub async fn restart(&self) -> std::io::Result<()> {
+        self.stop();
+        let addr = self.addr();
+        // The old listener may take a moment to release the port.
+        let mut last = None;
+        for _ in 0..50 {
+            match TcpListener::bind(addr).await {
+                Ok(listener) => {
+                    self.serve(listener);
+                    return Ok(());
+                }
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Err(last.unwrap_or_else(|| std::io::Error::other("could not rebind")))
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        *self.shared.addr.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr())
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.shared.store
+    }
+
+    pub fn inject(&self, fault: Fault) {
+        self.shared.faults.lock().unwrap_or_else(|p| p.into_inner()).push(fault);
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.shared.stats.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn reset_stats(&self) {
+        *self.shared.stats.lock().unwrap_or_else(|p| p.into_inner()) = Stats::default();
+    }
+
+    /// A kubeconfig whose only context points at this server.
+    pub fn kubeconfig(&self, cluster: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: {cluster}\n  cluster:\n    server: {url}\n\
+             users:\n- name: {cluster}\n  user: {{}}\ncontexts:\n- name: {cluster}\n  context:\n    cluster: {cluster}\n    user: {cluster}\n    namespace: default\n\
+             current-context: {cluster}\npreferences: {{}}\n",
+            url = self.url()
+        )
+    }
+
+    pub fn write_kubeconfig(&self, path: &Path, cluster: &str) -> std::io::Result<()> {
+        std::fs::write(path, self.kubeconfig(cluster))
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+// === request handling ===
+
+fn respond(code: u16, body: &Value) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap_or_else(|_| Response::new(Body::empty()))
+}
+
+fn error(e: &ApiError) -> Response<Body> {
+    respond(e.code, &e.status())
+}
+
+fn with_warnings(mut response: Response<Body>, warnings: &[String]) -> Response<Body> {
+    for w in warnings {
+        if let Ok(v) = format!("299 - \"{}\"", w.replace('"', "'")).parse() {
+            response.headers_mut().append("warning", v);
+        }
+    }
+    response
+}
+
+struct Query(BTreeMap<String, String>);
+
+impl Query {
+    fn parse(query: Option<&str>) -> Self {
+        Query(url::form_urlencoded::parse(query.unwrap_or("").as_bytes()).into_owned().collect())
+    }
+    fn get(&self, k: &str) -> Option<&str> {
+        self.0.get(k).map(String::as_str)
+    }
+    fn flag(&self, k: &str) -> bool {
+        matches!(self.get(k), Some("true") | Some("1"))
+    }
+    fn write_options(&self) -> WriteOptions {
+        WriteOptions {
+            dry_run: self.get("dryRun") == Some("All"),
+            strict: self.get("fieldValidation") == Some("Strict"),
+            field_manager: self.get("fieldManager").map(str::to_string),
+            force: self.flag("force"),
+        }
+    }
+}
+
+/// A parsed resource path.
+struct Target {
+    rt: ResourceType,
+    namespace: Option<String>,
+    name: Option<String>,
+    sub: Option<String>,
+}
+
+async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let body = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return error(&ApiError::bad_request(format!("cannot read body: {e}"))),
+    };
+    let path = parts.uri.path().trim_end_matches('/').to_string();
+    let query = Query::parse(parts.uri.query());
+    let accept = parts.headers.get("accept").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let content_type = parts.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let store = &shared.store;
+    match segs.as_slice() {
+        ["version"] => respond(200, &json!({"major": "1", "minor": "32", "gitVersion": "v1.32.0-testkit", "gitCommit": "testkit",
+            "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.23", "compiler": "gc", "platform": "linux/amd64"})),
+        ["healthz"] | ["readyz"] | ["livez"] => Response::new(Body::from("ok")),
+        ["api"] => respond(200, &json!({"kind": "APIVersions", "versions": ["v1"],
+            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": shared.addr.lock().map(|a| a.to_string()).unwrap_or_default()}]})),
+        ["api", "v1"] => respond(200, &resource_list(store, "", "v1")),
+        ["apis"] => respond(200, &group_list(store)),
+        ["apis", group] => match group_entry(store, group) {
+            Some(g) => respond(200, &g),
+            None => respond(404, &ApiError::new(404, "NotFound", "the server could not find the requested resource").status()),
+        },
+        ["apis", group, version] => {
+            if store.types().iter().any(|t| t.group == *group && t.version == *version) {
+                respond(200, &resource_list(store, group, version))
+            } else {
+                error(&ApiError::new(404, "NotFound", "the server could not find the requested resource"))
+            }
+        }
+        ["openapi", "v3"] => respond(200, &openapi_root(store)),
+        ["openapi", "v3", "api", "v1"] => respond(200, &openapi_doc(store, "", "v1")),
+        ["openapi", "v3", "apis", group, version] => respond(200, &openapi_doc(store, group, version)),
+        ["api", "v1", rest @ ..] => resource(&shared, &parts.method, "", "v1", rest, &query, &accept, &content_type, body).await,
+        ["apis", group, version, rest @ ..] => {
+            resource(&shared, &parts.method, group, version, rest, &query, &accept, &content_type, body).await
+        }
+        _ => error(&ApiError::new(404, "NotFound", "the server could not find the requested resource")),
+    }
+}
+
+fn parse_target(store: &Store, group: &str, version: &str, rest: &[&str]) -> Option<Target> {
+    let (namespace, tail) = match rest {
+        ["namespaces", ns, plural, tail @ ..] if store.find_type(group, version, plural).is_some_and(|t| t.namespaced) => {
+            (Some(ns.to_string()), {
+                let mut v = vec![*plural];
+                v.extend_from_slice(tail);
+                v
+            })
+        }
+        _ => (None, rest.to_vec()),
+    };
+    let rt = store.find_type(group, version, tail.first()?)?;
+    Some(Target { rt, namespace, name: tail.get(1).map(|s| s.to_string()), sub: tail.get(2).map(|s| s.to_string()) })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn resource(
+    shared: &Arc<Shared>,
+    method: &Method,
+    group: &str,
+    version: &str,
+    rest: &[&str],
+    query: &Query,
+    accept: &str,
+    content_type: &str,
+    body: Bytes,
+) -> Response<Body> {
+    let store = &shared.store;
+    let Some(t) = parse_target(store, group, version, rest) else {
+        return error(&ApiError::new(404, "NotFound", "the server could not find the requested resource"));
+    };
+    let verb = match (method, &t.name, query.flag("watch")) {
+        (&Method::GET, None, true) => "watch",
+        (&Method::GET, None, false) => "list",
+        (&Method::GET, Some(_), _) => "get",
+        (&Method::POST, None, _) => "create",
+        (&Method::PUT, Some(_), _) => "update",
+        (&Method::PATCH, Some(_), _) => "patch",
+        (&Method::DELETE, Some(_), _) => "delete",
+        (&Method::DELETE, None, _) => "deletecollection",
+        _ => return error(&ApiError::new(405, "MethodNotAllowed", format!("the server does not allow this method on the requested resource"))),
+    };
+    {
+        let mut stats = shared.stats.lock().unwrap_or_else(|p| p.into_inner());
+        let sub = t.sub.as_deref().map(|s| format!("/{s}")).unwrap_or_default();
+        *stats.by_verb_resource.entry(format!("{verb} {}{sub}", t.rt.qualified())).or_default() += 1;
+    }
+    if let Some(code) = take_fault(shared, verb, &t.rt.plural) {
+        let e = match code {
+            409 => ApiError::conflict(&t.rt, t.name.as_deref().unwrap_or("")),
+            429 => ApiError::new(429, "TooManyRequests", "injected: too many requests"),
+            503 => ApiError::new(503, "ServiceUnavailable", "injected: service unavailable"),
+            c => ApiError::new(c, "InternalError", format!("injected error {c}")),
+        };
+        return error(&e);
+    }
+    if t.rt.namespaced && t.namespace.is_none() && !matches!(verb, "list" | "watch") {
+        // e.g. POST /api/v1/persistentvolumeclaims: namespace required.
+        return error(&ApiError::new(404, "NotFound", "the server could not find the requested resource"));
+    }
+    let ns = t.namespace.clone().unwrap_or_default();
+    let table = accept.contains("as=Table");
+    let include = query.get("includeObject").unwrap_or("Metadata");
+    let parse_body = |body: &Bytes| -> Result<Value, ApiError> {
+        if content_type.contains("protobuf") {
+            return Err(ApiError::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml")));
+        }
+        serde_json::from_slice(body)
+            .or_else(|_| std::str::from_utf8(body).map_err(|e| e.to_string()).and_then(|s| serde_saphyr::from_str::<Value>(s).map_err(|e| e.to_string())))
+            .map_err(|e| ApiError::bad_request(format!("the body of the request was in an unknown format: {e}")))
+    };
+    let result: Result<Response<Body>, ApiError> = (|| async {
+        match (verb, t.sub.as_deref()) {
+            ("list", None) => {
+                let labels = LabelSelector::parse(query.get("labelSelector").unwrap_or("")).map_err(ApiError::bad_request)?;
+                let fields = FieldSelector::parse(query.get("fieldSelector").unwrap_or("")).map_err(ApiError::bad_request)?;
+                let (items, rv) = store.list(&t.rt, t.namespace.as_deref(), &labels, &fields);
+                if table {
+                    return Ok(respond(200, &table::table(&t.rt, &items, Some(rv), include)));
+                }
+                Ok(respond(200, &json!({"kind": format!("{}List", t.rt.kind), "apiVersion": t.rt.api_version(),
+                                         "metadata": {"resourceVersion": rv.to_string()}, "items": items})))
+            }
+            ("watch", None) => watch(shared, &t, query, table, include),
+            ("get", None) => {
+                let obj = store.get(&t.rt, &ns, t.name.as_deref().unwrap_or(""))?;
+                if table {
+                    return Ok(respond(200, &table::table(&t.rt, &[obj], None, include)));
+                }
+                Ok(respond(200, &obj))
+            }
+            ("get", Some("status")) => Ok(respond(200, &store.get(&t.rt, &ns, t.name.as_deref().unwrap_or(""))?)),
+            ("create", None) => {
+                let w = store.create(&t.rt, &ns, parse_body(&body)?, &query.write_options())?;
+                Ok(with_warnings(respond(201, &w.object), &w.warnings))
+            }
+            ("update", sub @ (None | Some("status"))) => {
+                let sub = if sub.is_some() { Subresource::Status } else { Subresource::Main };
+                if sub == Subresource::Status && !t.rt.status {
+                    return Err(ApiError::new(404, "NotFound", "the server could not find the requested resource"));
+                }
+                let w = store.update(&t.rt, &ns, t.name.as_deref().unwrap_or(""), parse_body(&body)?, sub, &query.write_options())?;
+                Ok(with_warnings(respond(200, &w.object), &w.warnings))
+            }
+            ("patch", sub @ (None | Some("status"))) => {
+                let sub = if sub.is_some() { Subresource::Status } else { Subresource::Main };
+                if sub == Subresource::Status && !t.rt.status {
+                    return Err(ApiError::new(404, "NotFound", "the server could not find the requested resource"));
+                }
+                let patch_type = patch_type(content_type, &t.rt)?;
+                let w = store.patch(&t.rt, &ns, t.name.as_deref().unwrap_or(""), patch_type, &parse_body(&body)?, sub, &query.write_options())?;
+                Ok(with_warnings(respond(if w.created { 201 } else { 200 }, &w.object), &w.warnings))
+            }
+            ("get" | "update" | "patch", Some("scale")) if t.rt.scale => scale(store, &t, verb, content_type, &body, query),
+            ("delete", None) => {
+                let options = if body.is_empty() { json!({}) } else { parse_body(&body)? };
+                let mut options = options;
+                if let Some(p) = query.get("propagationPolicy") {
+                    options["propagationPolicy"] = json!(p);
+                }
+                let dry_run = query.get("dryRun") == Some("All") || options["dryRun"].as_array().is_some_and(|a| !a.is_empty());
+                let name = t.name.clone().unwrap_or_default();
+                let (object, gone) = store.delete(&t.rt, &ns, &name, &options, dry_run)?;
+                if gone {
+                    return Ok(respond(200, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                        "details": {"name": name, "group": t.rt.group, "kind": t.rt.plural, "uid": object["metadata"]["uid"]}})));
+                }
+                Ok(respond(200, &object))
+            }
+            ("deletecollection", None) => {
+                let labels = LabelSelector::parse(query.get("labelSelector").unwrap_or("")).map_err(ApiError::bad_request)?;
+                let fields = FieldSelector::parse(query.get("fieldSelector").unwrap_or("")).map_err(ApiError::bad_request)?;
+                let (items, _) = store.list(&t.rt, t.namespace.as_deref(), &labels, &fields);
+                for item in &items {
+                    let item_ns = item["metadata"]["namespace"].as_str().unwrap_or("");
+                    let _ = store.delete(&t.rt, item_ns, item["metadata"]["name"].as_str().unwrap_or(""), &json!({}), false);
+                }
+                Ok(respond(200, &json!({"kind": format!("{}List", t.rt.kind), "apiVersion": t.rt.api_version(), "metadata": {}, "items": items})))
+            }
+            _ => Err(ApiError::new(404, "NotFound", "the server could not find the requested resource")),
+        }
+    })()
+    .await;
+    result.unwrap_or_else(|e| error(&e))
+}
+
+fn take_fault(shared: &Shared, verb: &str, plural: &str) -> Option<u16> {
+    let mut faults = shared.faults.lock().unwrap_or_else(|p| p.into_inner());
+    let found = faults.iter_mut().find(|f| {
+        f.count > 0 && f.verb.is_none_or(|v| v == verb) && f.resource.as_deref().is_none_or(|r| r == plural)
+    })?;
+    found.count -= 1;
+    let code = found.code;
+    faults.retain(|f| f.count > 0);
+    Some(code)
+}
+
+fn patch_type(content_type: &str, rt: &ResourceType) -> Result<PatchType, ApiError> {
+    let mime = content_type.split(';').next().unwrap_or("").trim();
+    match mime {
+        "application/json-patch+json" => Ok(PatchType::Json),
+        "application/merge-patch+json" => Ok(PatchType::Merge),
+        "application/strategic-merge-patch+json" if rt.crd.is_none() => Ok(PatchType::Strategic),
+        "application/apply-patch+yaml" | "application/apply-patch+json" => Ok(PatchType::Apply),
+        other => Err(ApiError::new(415, "UnsupportedMediaType", format!(
+            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml{} (got {other:?})",
+            if rt.crd.is_none() { ", application/strategic-merge-patch+json" } else { "" }
+        ))),
+    }
+}
+
+/// The autoscaling/v1 Scale view of a Deployment or StatefulSet.
+fn scale_of(obj: &Value) -> Value {
+    let selector = obj["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(","))
+        .unwrap_or_default();
+    json!({"kind": "Scale", "apiVersion": "autoscaling/v1",
+           "metadata": {"name": obj["metadata"]["name"], "namespace": obj["metadata"]["namespace"], "uid": obj["metadata"]["uid"],
+                        "resourceVersion": obj["metadata"]["resourceVersion"], "creationTimestamp": obj["metadata"]["creationTimestamp"]},
+           "spec": {"replicas": obj["spec"]["replicas"].as_i64().unwrap_or(0)},
+           "status": {"replicas": obj["status"]["replicas"].as_i64().unwrap_or(0), "selector": selector}})
+}
+
+fn scale(store: &Store, t: &Target, verb: &str, content_type: &str, body: &Bytes, query: &Query) -> Result<Response<Body>, ApiError> {
+    let ns = t.namespace.clone().unwrap_or_default();
+    let name = t.name.clone().unwrap_or_default();
+    let obj = store.get(&t.rt, &ns, &name)?;
+    let mut current = scale_of(&obj);
+    if verb == "get" {
+        return Ok(respond(200, &current));
+    }
+    let body: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    match verb {
+        "update" => {
+            let rv = body["metadata"]["resourceVersion"].as_str().unwrap_or("");
+            if !rv.is_empty() && rv != obj["metadata"]["resourceVersion"].as_str().unwrap_or("") {
+                return Err(ApiError::conflict(&t.rt, &name));
+            }
+            current = body;
+        }
+        _ => match patch_type(content_type, &t.rt)? {
+            PatchType::Json => patch::json_patch(&mut current, &body).map_err(|e| ApiError::new(422, "Invalid", e))?,
+            PatchType::Merge | PatchType::Strategic | PatchType::Apply => patch::json_merge(&mut current, &body),
+        },
+    }
+    let replicas = current["spec"]["replicas"].as_i64().ok_or_else(|| ApiError::invalid(&t.rt, &name, &["spec.replicas: Required value".into()]))?;
+    if replicas < 0 {
+        return Err(ApiError::invalid(&t.rt, &name, &[format!("spec.replicas: Invalid value: {replicas}: must be greater than or equal to 0")]));
+    }
+    let w = store.patch(&t.rt, &ns, &name, PatchType::Merge, &json!({"spec": {"replicas": replicas}}), Subresource::Main, &query.write_options())?;
+    Ok(respond(200, &scale_of(&w.object)))
+}
+
+fn watch(shared: &Arc<Shared>, t: &Target, query: &Query, table: bool, include: &str) -> Result<Response<Body>, ApiError> {
+    let labels = LabelSelector::parse(query.get("labelSelector").unwrap_or("")).map_err(ApiError::bad_request)?;
+    let fields = FieldSelector::parse(query.get("fieldSelector").unwrap_or("")).map_err(ApiError::bad_request)?;
+    let rv_param = query.get("resourceVersion").unwrap_or("");
+    let initial_events = query.flag("sendInitialEvents");
+    let start = if rv_param.is_empty() || rv_param == "0" || initial_events {
+        WatchStart::Now
+    } else {
+        WatchStart::After(rv_param.parse().map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv_param}")))?)
+    };
+    let bookmarks = query.flag("allowWatchBookmarks");
+    let timeout = query.get("timeoutSeconds").and_then(|s| s.parse::<u64>().ok()).map(Duration::from_secs);
+    let rt = t.rt.clone();
+    let include = include.to_string();
+    let namespace = t.namespace.clone();
+    let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(256);
+    let (first, mut live, start_rv) = match shared.store.watch(&rt, namespace.as_deref(), start) {
+        Ok(x) => x,
+        Err(e) => {
+            // As the real server: a 200 watch whose only event is an ERROR carrying the Status.
+            let line = json!({"type": "ERROR", "object": e.status()}).to_string() + "\n";
+            return Ok(Response::builder()
+                .header("content-type", "application/json")
+                .body(Body::from(line))
+                .unwrap_or_else(|_| Response::new(Body::empty())));
+        }
+    };
+    let bookmark_interval = shared.config.bookmark_interval;
+    let id = rt.id();
+    let render = move |type_: &str, object: &Value| -> Bytes {
+        let object = if table && type_ != "BOOKMARK" { table::table(&rt, std::slice::from_ref(object), None, &include) } else { object.clone() };
+        Bytes::from(json!({"type": type_, "object": object}).to_string() + "\n")
+    };
+    let kind = t.rt.kind.clone();
+    let api_version = t.rt.api_version();
+    tokio::spawn(async move {
+        let matches = |v: &Value| labels.matches(v) && fields.matches(v);
+        let mut last_rv = start_rv;
+        for e in &first {
+            if matches(&e.object) {
+                let type_ = if e.type_ == EventType::Deleted { "DELETED" } else { e.type_.as_str() };
+                if tx.send(Ok(render(type_, &e.object))).await.is_err() {
+                    return;
+                }
+            }
+        }
+        let bookmark = |rv: u64, end: bool| {
+            let mut meta = json!({"resourceVersion": rv.to_string()});
+            if end {
+                meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+            }
+            json!({"kind": kind, "apiVersion": api_version, "metadata": meta})
+        };
+        if initial_events && tx.send(Ok(render("BOOKMARK", &bookmark(start_rv, true)))).await.is_err() {
+            return;
+        }
+        let deadline = timeout.map(|d| tokio::time::Instant::now() + d);
+        let mut ticker = tokio::time::interval(bookmark_interval);
+        ticker.tick().await;
+        loop {
+            let sleep_until = deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86_400));
+            tokio::select! {
+                _ = tokio::time::sleep_until(sleep_until) => return,
+                _ = tx.closed() => return,
+                _ = ticker.tick(), if bookmarks => {
+                    if tx.send(Ok(render("BOOKMARK", &bookmark(last_rv, false)))).await.is_err() { return; }
+                }
+                event = live.recv() => {
+                    let e = match event {
+                        Ok(e) => e,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            let status = ApiError::new(410, "Expired", "watch fell too far behind").status();
+                            let _ = tx.send(Ok(Bytes::from(json!({"type": "ERROR", "object": status}).to_string() + "\n"))).await;
+                            return;
+                        }
+                        Err(_) => return,
+                    };
+                    if e.rv <= start_rv {
+                        continue;
+                    }
+                    last_rv = e.rv;
+                    let in_scope = e.resource == id && namespace.as_deref().is_none_or(|n| e.namespace == n || e.namespace.is_empty());
+                    if !in_scope {
+                        continue;
+                    }
+                    let now_matches = matches(&e.object);
+                    let was_matching = e.old.as_ref().is_some_and(|o| matches(o));
+                    let type_ = match (e.type_, was_matching, now_matches) {
+                        (EventType::Deleted, _, true) => "DELETED",
+                        (EventType::Added, _, true) => "ADDED",
+                        (EventType::Modified, true, true) => "MODIFIED",
+                        (EventType::Modified, false, true) => "ADDED",
+                        (EventType::Modified, true, false) => "DELETED",
+                        _ => continue,
+                    };
+                    if tx.send(Ok(render(type_, &e.object))).await.is_err() { return; }
+                }
+            }
+        }
+    });
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    Ok(Response::builder()
+        .header("content-type", "application/json")
+        .header("transfer-encoding", "chunked")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| Response::new(Body::empty())))
+}
+
+// === discovery ===
+
+fn group_versions(store: &Store) -> BTreeMap<String, Vec<String>> {
+    let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for t in store.types() {
+        if t.group.is_empty() {
+            continue;
+        }
+        let versions = groups.entry(t.group.clone()).or_default();
+        if !versions.contains(&t.version) {
+            versions.push(t.version.clone());
+        }
+    }
+    groups
+}
+
+fn group_json(group: &str, versions: &[String]) -> Value {
+    let vs: Vec<Value> = versions.iter().map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v})).collect();
+    json!({"name": group, "versions": vs, "preferredVersion": vs.first().cloned().unwrap_or(Value::Null)})
+}
+
+fn group_list(store: &Store) -> Value {
+    let groups: Vec<Value> = group_versions(store).iter().map(|(g, vs)| group_json(g, vs)).collect();
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+}
+
+fn group_entry(store: &Store, group: &str) -> Option<Value> {
+    let versions = group_versions(store).remove(group)?;
+    let mut g = group_json(group, &versions);
+    g["kind"] = json!("APIGroup");
+    g["apiVersion"] = json!("v1");
+    Some(g)
+}
+
+fn resource_list(store: &Store, group: &str, version: &str) -> Value {
+    let types = store.types();
+    let matching: Vec<&ResourceType> = types.iter().filter(|t| t.group == group && t.version == version).collect();
+    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    registry::api_resource_list(&gv, &matching)
+}
+
+fn openapi_root(store: &Store) -> Value {
+    let mut paths = serde_json::Map::new();
+    paths.insert("api/v1".into(), json!({"serverRelativeURL": format!("/openapi/v3/api/v1?hash={}", store.current_rv())}));
+    for (group, versions) in group_versions(store) {
+        for v in versions {
+            paths.insert(format!("apis/{group}/{v}"), json!({"serverRelativeURL": format!("/openapi/v3/apis/{group}/{v}?hash={}", store.current_rv())}));
+        }
+    }
+    json!({"paths": paths})
+}
+
+/// Enough OpenAPI v3 for kubectl to see that every kind supports `fieldValidation`, so it
+/// validates on the server (which, for custom resources, checks the CRD schema).
+fn openapi_doc(store: &Store, group: &str, version: &str) -> Value {
+    let mut paths = serde_json::Map::new();
+    for t in store.types().iter().filter(|t| t.group == group && t.version == version) {
+        let prefix = if group.is_empty() { "/api/v1".to_string() } else { format!("/apis/{group}/{version}") };
+        let path = if t.namespaced {
+            format!("{prefix}/namespaces/{{namespace}}/{}/{{name}}", t.plural)
+        } else {
+            format!("{prefix}/{}/{{name}}", t.plural)
+        };
+        let gvk = json!({"group": t.group, "version": t.version, "kind": t.kind});
+        let params = json!([{"name": "fieldValidation", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
+                            {"name": "fieldManager", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
+                            {"name": "dryRun", "in": "query", "schema": {"type": "string", "uniqueItems": true}}]);
+        let op = json!({"x-kubernetes-group-version-kind": gvk, "x-kubernetes-action": "patch", "parameters": params,
+                        "responses": {"200": {"description": "OK"}}});
+        paths.insert(path, json!({"patch": op}));
+    }
+    json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.32.0"}, "paths": paths, "components": {"schemas": {}}})
+}

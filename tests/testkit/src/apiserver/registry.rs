@@ -1,0 +1,211 @@
+//! Which resources the server knows: the built-in kinds volsync-dr touches, plus every kind a
+//! CustomResourceDefinition adds at run time.
+
+use serde_json::{Value, json};
+
+/// One served resource (one group/version/plural).
+#[derive(Clone, Debug)]
+pub struct ResourceType {
+    pub group: String,
+    pub version: String,
+    pub kind: String,
+    pub plural: String,
+    pub singular: String,
+    pub namespaced: bool,
+    pub short_names: Vec<String>,
+    pub status: bool,
+    pub scale: bool,
+    /// openAPIV3Schema of a custom resource: validated and pruned against.
+    pub schema: Option<Value>,
+    /// additionalPrinterColumns of a custom resource, for Table output.
+    pub printer_columns: Vec<PrinterColumn>,
+    /// Name of the CRD that defined it, when it is a custom resource.
+    pub crd: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct PrinterColumn {
+    pub name: String,
+    pub type_: String,
+    pub json_path: String,
+}
+
+impl ResourceType {
+    /// Storage key prefix: `group/plural`.
+    pub fn id(&self) -> String {
+        format!("{}/{}", self.group, self.plural)
+    }
+
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() { self.version.clone() } else { format!("{}/{}", self.group, self.version) }
+    }
+
+    /// `plural.group` as the API server names a resource in messages.
+    pub fn qualified(&self) -> String {
+        if self.group.is_empty() { self.plural.clone() } else { format!("{}.{}", self.plural, self.group) }
+    }
+
+    pub fn verbs(&self) -> Vec<&'static str> {
+        vec!["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+    }
+}
+
+fn builtin(
+    group: &str,
+    version: &str,
+    kind: &str,
+    plural: &str,
+    namespaced: bool,
+    short: &[&str],
+    status: bool,
+    scale: bool,
+) -> ResourceType {
+    ResourceType {
+        group: group.into(),
+        version: version.into(),
+        kind: kind.into(),
+        plural: plural.into(),
+        singular: kind.to_lowercase(),
+        namespaced,
+        short_names: short.iter().map(|s| s.to_string()).collect(),
+        status,
+        scale,
+        schema: None,
+        printer_columns: Vec::new(),
+        crd: None,
+    }
+}
+
+/// The built-in resources, as a Kubernetes 1.32 API server serves them (the subset volsync-dr,
+/// its tests and kubectl use).
+pub fn builtins() -> Vec<ResourceType> {
+    vec![
+        builtin("", "v1", "Namespace", "namespaces", false, &["ns"], true, false),
+        builtin("", "v1", "Node", "nodes", false, &["no"], true, false),
+        builtin("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", true, &["pvc"], true, false),
+        builtin("", "v1", "PersistentVolume", "persistentvolumes", false, &["pv"], true, false),
+        builtin("", "v1", "Secret", "secrets", true, &[], false, false),
+        builtin("", "v1", "ConfigMap", "configmaps", true, &["cm"], false, false),
+        builtin("", "v1", "Service", "services", true, &["svc"], true, false),
+        builtin("", "v1", "Pod", "pods", true, &["po"], true, false),
+        builtin("", "v1", "Event", "events", true, &["ev"], false, false),
+        builtin("", "v1", "ServiceAccount", "serviceaccounts", true, &["sa"], false, false),
+        builtin("apps", "v1", "Deployment", "deployments", true, &["deploy"], true, true),
+        builtin("apps", "v1", "StatefulSet", "statefulsets", true, &["sts"], true, true),
+        builtin("coordination.k8s.io", "v1", "Lease", "leases", true, &[], false, false),
+        builtin("events.k8s.io", "v1", "Event", "events", true, &["ev"], false, false),
+        builtin("storage.k8s.io", "v1", "StorageClass", "storageclasses", false, &["sc"], false, false),
+        builtin(
+            "admissionregistration.k8s.io",
+            "v1",
+            "MutatingWebhookConfiguration",
+            "mutatingwebhookconfigurations",
+            false,
+            &[],
+            false,
+            false,
+        ),
+        builtin(
+            "admissionregistration.k8s.io",
+            "v1",
+            "ValidatingWebhookConfiguration",
+            "validatingwebhookconfigurations",
+            false,
+            &[],
+            false,
+            false,
+        ),
+        builtin(
+            "apiextensions.k8s.io",
+            "v1",
+            "CustomResourceDefinition",
+            "customresourcedefinitions",
+            false,
+            &["crd", "crds"],
+            true,
+            false,
+        ),
+        builtin("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", false, &[], false, false),
+        builtin("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", false, &[], false, false),
+        builtin("rbac.authorization.k8s.io", "v1", "Role", "roles", true, &[], false, false),
+        builtin("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", true, &[], false, false),
+    ]
+}
+
+/// The resource types a CRD defines (one per served version).
+pub fn from_crd(crd: &Value) -> Result<Vec<ResourceType>, String> {
+    let name = crd["metadata"]["name"].as_str().ok_or("metadata.name: Required value")?;
+    let spec = &crd["spec"];
+    let group = spec["group"].as_str().ok_or("spec.group: Required value")?;
+    let names = &spec["names"];
+    let plural = names["plural"].as_str().ok_or("spec.names.plural: Required value")?;
+    let kind = names["kind"].as_str().ok_or("spec.names.kind: Required value")?;
+    if name != format!("{plural}.{group}") {
+        return Err(format!("metadata.name: Invalid value: {name:?}: must be spec.names.plural+\".\"+spec.group"));
+    }
+    let namespaced = match spec["scope"].as_str() {
+        Some("Namespaced") => true,
+        Some("Cluster") => false,
+        other => return Err(format!("spec.scope: Unsupported value: {other:?}: supported values: \"Cluster\", \"Namespaced\"")),
+    };
+    let versions = spec["versions"].as_array().ok_or("spec.versions: Required value")?;
+    let mut out = Vec::new();
+    for v in versions {
+        if v["served"].as_bool() != Some(true) {
+            continue;
+        }
+        let version = v["name"].as_str().ok_or("spec.versions[].name: Required value")?;
+        out.push(ResourceType {
+            group: group.into(),
+            version: version.into(),
+            kind: kind.into(),
+            plural: plural.into(),
+            singular: names["singular"].as_str().map(str::to_string).unwrap_or_else(|| kind.to_lowercase()),
+            namespaced,
+            short_names: names["shortNames"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+                .unwrap_or_default(),
+            status: v["subresources"].get("status").is_some(),
+            scale: v["subresources"].get("scale").is_some(),
+            schema: v["schema"].get("openAPIV3Schema").cloned(),
+            printer_columns: v["additionalPrinterColumns"]
+                .as_array()
+                .map(|cols| {
+                    cols.iter()
+                        .filter_map(|c| {
+                            Some(PrinterColumn {
+                                name: c["name"].as_str()?.to_string(),
+                                type_: c["type"].as_str().unwrap_or("string").to_string(),
+                                json_path: c["jsonPath"].as_str()?.to_string(),
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            crd: Some(name.to_string()),
+        });
+    }
+    Ok(out)
+}
+
+/// APIResource entries of one group/version, for discovery.
+pub fn api_resource_list(group_version: &str, types: &[&ResourceType]) -> Value {
+    let mut resources = Vec::new();
+    for t in types {
+        resources.push(json!({
+            "name": t.plural, "singularName": t.singular, "namespaced": t.namespaced, "kind": t.kind,
+            "verbs": t.verbs(), "shortNames": t.short_names,
+        }));
+        if t.status {
+            resources.push(json!({"name": format!("{}/status", t.plural), "singularName": "", "namespaced": t.namespaced,
+                                  "kind": t.kind, "verbs": ["get", "patch", "update"]}));
+        }
+        if t.scale {
+            resources.push(json!({"name": format!("{}/scale", t.plural), "singularName": "", "namespaced": t.namespaced,
+                                  "group": "autoscaling", "version": "v1", "kind": "Scale",
+                                  "verbs": ["get", "patch", "update"]}));
+        }
+    }
+    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources})
+}
