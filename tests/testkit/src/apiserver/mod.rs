@@ -67,6 +67,8 @@ pub struct Fault {
 #[derive(Clone, Debug, Default)]
 pub struct Stats {
     pub by_verb_resource: BTreeMap<String, u64>,
+    /// Watches answered with 410 Gone (resume point compacted away).
+    pub expired_watches: u64,
 }
 
 impl Stats {
@@ -534,6 +536,7 @@ fn watch(shared: &Arc<Shared>, t: &Target, query: &Query, table: bool, include: 
     let (first, mut live, start_rv) = match shared.store.watch(&rt, namespace.as_deref(), start) {
         Ok(x) => x,
         Err(e) => {
+            shared.stats.lock().unwrap_or_else(|p| p.into_inner()).expired_watches += 1;
             // As the real server: a 200 watch whose only event is an ERROR carrying the Status.
             let line = json!({"type": "ERROR", "object": e.status()}).to_string() + "\n";
             return Ok(Response::builder()
