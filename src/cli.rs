@@ -7,7 +7,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::model::volsync::ServiceType;
 
 #[derive(Debug, Parser)]
-#[command(name = "volsync-dr", version, about = "Cross-cluster disaster recovery of PVCs with VolSync, driven by annotations")]
+#[command(
+    name = "volsync-dr",
+    version,
+    about = "Cross-cluster disaster recovery of PVCs with VolSync, driven by annotations"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -11,9 +11,18 @@ pub enum Error {
     #[error("{path}: not valid YAML: {message}")]
     Yaml { path: PathBuf, message: String },
     #[error("{path}: document {index}: {message}")]
-    NotAPvc { path: PathBuf, index: usize, message: String },
+    NotAPvc {
+        path: PathBuf,
+        index: usize,
+        message: String,
+    },
     #[error("{path}: PVC {namespace}/{name}: {source}")]
-    Plan { path: PathBuf, namespace: String, name: String, source: PlanError },
+    Plan {
+        path: PathBuf,
+        namespace: String,
+        name: String,
+        source: PlanError,
+    },
     #[error("invalid flag: {0}")]
     Flag(String),
     #[error("cannot generate a random key: {0}")]

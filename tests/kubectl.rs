@@ -69,13 +69,21 @@ async fn kubectl_apply_get_annotate_scale_delete() {
     let out = k.run_with_stdin(&["apply", "-f", "-"], APP).await;
     assert!(out.success, "{}", out.stderr);
     assert!(out.stdout.contains("namespace/apps created"), "{}", out.stdout);
-    assert!(out.stdout.contains("persistentvolumeclaim/data created"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("persistentvolumeclaim/data created"),
+        "{}",
+        out.stdout
+    );
     assert!(out.stdout.contains("deployment.apps/db created"), "{}", out.stdout);
     let rv_before = server.store().current_rv();
     let out = k.run_with_stdin(&["apply", "-f", "-"], APP).await;
     assert!(out.success, "{}", out.stderr);
     assert_eq!(out.stdout.matches("unchanged").count(), 3, "{}", out.stdout);
-    assert_eq!(server.store().current_rv(), rv_before, "an unchanged apply writes nothing");
+    assert_eq!(
+        server.store().current_rv(),
+        rv_before,
+        "an unchanged apply writes nothing"
+    );
 
     // get: table output and JSON, with server-set fields.
     let table = k.ok(&["get", "pvc", "-n", "apps"]).await;
@@ -85,13 +93,37 @@ async fn kubectl_apply_get_annotate_scale_delete() {
     assert!(pvc["metadata"]["uid"].as_str().is_some_and(|u| !u.is_empty()));
 
     // annotate, overwrite, remove.
-    k.ok(&["annotate", "pvc", "data", "-n", "apps", "volsync-dr.io/action=sync-now:1"]).await;
-    let refused = k.run(&["annotate", "pvc", "data", "-n", "apps", "volsync-dr.io/action=migrate"]).await;
-    assert!(!refused.success && refused.stderr.contains("--overwrite"), "{}", refused.stderr);
-    k.ok(&["annotate", "--overwrite", "pvc", "data", "-n", "apps", "volsync-dr.io/action=migrate:2"]).await;
+    k.ok(&[
+        "annotate",
+        "pvc",
+        "data",
+        "-n",
+        "apps",
+        "volsync-dr.io/action=sync-now:1",
+    ])
+    .await;
+    let refused = k
+        .run(&["annotate", "pvc", "data", "-n", "apps", "volsync-dr.io/action=migrate"])
+        .await;
+    assert!(
+        !refused.success && refused.stderr.contains("--overwrite"),
+        "{}",
+        refused.stderr
+    );
+    k.ok(&[
+        "annotate",
+        "--overwrite",
+        "pvc",
+        "data",
+        "-n",
+        "apps",
+        "volsync-dr.io/action=migrate:2",
+    ])
+    .await;
     let pvc = json(&k.ok(&["get", "pvc", "data", "-n", "apps", "-o", "json"]).await);
     assert_eq!(pvc["metadata"]["annotations"]["volsync-dr.io/action"], "migrate:2");
-    k.ok(&["annotate", "pvc", "data", "-n", "apps", "volsync-dr.io/action-"]).await;
+    k.ok(&["annotate", "pvc", "data", "-n", "apps", "volsync-dr.io/action-"])
+        .await;
     let pvc = json(&k.ok(&["get", "pvc", "data", "-n", "apps", "-o", "json"]).await);
     assert!(pvc["metadata"]["annotations"].get("volsync-dr.io/action").is_none());
 
@@ -101,12 +133,31 @@ async fn kubectl_apply_get_annotate_scale_delete() {
     let deploy = json(&k.ok(&["get", "deployment", "db", "-n", "apps", "-o", "json"]).await);
     assert_eq!(deploy["spec"]["replicas"], 3);
     assert_eq!(deploy["metadata"]["generation"], 2);
-    let stale = k.run(&["scale", "deployment", "db", "-n", "apps", "--replicas=1", "--current-replicas=2"]).await;
+    let stale = k
+        .run(&[
+            "scale",
+            "deployment",
+            "db",
+            "-n",
+            "apps",
+            "--replicas=1",
+            "--current-replicas=2",
+        ])
+        .await;
     assert!(!stale.success, "a failed precondition must not scale: {}", stale.stdout);
 
     // watch: events for changes made while kubectl watches.
     let mut watch = k
-        .command(&["get", "pvc", "-n", "apps", "--watch", "--output-watch-events", "-o", r#"jsonpath={.type} {.object.metadata.name}{"\n"}"#])
+        .command(&[
+            "get",
+            "pvc",
+            "-n",
+            "apps",
+            "--watch",
+            "--output-watch-events",
+            "-o",
+            r#"jsonpath={.type} {.object.metadata.name}{"\n"}"#,
+        ])
         .spawn()
         .expect("kubectl watch");
     let mut lines = BufReader::new(watch.stdout.take().expect("stdout")).lines();
@@ -115,13 +166,33 @@ async fn kubectl_apply_get_annotate_scale_delete() {
     assert_eq!(next_line(&mut lines).await, "MODIFIED data");
 
     // delete honours finalizers: marked first, gone once the finalizer is removed.
-    k.ok(&["patch", "pvc", "data", "-n", "apps", "--type=merge", "-p", r#"{"metadata":{"finalizers":["volsync-dr.io/protection"]}}"#]).await;
+    k.ok(&[
+        "patch",
+        "pvc",
+        "data",
+        "-n",
+        "apps",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":["volsync-dr.io/protection"]}}"#,
+    ])
+    .await;
     assert_eq!(next_line(&mut lines).await, "MODIFIED data");
     k.ok(&["delete", "pvc", "data", "-n", "apps", "--wait=false"]).await;
     assert_eq!(next_line(&mut lines).await, "MODIFIED data");
     let pvc = json(&k.ok(&["get", "pvc", "data", "-n", "apps", "-o", "json"]).await);
     assert!(pvc["metadata"]["deletionTimestamp"].is_string(), "marked for deletion");
-    k.ok(&["patch", "pvc", "data", "-n", "apps", "--type=json", "-p", r#"[{"op":"remove","path":"/metadata/finalizers"}]"#]).await;
+    k.ok(&[
+        "patch",
+        "pvc",
+        "data",
+        "-n",
+        "apps",
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+    ])
+    .await;
     assert_eq!(next_line(&mut lines).await, "DELETED data");
     let gone = k.run(&["get", "pvc", "data", "-n", "apps"]).await;
     assert!(!gone.success && gone.stderr.contains("NotFound"), "{}", gone.stderr);
@@ -146,14 +217,33 @@ async fn kubectl_sees_crd_validation_like_a_real_server() {
              spec:\n  sourcePVC: x\n  trigger: {{schedule: \"{schedule}\"}}\n  rsyncTLS: {{copyMethod: Snapshot{extra}}}\n"
         )
     };
-    let unknown = k.run_with_stdin(&["apply", "-f", "-"], &rs(", bogus: 1", "0 * * * *")).await;
-    assert!(!unknown.success && unknown.stderr.contains(r#"unknown field "spec.rsyncTLS.bogus""#), "{}", unknown.stderr);
-    let bad_enum = k.run_with_stdin(&["apply", "-f", "-"], &rs("", "0 * * * *").replace("Snapshot", "Copy")).await;
-    assert!(!bad_enum.success && bad_enum.stderr.contains("spec.rsyncTLS.copyMethod: Unsupported value"), "{}", bad_enum.stderr);
+    let unknown = k
+        .run_with_stdin(&["apply", "-f", "-"], &rs(", bogus: 1", "0 * * * *"))
+        .await;
+    assert!(
+        !unknown.success && unknown.stderr.contains(r#"unknown field "spec.rsyncTLS.bogus""#),
+        "{}",
+        unknown.stderr
+    );
+    let bad_enum = k
+        .run_with_stdin(&["apply", "-f", "-"], &rs("", "0 * * * *").replace("Snapshot", "Copy"))
+        .await;
+    assert!(
+        !bad_enum.success && bad_enum.stderr.contains("spec.rsyncTLS.copyMethod: Unsupported value"),
+        "{}",
+        bad_enum.stderr
+    );
     let bad_cron = k.run_with_stdin(&["apply", "-f", "-"], &rs("", "garbage")).await;
-    assert!(!bad_cron.success && bad_cron.stderr.contains("spec.trigger.schedule"), "{}", bad_cron.stderr);
+    assert!(
+        !bad_cron.success && bad_cron.stderr.contains("spec.trigger.schedule"),
+        "{}",
+        bad_cron.stderr
+    );
     let ok = k.run_with_stdin(&["apply", "-f", "-"], &rs("", "*/10 * * * *")).await;
     assert!(ok.success, "{}", ok.stderr);
     let listed = k.ok(&["get", "replicationsources"]).await;
-    assert!(listed.contains("SOURCE") && listed.contains("rs-x"), "printer columns: {listed}");
+    assert!(
+        listed.contains("SOURCE") && listed.contains("rs-x"),
+        "printer columns: {listed}"
+    );
 }

@@ -34,7 +34,12 @@ fn render(args: &[&str], stdin: Option<&str>) -> Run {
         .spawn()
         .expect("run volsync-dr");
     if let Some(input) = stdin {
-        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
     }
     drop(child.stdin.take());
     let out = child.wait_with_output().expect("wait");
@@ -88,7 +93,13 @@ fn design_example_matches_golden_and_the_manual_procedure() {
     let docs = documents(&run.stdout);
     let kinds: Vec<(&str, &str, &str)> = docs
         .iter()
-        .map(|(c, d)| (c.as_str(), d["kind"].as_str().unwrap_or(""), d["metadata"]["name"].as_str().unwrap_or("")))
+        .map(|(c, d)| {
+            (
+                c.as_str(),
+                d["kind"].as_str().unwrap_or(""),
+                d["metadata"]["name"].as_str().unwrap_or(""),
+            )
+        })
         .collect();
     assert_eq!(
         kinds,
@@ -133,13 +144,19 @@ fn design_example_matches_golden_and_the_manual_procedure() {
     assert_eq!(counterpart["volumeMode"], "Filesystem");
 
     // Golden output, with the random key masked.
-    let masked = run.stdout.replace(&docs[0].1["data"]["psk.txt"].as_str().unwrap_or("").to_string(), "<PSK>");
+    let masked = run.stdout.replace(
+        &docs[0].1["data"]["psk.txt"].as_str().unwrap_or("").to_string(),
+        "<PSK>",
+    );
     let golden = root().join("tests/fixtures/render/pvc-01.golden.yaml");
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&golden, &masked).expect("write golden");
     }
     let expected = std::fs::read_to_string(&golden).expect("golden file (UPDATE_GOLDEN=1 writes it)");
-    assert_eq!(masked, expected, "render output changed; if intended, rerun with UPDATE_GOLDEN=1");
+    assert_eq!(
+        masked, expected,
+        "render output changed; if intended, rerun with UPDATE_GOLDEN=1"
+    );
 }
 
 #[test]
@@ -147,20 +164,46 @@ fn stdin_and_leaving_out_the_source_without_an_address() {
     let pvc = std::fs::read_to_string(root().join("examples/pvc-01.yaml")).expect("example");
     let run = render(&["-f", "-"], Some(&pvc));
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(documents(&run.stdout).len(), 4, "no rs-P without the destination's address");
-    assert!(run.stderr.contains("rs-pvc-01 left out") && run.stderr.contains("--peer-port"), "{}", run.stderr);
+    assert_eq!(
+        documents(&run.stdout).len(),
+        4,
+        "no rs-P without the destination's address"
+    );
+    assert!(
+        run.stderr.contains("rs-pvc-01 left out") && run.stderr.contains("--peer-port"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
 fn bad_input_fails_with_one_line_naming_the_problem() {
     let pvc = std::fs::read_to_string(root().join("examples/pvc-01.yaml")).expect("example");
     let cases = [
-        (pvc.replace("\"*/10 * * * *\"", "\"0 */5 * * * *\""), "volsync-dr.io/schedule=\"0 */5 * * * *\" is invalid"),
-        (pvc.replace("\"*/10 * * * *\"", "\"0 0 L * *\""), "volsync-dr.io/schedule=\"0 0 L * *\" is invalid"),
-        (pvc.replace("service-type: NodePort", "service-type: Ingress"), "volsync-dr.io/service-type=\"Ingress\" is invalid"),
-        (pvc.replace("service-type: NodePort", "copy-method: Copy"), "volsync-dr.io/copy-method=\"Copy\" is invalid"),
-        (pvc.replace("kind: PersistentVolumeClaim", "kind: Secret"), "expected a PersistentVolumeClaim"),
-        (pvc.replace("storage: 10Gi", "other: 1"), "spec.resources.requests.storage"),
+        (
+            pvc.replace("\"*/10 * * * *\"", "\"0 */5 * * * *\""),
+            "volsync-dr.io/schedule=\"0 */5 * * * *\" is invalid",
+        ),
+        (
+            pvc.replace("\"*/10 * * * *\"", "\"0 0 L * *\""),
+            "volsync-dr.io/schedule=\"0 0 L * *\" is invalid",
+        ),
+        (
+            pvc.replace("service-type: NodePort", "service-type: Ingress"),
+            "volsync-dr.io/service-type=\"Ingress\" is invalid",
+        ),
+        (
+            pvc.replace("service-type: NodePort", "copy-method: Copy"),
+            "volsync-dr.io/copy-method=\"Copy\" is invalid",
+        ),
+        (
+            pvc.replace("kind: PersistentVolumeClaim", "kind: Secret"),
+            "expected a PersistentVolumeClaim",
+        ),
+        (
+            pvc.replace("storage: 10Gi", "other: 1"),
+            "spec.resources.requests.storage",
+        ),
         ("key: [unclosed".to_string(), "not valid YAML"),
     ];
     for (input, want) in cases {
@@ -168,16 +211,26 @@ fn bad_input_fails_with_one_line_naming_the_problem() {
         assert_eq!(run.code, 1, "{want}: {}", run.stdout);
         assert!(run.stdout.is_empty(), "nothing on stdout on failure");
         assert_eq!(run.stderr.lines().count(), 1, "one line: {}", run.stderr);
-        assert!(run.stderr.starts_with("error: ") && run.stderr.contains(want), "{want} in {}", run.stderr);
+        assert!(
+            run.stderr.starts_with("error: ") && run.stderr.contains(want),
+            "{want} in {}",
+            run.stderr
+        );
     }
     let missing = render(&["-f", "no-such-file.yaml"], None);
     assert_eq!(missing.code, 1);
-    assert!(missing.stderr.contains("cannot read no-such-file.yaml"), "{}", missing.stderr);
+    assert!(
+        missing.stderr.contains("cannot read no-such-file.yaml"),
+        "{}",
+        missing.stderr
+    );
 }
 
 /// A PVC with the given annotations and name, for the validation matrix.
 fn pvc_yaml(name: &str, annotations: &[(&str, &str)]) -> String {
-    let mut yaml = format!("apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: {name}\n  namespace: default\n  annotations:\n");
+    let mut yaml = format!(
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: {name}\n  namespace: default\n  annotations:\n"
+    );
     for (k, v) in annotations {
         yaml.push_str(&format!("    {k}: \"{v}\"\n"));
     }
@@ -190,12 +243,30 @@ fn matrix() -> Vec<(String, Vec<String>)> {
     let mut out = Vec::new();
     for (i, service) in ["ClusterIP", "LoadBalancer", "NodePort"].iter().enumerate() {
         for (j, method) in ["Snapshot", "Clone", "Direct"].iter().enumerate() {
-            let yaml = pvc_yaml(&format!("v-{i}-{j}"), &[("volsync-dr.io/service-type", service), ("volsync-dr.io/copy-method", method), ("volsync-dr.io/schedule", "@hourly")]);
-            out.push((yaml, vec!["--peer-address".into(), "192.0.2.1".into(), "--peer-port".into(), "30001".into()]));
+            let yaml = pvc_yaml(
+                &format!("v-{i}-{j}"),
+                &[
+                    ("volsync-dr.io/service-type", service),
+                    ("volsync-dr.io/copy-method", method),
+                    ("volsync-dr.io/schedule", "@hourly"),
+                ],
+            );
+            out.push((
+                yaml,
+                vec![
+                    "--peer-address".into(),
+                    "192.0.2.1".into(),
+                    "--peer-port".into(),
+                    "30001".into(),
+                ],
+            ));
         }
     }
     let long = format!("{}z", "a".repeat(252));
-    out.push((pvc_yaml(&long, &[("volsync-dr.io/schedule", "5,35 1-5 * * 1-5")]), vec!["--peer-address".into(), "192.0.2.1".into()]));
+    out.push((
+        pvc_yaml(&long, &[("volsync-dr.io/schedule", "5,35 1-5 * * 1-5")]),
+        vec!["--peer-address".into(), "192.0.2.1".into()],
+    ));
     out
 }
 
@@ -224,8 +295,15 @@ fn builtin_objects_pass_kubernetes_1_32_schemas() {
         .args(&files)
         .output()
         .expect("kubernetes-validate is needed: pip install kubernetes-validate (see README)");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success() && !text.contains("ERROR"), "schema errors:\n{text}");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && !text.contains("ERROR"),
+        "schema errors:\n{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -241,10 +319,24 @@ async fn rendered_objects_are_accepted_by_an_api_server_with_volsyncs_crds() {
         let run = render(&args, Some(&pvc));
         assert_eq!(run.code, 0, "{}", run.stderr);
         // One cluster stands for both here; the two Secrets are the same object.
-        let out = k.run_with_stdin(&["apply", "--validate=strict", "-f", "-"], &run.stdout).await;
-        assert!(out.success, "apply failed:\n{}\n{}\n{}", out.stderr, out.stdout, run.stdout);
-        assert!(out.stdout.contains("replicationdestination.volsync.backube/rd-"), "{}", out.stdout);
-        assert!(out.stdout.contains("replicationsource.volsync.backube/rs-"), "{}", out.stdout);
+        let out = k
+            .run_with_stdin(&["apply", "--validate=strict", "-f", "-"], &run.stdout)
+            .await;
+        assert!(
+            out.success,
+            "apply failed:\n{}\n{}\n{}",
+            out.stderr, out.stdout, run.stdout
+        );
+        assert!(
+            out.stdout.contains("replicationdestination.volsync.backube/rd-"),
+            "{}",
+            out.stdout
+        );
+        assert!(
+            out.stdout.contains("replicationsource.volsync.backube/rs-"),
+            "{}",
+            out.stdout
+        );
         assert!(!out.stderr.contains("unknown field"), "no field pruned: {}", out.stderr);
     }
     let rds = k.ok(&["get", "replicationdestinations", "-o", "name"]).await;

@@ -22,7 +22,9 @@ async fn client(server: &ApiServer, dir: &std::path::Path) -> Client {
     let path = dir.join("kubeconfig");
     server.write_kubeconfig(&path, "test").expect("kubeconfig");
     let kubeconfig = Kubeconfig::read_from(&path).expect("read kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.expect("config");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("config");
     Client::try_from(config).expect("client")
 }
 
@@ -46,9 +48,12 @@ async fn eventually(secs: u64, what: &str, mut check: impl FnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reflector_follows_changes_through_outage_and_compaction() {
-    let server = ApiServer::start(Config { bookmark_interval: Duration::from_millis(200), ..Config::default() })
-        .await
-        .expect("server");
+    let server = ApiServer::start(Config {
+        bookmark_interval: Duration::from_millis(200),
+        ..Config::default()
+    })
+    .await
+    .expect("server");
     let dir = tempfile::tempdir().expect("tempdir");
     let client = client(&server, dir.path()).await;
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "default");
@@ -56,18 +61,25 @@ async fn reflector_follows_changes_through_outage_and_compaction() {
         pvcs.create(&PostParams::default(), &pvc(name)).await.expect("create");
     }
     let (reader, writer) = reflector::store();
-    let stream = reflector(writer, watcher(pvcs.clone(), watcher::Config::default().labels("team=a")))
-        .default_backoff()
-        .applied_objects();
+    let stream = reflector(
+        writer,
+        watcher(pvcs.clone(), watcher::Config::default().labels("team=a")),
+    )
+    .default_backoff()
+    .applied_objects();
     let task = tokio::spawn(stream.for_each(|_| async {}));
     eventually(10, "initial list", || reader.state().len() == 3).await;
 
     // Live events: a new object, a deletion, a label change that leaves the selector.
     pvcs.create(&PostParams::default(), &pvc("d")).await.expect("create d");
     pvcs.delete("a", &Default::default()).await.expect("delete a");
-    pvcs.patch("b", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"team": "b"}}})))
-        .await
-        .expect("relabel b");
+    pvcs.patch(
+        "b",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"team": "b"}}})),
+    )
+    .await
+    .expect("relabel b");
     let names = |r: &reflector::Store<PersistentVolumeClaim>| {
         let mut n: Vec<String> = r.state().iter().map(|p| p.name_any()).collect();
         n.sort();
@@ -77,14 +89,26 @@ async fn reflector_follows_changes_through_outage_and_compaction() {
 
     // Outage: changes made meanwhile, history compacted, so the resume point is gone (410).
     server.stop();
-    let rt = server.store().find_type("", "v1", "persistentvolumeclaims").expect("pvc type");
+    let rt = server
+        .store()
+        .find_type("", "v1", "persistentvolumeclaims")
+        .expect("pvc type");
     let e = serde_json::to_value(pvc("e")).expect("json");
-    server.store().create(&rt, "default", e, &WriteOptions::default()).expect("create e while down");
-    server.store().delete(&rt, "default", "c", &json!({}), false).expect("delete c while down");
+    server
+        .store()
+        .create(&rt, "default", e, &WriteOptions::default())
+        .expect("create e while down");
+    server
+        .store()
+        .delete(&rt, "default", "c", &json!({}), false)
+        .expect("delete c while down");
     server.store().compact();
     server.restart().await.expect("restart");
     eventually(30, "relist after 410", || names(&reader) == ["d", "e"]).await;
-    assert!(server.stats().expired_watches >= 1, "the watcher resumed from a compacted version and got 410");
+    assert!(
+        server.stats().expired_watches >= 1,
+        "the watcher resumed from a compacted version and got 410"
+    );
     task.abort();
 }
 
@@ -102,11 +126,21 @@ async fn controller_reconciles_with_server_side_apply_and_settles() {
         ctx.1.fetch_add(1, Ordering::SeqCst);
         let patch = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
                            "metadata": {"name": obj.name_any(), "annotations": {"seen": "yes"}}});
-        ctx.0.patch(&obj.name_any(), &PatchParams::apply("testkit").force(), &Patch::Apply(patch)).await?;
+        ctx.0
+            .patch(
+                &obj.name_any(),
+                &PatchParams::apply("testkit").force(),
+                &Patch::Apply(patch),
+            )
+            .await?;
         Ok::<_, kube::Error>(Action::await_change())
     };
     let controller = Controller::new(pvcs.clone(), watcher::Config::default())
-        .run(reconcile, |_, _: &kube::Error, _| Action::requeue(Duration::from_secs(1)), Arc::new((pvcs.clone(), runs.clone())))
+        .run(
+            reconcile,
+            |_, _: &kube::Error, _| Action::requeue(Duration::from_secs(1)),
+            Arc::new((pvcs.clone(), runs.clone())),
+        )
         .for_each(|_| async {});
     let task = tokio::spawn(controller);
     for name in ["p1", "p2"] {
@@ -139,7 +173,9 @@ async fn stale_update_is_a_conflict() {
     let created = pvcs.create(&PostParams::default(), &pvc("x")).await.expect("create");
     let mut first = created.clone();
     first.metadata.labels = Some([("v".to_string(), "1".to_string())].into());
-    pvcs.replace("x", &PostParams::default(), &first).await.expect("first update");
+    pvcs.replace("x", &PostParams::default(), &first)
+        .await
+        .expect("first update");
     let mut stale = created;
     stale.metadata.labels = Some([("v".to_string(), "2".to_string())].into());
     match pvcs.replace("x", &PostParams::default(), &stale).await {
@@ -168,19 +204,43 @@ async fn typed_volsync_objects_pass_volsyncs_crd_schema() {
     };
     let mut source = pvc("db");
     source.metadata.namespace = Some("default".into());
-    let p = plan::protect(&source, &instance, &Psk::from_random_bytes([1; 32]), Some(&Endpoint { address: "192.0.2.10".into(), port: 30100 }))
-        .expect("plan");
-    let strict = PostParams { field_manager: Some("volsync-dr".into()), ..Default::default() };
+    let p = plan::protect(
+        &source,
+        &instance,
+        &Psk::from_random_bytes([1; 32]),
+        Some(&Endpoint {
+            address: "192.0.2.10".into(),
+            port: 30100,
+        }),
+    )
+    .expect("plan");
+    let strict = PostParams {
+        field_manager: Some("volsync-dr".into()),
+        ..Default::default()
+    };
     let rds: Api<ReplicationDestination> = Api::namespaced(client.clone(), "default");
     let rss: Api<ReplicationSource> = Api::namespaced(client.clone(), "default");
-    let rd = rds.create(&strict, &p.replication_destination).await.expect("RD accepted by the CRD schema");
-    let rs = rss.create(&strict, p.replication_source.as_ref().expect("rs")).await.expect("RS accepted");
+    let rd = rds
+        .create(&strict, &p.replication_destination)
+        .await
+        .expect("RD accepted by the CRD schema");
+    let rs = rss
+        .create(&strict, p.replication_source.as_ref().expect("rs"))
+        .await
+        .expect("RS accepted");
     assert_eq!(rd.spec, p.replication_destination.spec, "nothing pruned from the RD");
-    assert_eq!(rs.spec, p.replication_source.as_ref().expect("rs").spec, "nothing pruned from the RS");
+    assert_eq!(
+        rs.spec,
+        p.replication_source.as_ref().expect("rs").spec,
+        "nothing pruned from the RS"
+    );
     // Status written through the status subresource reads back typed.
     let status = json!({"status": {"rsyncTLS": {"address": "10.96.0.5"}, "lastSyncTime": "2026-11-24T10:00:00Z",
                                    "latestImage": {"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": "snap-1"}}});
-    let rd = rds.patch_status("rd-db", &PatchParams::default(), &Patch::Merge(status)).await.expect("status");
+    let rd = rds
+        .patch_status("rd-db", &PatchParams::default(), &Patch::Merge(status))
+        .await
+        .expect("status");
     assert_eq!(rd.published_address(), Some("10.96.0.5"));
     assert_eq!(rd.latest_image().map(|i| i.name.as_str()), Some("snap-1"));
 }

@@ -11,7 +11,7 @@ use crate::model::keys;
 use crate::model::names::RSYNC_TLS_PORT;
 use crate::model::protection::dns_label;
 use crate::model::volsync::ServiceType;
-use crate::plan::{self, Endpoint, InstanceSettings, Psk, PSK_BYTES};
+use crate::plan::{self, Endpoint, InstanceSettings, PSK_BYTES, Psk};
 
 /// What `render` produced: the YAML for standard output, notes for standard error.
 pub struct Rendered {
@@ -30,7 +30,10 @@ pub fn run(args: &RenderArgs) -> Result<()> {
 }
 
 fn read_input(path: &Path) -> Result<String> {
-    let read_error = |source| Error::ReadInput { path: path.to_path_buf(), source };
+    let read_error = |source| Error::ReadInput {
+        path: path.to_path_buf(),
+        source,
+    };
     if path == Path::new("-") {
         let mut text = String::new();
         std::io::stdin().read_to_string(&mut text).map_err(read_error)?;
@@ -55,10 +58,16 @@ pub fn render(
     new_psk: &mut dyn FnMut() -> Result<Psk>,
 ) -> Result<Rendered> {
     let path: PathBuf = path.to_path_buf();
-    let documents: Vec<serde_json::Value> = serde_saphyr::from_multiple(input)
-        .map_err(|e| Error::Yaml { path: path.clone(), message: first_line(&e.to_string()) })?;
+    let documents: Vec<serde_json::Value> = serde_saphyr::from_multiple(input).map_err(|e| Error::Yaml {
+        path: path.clone(),
+        message: first_line(&e.to_string()),
+    })?;
     if documents.is_empty() {
-        return Err(Error::NotAPvc { path, index: 1, message: "the file holds no document".into() });
+        return Err(Error::NotAPvc {
+            path,
+            index: 1,
+            message: "the file holds no document".into(),
+        });
     }
     if let Some(name) = &args.cluster_name {
         dns_label(name).map_err(|e| Error::Flag(format!("--cluster-name {name:?}: {e}")))?;
@@ -67,26 +76,47 @@ pub fn render(
     let mut notes = Vec::new();
     for (i, document) in documents.into_iter().enumerate() {
         let index = i + 1;
-        let mut pvc = as_pvc(document).map_err(|message| Error::NotAPvc { path: path.clone(), index, message })?;
+        let mut pvc = as_pvc(document).map_err(|message| Error::NotAPvc {
+            path: path.clone(),
+            index,
+            message,
+        })?;
         match pvc.metadata.namespace.as_deref() {
             None | Some("") => pvc.metadata.namespace = Some(args.namespace.clone()),
             Some(_) => {}
         }
         let name = pvc.metadata.name.clone().unwrap_or_default();
         let namespace = pvc.metadata.namespace.clone().unwrap_or_default();
-        let plan_error = |source| Error::Plan { path: path.clone(), namespace: namespace.clone(), name: name.clone(), source };
+        let plan_error = |source| Error::Plan {
+            path: path.clone(),
+            namespace: namespace.clone(),
+            name: name.clone(),
+            source,
+        };
 
-        let peer_from_pvc = pvc.metadata.annotations.as_ref().and_then(|a| a.get(keys::PEER)).cloned();
+        let peer_from_pvc = pvc
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(keys::PEER))
+            .cloned();
         let instance = InstanceSettings {
             cluster_name: args.cluster_name.clone(),
-            peer_name: args.peer_name.clone().or(peer_from_pvc).unwrap_or_else(|| "peer".to_string()),
+            peer_name: args
+                .peer_name
+                .clone()
+                .or(peer_from_pvc)
+                .unwrap_or_else(|| "peer".to_string()),
             default_service_type: args.service_type.into(),
             volume_snapshot_class: args.volume_snapshot_class.clone(),
             destination_volume_snapshot_class: args.destination_volume_snapshot_class.clone(),
         };
         // The service type in force decides how the endpoint is made, so plan once without it.
         let psk = new_psk()?;
-        let service_type = plan::protect(&pvc, &instance, &psk, None).map_err(plan_error)?.settings.service_type;
+        let service_type = plan::protect(&pvc, &instance, &psk, None)
+            .map_err(plan_error)?
+            .settings
+            .service_type;
         let endpoint = endpoint(service_type, args.peer_address.as_deref(), args.peer_port)?;
         let protect_plan = plan::protect(&pvc, &instance, &psk, endpoint.as_ref()).map_err(plan_error)?;
         if protect_plan.replication_source.is_none() {
@@ -94,7 +124,11 @@ pub fn render(
                 "{namespace}/{} left out: it needs the destination's address; pass --peer-address{} \
                  (at run time volsync-dr reads it from the ReplicationDestination's status)",
                 protect_plan.names.replication_source,
-                if service_type == ServiceType::NodePort { " and --peer-port (the node port)" } else { "" }
+                if service_type == ServiceType::NodePort {
+                    " and --peer-port (the node port)"
+                } else {
+                    ""
+                }
             ));
         }
         for (side, document) in protect_plan.documents().map_err(|e| Error::Output(e.to_string()))? {
@@ -127,7 +161,10 @@ fn endpoint(service_type: ServiceType, address: Option<&str>, port: Option<u16>)
     if port == 0 {
         return Err(Error::Flag("--peer-port 0: accepted: 1-65535".into()));
     }
-    Ok(Some(Endpoint { address: address.to_string(), port }))
+    Ok(Some(Endpoint {
+        address: address.to_string(),
+        port,
+    }))
 }
 
 fn as_pvc(document: serde_json::Value) -> std::result::Result<PersistentVolumeClaim, String> {

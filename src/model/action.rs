@@ -68,7 +68,10 @@ impl FromStr for ActionRequest {
                 return Err(ActionError(format!("invalid ID {id:?}")));
             }
         }
-        Ok(ActionRequest { verb, id: id.map(str::to_string) })
+        Ok(ActionRequest {
+            verb,
+            id: id.map(str::to_string),
+        })
     }
 }
 

@@ -100,7 +100,8 @@ mod tests {
     fn is_dns_subdomain(s: &str) -> bool {
         !s.is_empty()
             && s.len() <= MAX_NAME
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
             && s.as_bytes()[0].is_ascii_alphanumeric()
             && s.as_bytes()[s.len() - 1].is_ascii_alphanumeric()
     }
@@ -123,7 +124,10 @@ mod tests {
         assert_eq!(n.restored_pvc, "restored-pvc-01");
         assert_eq!(n.replication_source_local, "rs-pvc-01-local");
         assert_eq!(n.pvc_label_value, "pvc-01");
-        assert_eq!(n.selector(), "app.kubernetes.io/managed-by=volsync-dr,volsync-dr.io/pvc=pvc-01");
+        assert_eq!(
+            n.selector(),
+            "app.kubernetes.io/managed-by=volsync-dr,volsync-dr.io/pvc=pvc-01"
+        );
     }
 
     #[test]
@@ -166,10 +170,16 @@ mod tests {
 
     #[test]
     fn volsync_service_name_rule() {
-        assert_eq!(volsync_rsync_tls_service("rd-pvc-01"), "volsync-rsync-tls-dst-rd-pvc-01");
+        assert_eq!(
+            volsync_rsync_tls_service("rd-pvc-01"),
+            "volsync-rsync-tls-dst-rd-pvc-01"
+        );
         // 22-character prefix + 41 = 63: still the plain form.
         let at_limit = "r".repeat(41);
-        assert_eq!(volsync_rsync_tls_service(&at_limit), format!("volsync-rsync-tls-dst-{at_limit}"));
+        assert_eq!(
+            volsync_rsync_tls_service(&at_limit),
+            format!("volsync-rsync-tls-dst-{at_limit}")
+        );
         let over = "r".repeat(42);
         let expected = format!("volsync-rsync-tls-dst-{:08x}", crc32fast::hash(over.as_bytes()));
         assert_eq!(volsync_rsync_tls_service(&over), expected);

@@ -109,7 +109,11 @@ impl ProtectionSpec {
                 });
             }
         }
-        if errors.is_empty() { Ok(spec) } else { Err(AnnotationErrors(errors)) }
+        if errors.is_empty() {
+            Ok(spec)
+        } else {
+            Err(AnnotationErrors(errors))
+        }
     }
 
     /// Whether the PVC asks to be protected.
@@ -121,7 +125,11 @@ impl ProtectionSpec {
         match key {
             keys::PROTECT => self.protect = Some(parse_bool(value)?),
             keys::SCHEDULE => {
-                self.schedule = Some(value.parse().map_err(|e: schedule::ScheduleError| (e.to_string(), schedule::ACCEPTED))?)
+                self.schedule = Some(
+                    value
+                        .parse()
+                        .map_err(|e: schedule::ScheduleError| (e.to_string(), schedule::ACCEPTED))?,
+                )
             }
             keys::PEER => self.peer = Some(dns_label(value).map_err(|p| (p, PEER_ACCEPTED))?),
             keys::DESTINATION_STORAGE_CLASS => self.destination_storage_class = Some(class_name(value)?),
@@ -136,10 +144,19 @@ impl ProtectionSpec {
                 self.service_type = Some(one_of(value, SERVICE_TYPES, |s| s.as_str(), SERVICE_TYPE_ACCEPTED)?)
             }
             keys::ACTION => {
-                self.action = Some(value.parse().map_err(|e: action::ActionError| (e.to_string(), action::ACCEPTED))?)
+                self.action = Some(
+                    value
+                        .parse()
+                        .map_err(|e: action::ActionError| (e.to_string(), action::ACCEPTED))?,
+                )
             }
             keys::ROLE => {
-                self.role = Some(one_of(value, &[Role::Primary, Role::Secondary], |r| r.as_str(), ROLE_ACCEPTED)?)
+                self.role = Some(one_of(
+                    value,
+                    &[Role::Primary, Role::Secondary],
+                    |r| r.as_str(),
+                    ROLE_ACCEPTED,
+                )?)
             }
             // Status annotations are ours and free text; they carry no settings.
             k if keys::STATUS_ANNOTATIONS.contains(&k) => {}
@@ -178,20 +195,32 @@ fn one_of<T: Copy>(
 fn class_name(value: &str) -> Result<String, (String, &'static str)> {
     let ok = !value.is_empty()
         && value.len() <= 253
-        && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
         && value.as_bytes()[0].is_ascii_alphanumeric()
         && value.as_bytes()[value.len() - 1].is_ascii_alphanumeric();
-    if ok { Ok(value.to_string()) } else { Err(("not a valid name".to_string(), CLASS_ACCEPTED)) }
+    if ok {
+        Ok(value.to_string())
+    } else {
+        Err(("not a valid name".to_string(), CLASS_ACCEPTED))
+    }
 }
 
 /// A DNS label (RFC 1123), the shape of a cluster name.
 pub fn dns_label(value: &str) -> Result<String, String> {
     let ok = !value.is_empty()
         && value.len() <= 63
-        && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && value.as_bytes()[0].is_ascii_alphanumeric()
         && value.as_bytes()[value.len() - 1].is_ascii_alphanumeric();
-    if ok { Ok(value.to_string()) } else { Err("not a valid cluster name".to_string()) }
+    if ok {
+        Ok(value.to_string())
+    } else {
+        Err("not a valid cluster name".to_string())
+    }
 }
 
 #[cfg(test)]
@@ -234,7 +263,11 @@ mod tests {
 
     #[test]
     fn every_enum_value() {
-        for (text, method) in [("Snapshot", CopyMethod::Snapshot), ("Clone", CopyMethod::Clone), ("Direct", CopyMethod::Direct)] {
+        for (text, method) in [
+            ("Snapshot", CopyMethod::Snapshot),
+            ("Clone", CopyMethod::Clone),
+            ("Direct", CopyMethod::Direct),
+        ] {
             let spec = ProtectionSpec::parse(&annotations(&[(keys::COPY_METHOD, text)])).expect(text);
             assert_eq!(spec.copy_method, Some(method));
         }
@@ -259,7 +292,11 @@ mod tests {
             (keys::SCHEDULE, "0 */5 * * * *", "five cron fields"),
             (keys::COPY_METHOD, "None", "Snapshot, Clone or Direct"),
             (keys::COPY_METHOD, "snapshot", "Snapshot, Clone or Direct"),
-            (keys::SERVICE_TYPE, "ExternalName", "ClusterIP, LoadBalancer or NodePort"),
+            (
+                keys::SERVICE_TYPE,
+                "ExternalName",
+                "ClusterIP, LoadBalancer or NodePort",
+            ),
             (keys::SERVICE_TYPE, "Ingress", "ClusterIP, LoadBalancer or NodePort"),
             (keys::ACTION, "reboot", "sync-now, migrate, failover, failback"),
             (keys::PEER, "Cluster_B", "a cluster name"),

@@ -61,7 +61,9 @@ impl Eq for Schedule {}
 
 impl Default for Schedule {
     fn default() -> Self {
-        DEFAULT.parse().unwrap_or_else(|e| panic!("default schedule {DEFAULT:?} is invalid: {e}"))
+        DEFAULT
+            .parse()
+            .unwrap_or_else(|e| panic!("default schedule {DEFAULT:?} is invalid: {e}"))
     }
 }
 
@@ -88,22 +90,25 @@ impl FromStr for Schedule {
         let cron = parser()
             .parse(text)
             .map_err(|e| ScheduleError(format!("not a valid cron expression: {e}")))?;
-        Ok(Schedule { text: text.to_string(), cron })
+        Ok(Schedule {
+            text: text.to_string(),
+            cron,
+        })
     }
 }
 
 fn check_fields(text: &str) -> Result<(), ScheduleError> {
-        let fields: Vec<&str> = text.split(' ').collect();
-        if fields.len() != 5 || fields.iter().any(|f| f.is_empty()) {
-            return Err(ScheduleError(format!(
-                "expected 5 fields separated by single spaces, found {}",
-                text.split_whitespace().count()
-            )));
-        }
-        for (field, (name, low, high)) in fields.iter().zip(FIELDS) {
-            check_field(field, name, low, high)?;
-        }
-        Ok(())
+    let fields: Vec<&str> = text.split(' ').collect();
+    if fields.len() != 5 || fields.iter().any(|f| f.is_empty()) {
+        return Err(ScheduleError(format!(
+            "expected 5 fields separated by single spaces, found {}",
+            text.split_whitespace().count()
+        )));
+    }
+    for (field, (name, low, high)) in fields.iter().zip(FIELDS) {
+        check_field(field, name, low, high)?;
+    }
+    Ok(())
 }
 
 fn parser() -> CronParser {
@@ -183,7 +188,11 @@ mod tests {
             "@yearly",
             "@annually",
         ] {
-            assert_eq!(ok.parse::<Schedule>().map(|s| s.to_string()), Ok(ok.to_string()), "{ok}");
+            assert_eq!(
+                ok.parse::<Schedule>().map(|s| s.to_string()),
+                Ok(ok.to_string()),
+                "{ok}"
+            );
         }
     }
 

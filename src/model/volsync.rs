@@ -304,7 +304,13 @@ pub struct MoverVolumeSource {
 impl ReplicationDestination {
     /// The address VolSync published, if any.
     pub fn published_address(&self) -> Option<&str> {
-        self.status.as_ref()?.rsync_tls.as_ref()?.address.as_deref().filter(|a| !a.is_empty())
+        self.status
+            .as_ref()?
+            .rsync_tls
+            .as_ref()?
+            .address
+            .as_deref()
+            .filter(|a| !a.is_empty())
     }
 
     /// The snapshot holding the last completed sync, if any.
@@ -357,7 +363,10 @@ mod tests {
         }))
         .expect("RD from VolSync's status shape");
         assert_eq!(rd.published_address(), Some("10.96.0.12"));
-        assert_eq!(rd.latest_image().map(|i| i.name.as_str()), Some("volsync-rd-pvc-01-dst-20261124100000"));
+        assert_eq!(
+            rd.latest_image().map(|i| i.name.as_str()),
+            Some("volsync-rd-pvc-01-dst-20261124100000")
+        );
         let spec = rd.spec.rsync_tls.as_ref().expect("rsyncTLS");
         assert_eq!(spec.service_type, Some(ServiceType::NodePort));
         assert_eq!(spec.copy_method, Some(CopyMethod::Snapshot));
@@ -380,7 +389,10 @@ mod tests {
             "rs-x",
             ReplicationSourceSpec {
                 source_pvc: Some("x".into()),
-                trigger: Some(ReplicationSourceTriggerSpec { schedule: Some("@hourly".into()), manual: None }),
+                trigger: Some(ReplicationSourceTriggerSpec {
+                    schedule: Some("@hourly".into()),
+                    manual: None,
+                }),
                 rsync_tls: Some(ReplicationSourceRsyncTlsSpec {
                     copy_method: Some(CopyMethod::Clone),
                     key_secret: Some("k".into()),

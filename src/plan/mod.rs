@@ -50,7 +50,10 @@ pub fn resolve_endpoint(
             port: crate::model::names::RSYNC_TLS_PORT,
         }),
         ServiceType::NodePort => match (node_address, node_port) {
-            (Some(address), Some(port)) if port > 0 => Some(Endpoint { address: address.to_string(), port }),
+            (Some(address), Some(port)) if port > 0 => Some(Endpoint {
+                address: address.to_string(),
+                port,
+            }),
             _ => None,
         },
         ServiceType::ExternalName => None,
@@ -109,19 +112,46 @@ mod tests {
     #[test]
     fn endpoint_per_service_type() {
         let cases = [
-            (ServiceType::ClusterIP, Some("10.96.0.9"), None, None, Some(("10.96.0.9", 8000))),
-            (ServiceType::LoadBalancer, Some("203.0.113.7"), None, None, Some(("203.0.113.7", 8000))),
+            (
+                ServiceType::ClusterIP,
+                Some("10.96.0.9"),
+                None,
+                None,
+                Some(("10.96.0.9", 8000)),
+            ),
+            (
+                ServiceType::LoadBalancer,
+                Some("203.0.113.7"),
+                None,
+                None,
+                Some(("203.0.113.7", 8000)),
+            ),
             (ServiceType::ClusterIP, None, None, None, None),
             // NodePort ignores the published cluster IP and needs node address and port.
-            (ServiceType::NodePort, Some("10.96.0.9"), Some("192.168.129.201"), Some(30532), Some(("192.168.129.201", 30532))),
+            (
+                ServiceType::NodePort,
+                Some("10.96.0.9"),
+                Some("192.168.129.201"),
+                Some(30532),
+                Some(("192.168.129.201", 30532)),
+            ),
             (ServiceType::NodePort, Some("10.96.0.9"), None, Some(30532), None),
-            (ServiceType::NodePort, Some("10.96.0.9"), Some("192.168.129.201"), None, None),
+            (
+                ServiceType::NodePort,
+                Some("10.96.0.9"),
+                Some("192.168.129.201"),
+                None,
+                None,
+            ),
             (ServiceType::NodePort, None, Some("192.168.129.201"), Some(0), None),
             (ServiceType::ExternalName, Some("x"), Some("y"), Some(1), None),
         ];
         for (ty, published, node, port, want) in cases {
             let got = resolve_endpoint(ty, published, node, port);
-            let want = want.map(|(a, p)| Endpoint { address: a.to_string(), port: p });
+            let want = want.map(|(a, p)| Endpoint {
+                address: a.to_string(),
+                port: p,
+            });
             assert_eq!(got, want, "{ty:?} {published:?} {node:?} {port:?}");
         }
     }
@@ -132,7 +162,10 @@ mod tests {
         assert_eq!(psk.expose(), format!("volsync-dr:{}", "ab".repeat(32)));
         assert_eq!(format!("{psk:?}"), "Psk(<redacted>)");
         assert_eq!(Psk::parse(psk.expose()), Some(psk.clone()));
-        assert_eq!(Psk::parse("1:23b7395fafc3e842bd8ac0fe142e6ad1").map(|p| p.expose().len()), Some(34));
+        assert_eq!(
+            Psk::parse("1:23b7395fafc3e842bd8ac0fe142e6ad1").map(|p| p.expose().len()),
+            Some(34)
+        );
         for bad in ["", "nocolon", ":abcd", "1:short", "1:zz7395fafc3e842bd8ac0fe142e6ad1zz"] {
             assert_eq!(Psk::parse(bad), None, "{bad}");
         }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{
-    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, Secret, SeccompProfile,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, SeccompProfile, Secret,
     VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -17,8 +17,7 @@ use crate::model::protection::{ProtectionSpec, Role};
 use crate::model::schedule::Schedule;
 use crate::model::volsync::{
     CopyMethod, ReplicationDestination, ReplicationDestinationRsyncTlsSpec, ReplicationDestinationSpec,
-    ReplicationSource, ReplicationSourceRsyncTlsSpec, ReplicationSourceSpec, ReplicationSourceTriggerSpec,
-    ServiceType,
+    ReplicationSource, ReplicationSourceRsyncTlsSpec, ReplicationSourceSpec, ReplicationSourceTriggerSpec, ServiceType,
 };
 
 /// The unprivileged user VolSync's mover runs as (`nobody`), as in the manual procedure.
@@ -48,7 +47,10 @@ impl EffectiveSettings {
     ) -> Result<Self, PlanError> {
         let peer = spec.peer.clone().unwrap_or_else(|| instance.peer_name.clone());
         if peer != instance.peer_name {
-            return Err(PlanError::UnknownPeer { peer, known: instance.peer_name.clone() });
+            return Err(PlanError::UnknownPeer {
+                peer,
+                known: instance.peer_name.clone(),
+            });
         }
         Ok(EffectiveSettings {
             schedule: spec.schedule.clone().unwrap_or_default(),
@@ -60,7 +62,10 @@ impl EffectiveSettings {
                 .destination_storage_class
                 .clone()
                 .or_else(|| pvc_storage_class.map(str::to_string)),
-            volume_snapshot_class: spec.volume_snapshot_class.clone().or_else(|| instance.volume_snapshot_class.clone()),
+            volume_snapshot_class: spec
+                .volume_snapshot_class
+                .clone()
+                .or_else(|| instance.volume_snapshot_class.clone()),
             destination_volume_snapshot_class: spec
                 .destination_volume_snapshot_class
                 .clone()
@@ -122,14 +127,24 @@ pub fn protect(
     psk: &Psk,
     endpoint: Option<&Endpoint>,
 ) -> Result<ProtectPlan, PlanError> {
-    let name = pvc.metadata.name.as_deref().filter(|n| !n.is_empty()).ok_or(PlanError::MissingField {
-        field: "metadata.name",
-        hint: "give the PVC a name",
-    })?;
-    let namespace = pvc.metadata.namespace.as_deref().filter(|n| !n.is_empty()).ok_or(PlanError::MissingField {
-        field: "metadata.namespace",
-        hint: "give the PVC a namespace",
-    })?;
+    let name = pvc
+        .metadata
+        .name
+        .as_deref()
+        .filter(|n| !n.is_empty())
+        .ok_or(PlanError::MissingField {
+            field: "metadata.name",
+            hint: "give the PVC a name",
+        })?;
+    let namespace = pvc
+        .metadata
+        .namespace
+        .as_deref()
+        .filter(|n| !n.is_empty())
+        .ok_or(PlanError::MissingField {
+            field: "metadata.namespace",
+            hint: "give the PVC a namespace",
+        })?;
     if is_volsync_owned(pvc) {
         return Err(PlanError::NotProtectable(format!(
             "it carries {}={}, so VolSync manages it",
@@ -144,7 +159,10 @@ pub fn protect(
             "it is the secondary of a pair (volsync-dr.io/role=secondary); protection runs from its primary".into(),
         ));
     }
-    let pvc_spec = pvc.spec.as_ref().ok_or(PlanError::MissingField { field: "spec", hint: "a PVC needs a spec" })?;
+    let pvc_spec = pvc.spec.as_ref().ok_or(PlanError::MissingField {
+        field: "spec",
+        hint: "a PVC needs a spec",
+    })?;
     let size = pvc_spec
         .resources
         .as_ref()
@@ -154,10 +172,14 @@ pub fn protect(
             field: "spec.resources.requests.storage",
             hint: "the counterpart PVC on the peer is created with the same size",
         })?;
-    let access_modes = pvc_spec.access_modes.clone().filter(|m| !m.is_empty()).ok_or(PlanError::MissingField {
-        field: "spec.accessModes",
-        hint: "the counterpart PVC on the peer is created with the same access modes",
-    })?;
+    let access_modes = pvc_spec
+        .access_modes
+        .clone()
+        .filter(|m| !m.is_empty())
+        .ok_or(PlanError::MissingField {
+            field: "spec.accessModes",
+            hint: "the counterpart PVC on the peer is created with the same access modes",
+        })?;
 
     let settings = EffectiveSettings::resolve(&spec, pvc_spec.storage_class_name.as_deref(), instance)?;
     let names = Names::for_pvc(name);
@@ -273,7 +295,10 @@ fn counterpart_annotations(settings: &EffectiveSettings, instance: &InstanceSett
         (keys::ROLE.to_string(), Role::Secondary.as_str().to_string()),
         (keys::SCHEDULE.to_string(), settings.schedule.to_string()),
         (keys::COPY_METHOD.to_string(), settings.copy_method.as_str().to_string()),
-        (keys::SERVICE_TYPE.to_string(), settings.service_type.as_str().to_string()),
+        (
+            keys::SERVICE_TYPE.to_string(),
+            settings.service_type.as_str().to_string(),
+        ),
     ]);
     if let Some(cluster) = &instance.cluster_name {
         a.insert(keys::PEER.to_string(), cluster.clone());
@@ -298,7 +323,10 @@ fn mover_security_context() -> PodSecurityContext {
         run_as_group: Some(MOVER_ID),
         run_as_user: Some(MOVER_ID),
         run_as_non_root: Some(true),
-        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".to_string(), localhost_profile: None }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".to_string(),
+            localhost_profile: None,
+        }),
         ..PodSecurityContext::default()
     }
 }
@@ -338,17 +366,31 @@ mod tests {
     }
 
     fn endpoint() -> Endpoint {
-        Endpoint { address: "192.168.129.201".into(), port: 30532 }
+        Endpoint {
+            address: "192.168.129.201".into(),
+            port: 30532,
+        }
     }
 
     #[test]
     fn plans_every_object_with_design_names() {
-        let plan = protect(&pvc("pvc-01", &[(keys::PROTECT, "true")]), &instance(), &psk(), Some(&endpoint()))
-            .expect("plan");
+        let plan = protect(
+            &pvc("pvc-01", &[(keys::PROTECT, "true")]),
+            &instance(),
+            &psk(),
+            Some(&endpoint()),
+        )
+        .expect("plan");
         let docs = plan.documents().expect("json");
         let summary: Vec<(Side, &str, &str)> = docs
             .iter()
-            .map(|(side, d)| (*side, d["kind"].as_str().unwrap_or(""), d["metadata"]["name"].as_str().unwrap_or("")))
+            .map(|(side, d)| {
+                (
+                    *side,
+                    d["kind"].as_str().unwrap_or(""),
+                    d["metadata"]["name"].as_str().unwrap_or(""),
+                )
+            })
             .collect();
         assert_eq!(
             summary,
@@ -390,9 +432,18 @@ mod tests {
         assert_eq!(counterpart["metadata"]["annotations"][keys::ROLE], "secondary");
         assert_eq!(counterpart["metadata"]["annotations"][keys::PROTECT], "true");
         assert_eq!(counterpart["metadata"]["annotations"][keys::PEER], "cluster-a");
-        assert_eq!(counterpart["metadata"]["annotations"][keys::VOLUME_SNAPSHOT_CLASS], "snap-b");
-        assert_eq!(counterpart["metadata"]["annotations"][keys::DESTINATION_VOLUME_SNAPSHOT_CLASS], "snap-a");
-        assert!(counterpart["metadata"]["labels"].get("app").is_none(), "app labels are not copied");
+        assert_eq!(
+            counterpart["metadata"]["annotations"][keys::VOLUME_SNAPSHOT_CLASS],
+            "snap-b"
+        );
+        assert_eq!(
+            counterpart["metadata"]["annotations"][keys::DESTINATION_VOLUME_SNAPSHOT_CLASS],
+            "snap-a"
+        );
+        assert!(
+            counterpart["metadata"]["labels"].get("app").is_none(),
+            "app labels are not copied"
+        );
     }
 
     #[test]
@@ -429,8 +480,17 @@ mod tests {
                 assert_eq!(rs_tls.copy_method, Some(method));
                 assert_eq!(rs_tls.volume_snapshot_class_name.as_deref(), Some("vsc-a2"));
                 assert_eq!(rs_tls.storage_class_name.as_deref(), Some("sc-cephfs"));
-                assert_eq!(rs.spec.trigger.as_ref().and_then(|t| t.schedule.as_deref()), Some("@hourly"));
-                assert_eq!(plan.secondary_pvc.spec.as_ref().and_then(|s| s.storage_class_name.as_deref()), Some("sc-b"));
+                assert_eq!(
+                    rs.spec.trigger.as_ref().and_then(|t| t.schedule.as_deref()),
+                    Some("@hourly")
+                );
+                assert_eq!(
+                    plan.secondary_pvc
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.storage_class_name.as_deref()),
+                    Some("sc-b")
+                );
             }
         }
     }
@@ -445,11 +505,21 @@ mod tests {
             let label = d["metadata"]["labels"][keys::PVC_LABEL].as_str().expect("label");
             assert!(label.len() <= 63, "{label}");
             if d["kind"] != "PersistentVolumeClaim" {
-                assert_eq!(d["metadata"]["annotations"][keys::PVC_NAME].as_str(), Some(name.as_str()));
+                assert_eq!(
+                    d["metadata"]["annotations"][keys::PVC_NAME].as_str(),
+                    Some(name.as_str())
+                );
             }
         }
         assert_eq!(plan.secondary_pvc.metadata.name.as_deref(), Some(name.as_str()));
-        assert_eq!(plan.replication_destination.spec.rsync_tls.as_ref().and_then(|r| r.destination_pvc.as_deref()), Some(name.as_str()));
+        assert_eq!(
+            plan.replication_destination
+                .spec
+                .rsync_tls
+                .as_ref()
+                .and_then(|r| r.destination_pvc.as_deref()),
+            Some(name.as_str())
+        );
     }
 
     #[test]
@@ -466,8 +536,14 @@ mod tests {
             (no_size, "spec.resources.requests.storage"),
             (no_ns, "metadata.namespace"),
             (volsync_own, "VolSync manages it"),
-            (pvc("p", &[(keys::PEER, "cluster-c")]), "\"cluster-c\" names an unknown peer"),
-            (pvc("p", &[(keys::SERVICE_TYPE, "Ingress")]), "volsync-dr.io/service-type=\"Ingress\""),
+            (
+                pvc("p", &[(keys::PEER, "cluster-c")]),
+                "\"cluster-c\" names an unknown peer",
+            ),
+            (
+                pvc("p", &[(keys::SERVICE_TYPE, "Ingress")]),
+                "volsync-dr.io/service-type=\"Ingress\"",
+            ),
             (pvc("p", &[(keys::ROLE, "secondary")]), "secondary of a pair"),
         ];
         for (p, want) in cases {
@@ -483,6 +559,11 @@ mod tests {
         let b = protect(&p, &instance(), &psk(), Some(&endpoint())).expect("b");
         assert_eq!(a, b);
         let spec = ProtectionSpec::parse(&BTreeMap::new()).expect("empty");
-        assert_eq!(EffectiveSettings::resolve(&spec, None, &instance()).expect("defaults").service_type, ServiceType::ClusterIP);
+        assert_eq!(
+            EffectiveSettings::resolve(&spec, None, &instance())
+                .expect("defaults")
+                .service_type,
+            ServiceType::ClusterIP
+        );
     }
 }

@@ -24,7 +24,9 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Kubectl {
     pub fn new(kubeconfig: impl Into<PathBuf>) -> Self {
-        Kubectl { kubeconfig: kubeconfig.into() }
+        Kubectl {
+            kubeconfig: kubeconfig.into(),
+        }
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
@@ -51,7 +53,10 @@ impl Kubectl {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start kubectl (is it installed?): {e}"));
         if let Some(mut input) = child.stdin.take() {
-            input.write_all(stdin.as_bytes()).await.unwrap_or_else(|e| panic!("kubectl stdin: {e}"));
+            input
+                .write_all(stdin.as_bytes())
+                .await
+                .unwrap_or_else(|e| panic!("kubectl stdin: {e}"));
         }
         let out = tokio::time::timeout(TIMEOUT, child.wait_with_output())
             .await

@@ -4,3 +4,5 @@
 pub mod apiserver;
 pub mod cluster;
 pub mod kubectl;
+pub mod pair;
+pub mod simulator;

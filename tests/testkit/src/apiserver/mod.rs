@@ -47,7 +47,10 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { history: 100_000, bookmark_interval: Duration::from_secs(1) }
+        Config {
+            history: 100_000,
+            bookmark_interval: Duration::from_secs(1),
+        }
     }
 }
 
@@ -73,12 +76,19 @@ pub struct Stats {
 
 impl Stats {
     pub fn count(&self, verb: &str) -> u64 {
-        self.by_verb_resource.iter().filter(|(k, _)| k.split(' ').next() == Some(verb)).map(|(_, v)| v).sum()
+        self.by_verb_resource
+            .iter()
+            .filter(|(k, _)| k.split(' ').next() == Some(verb))
+            .map(|(_, v)| v)
+            .sum()
     }
 
     /// create + update + patch + delete + deletecollection requests.
     pub fn writes(&self) -> u64 {
-        ["create", "update", "patch", "delete", "deletecollection"].iter().map(|v| self.count(v)).sum()
+        ["create", "update", "patch", "delete", "deletecollection"]
+            .iter()
+            .map(|v| self.count(v))
+            .sum()
     }
 }
 
@@ -108,7 +118,10 @@ impl ApiServer {
             stats: Mutex::new(Stats::default()),
             addr: Mutex::new(addr),
         });
-        let server = ApiServer { shared, serving: Mutex::new(None) };
+        let server = ApiServer {
+            shared,
+            serving: Mutex::new(None),
+        };
         server.serve(listener);
         Ok(server)
     }
@@ -119,7 +132,9 @@ impl ApiServer {
         tasks.spawn(async move {
             let mut connections = JoinSet::new();
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let shared = shared.clone();
                 connections.spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
@@ -128,7 +143,9 @@ impl ApiServer {
                     });
                     let io = hyper_util::rt::TokioIo::new(stream);
                     // A connection error is the client's business (it went away).
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, service)
+                        .await;
                 });
                 while connections.try_join_next().is_some() {}
             }
@@ -235,7 +252,11 @@ struct Query(BTreeMap<String, String>);
 
 impl Query {
     fn parse(query: Option<&str>) -> Self {
-        Query(url::form_urlencoded::parse(query.unwrap_or("").as_bytes()).into_owned().collect())
+        Query(
+            url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
+                .into_owned()
+                .collect(),
+        )
     }
     fn get(&self, k: &str) -> Option<&str> {
         self.0.get(k).map(String::as_str)
@@ -269,43 +290,96 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     };
     let path = parts.uri.path().trim_end_matches('/').to_string();
     let query = Query::parse(parts.uri.query());
-    let accept = parts.headers.get("accept").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-    let content_type = parts.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let accept = parts
+        .headers
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let content_type = parts
+        .headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let store = &shared.store;
     match segs.as_slice() {
-        ["version"] => respond(200, &json!({"major": "1", "minor": "32", "gitVersion": "v1.32.0-testkit", "gitCommit": "testkit",
-            "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.23", "compiler": "gc", "platform": "linux/amd64"})),
+        ["version"] => respond(
+            200,
+            &json!({"major": "1", "minor": "32", "gitVersion": "v1.32.0-testkit", "gitCommit": "testkit",
+            "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.23", "compiler": "gc", "platform": "linux/amd64"}),
+        ),
         ["healthz"] | ["readyz"] | ["livez"] => Response::new(Body::from("ok")),
-        ["api"] => respond(200, &json!({"kind": "APIVersions", "versions": ["v1"],
-            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": shared.addr.lock().map(|a| a.to_string()).unwrap_or_default()}]})),
+        ["api"] => respond(
+            200,
+            &json!({"kind": "APIVersions", "versions": ["v1"],
+            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": shared.addr.lock().map(|a| a.to_string()).unwrap_or_default()}]}),
+        ),
         ["api", "v1"] => respond(200, &resource_list(store, "", "v1")),
         ["apis"] => respond(200, &group_list(store)),
         ["apis", group] => match group_entry(store, group) {
             Some(g) => respond(200, &g),
-            None => respond(404, &ApiError::new(404, "NotFound", "the server could not find the requested resource").status()),
+            None => respond(
+                404,
+                &ApiError::new(404, "NotFound", "the server could not find the requested resource").status(),
+            ),
         },
         ["apis", group, version] => {
             if store.types().iter().any(|t| t.group == *group && t.version == *version) {
                 respond(200, &resource_list(store, group, version))
             } else {
-                error(&ApiError::new(404, "NotFound", "the server could not find the requested resource"))
+                error(&ApiError::new(
+                    404,
+                    "NotFound",
+                    "the server could not find the requested resource",
+                ))
             }
         }
         ["openapi", "v3"] => respond(200, &openapi_root(store)),
         ["openapi", "v3", "api", "v1"] => respond(200, &openapi_doc(store, "", "v1")),
         ["openapi", "v3", "apis", group, version] => respond(200, &openapi_doc(store, group, version)),
-        ["api", "v1", rest @ ..] => resource(&shared, &parts.method, "", "v1", rest, &query, &accept, &content_type, body).await,
-        ["apis", group, version, rest @ ..] => {
-            resource(&shared, &parts.method, group, version, rest, &query, &accept, &content_type, body).await
+        ["api", "v1", rest @ ..] => {
+            resource(
+                &shared,
+                &parts.method,
+                "",
+                "v1",
+                rest,
+                &query,
+                &accept,
+                &content_type,
+                body,
+            )
+            .await
         }
-        _ => error(&ApiError::new(404, "NotFound", "the server could not find the requested resource")),
+        ["apis", group, version, rest @ ..] => {
+            resource(
+                &shared,
+                &parts.method,
+                group,
+                version,
+                rest,
+                &query,
+                &accept,
+                &content_type,
+                body,
+            )
+            .await
+        }
+        _ => error(&ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )),
     }
 }
 
 fn parse_target(store: &Store, group: &str, version: &str, rest: &[&str]) -> Option<Target> {
     let (namespace, tail) = match rest {
-        ["namespaces", ns, plural, tail @ ..] if store.find_type(group, version, plural).is_some_and(|t| t.namespaced) => {
+        ["namespaces", ns, plural, tail @ ..]
+            if store.find_type(group, version, plural).is_some_and(|t| t.namespaced) =>
+        {
             (Some(ns.to_string()), {
                 let mut v = vec![*plural];
                 v.extend_from_slice(tail);
@@ -315,7 +389,12 @@ fn parse_target(store: &Store, group: &str, version: &str, rest: &[&str]) -> Opt
         _ => (None, rest.to_vec()),
     };
     let rt = store.find_type(group, version, tail.first()?)?;
-    Some(Target { rt, namespace, name: tail.get(1).map(|s| s.to_string()), sub: tail.get(2).map(|s| s.to_string()) })
+    Some(Target {
+        rt,
+        namespace,
+        name: tail.get(1).map(|s| s.to_string()),
+        sub: tail.get(2).map(|s| s.to_string()),
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -332,7 +411,11 @@ async fn resource(
 ) -> Response<Body> {
     let store = &shared.store;
     let Some(t) = parse_target(store, group, version, rest) else {
-        return error(&ApiError::new(404, "NotFound", "the server could not find the requested resource"));
+        return error(&ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        ));
     };
     let verb = match (method, &t.name, query.flag("watch")) {
         (&Method::GET, None, true) => "watch",
@@ -343,12 +426,21 @@ async fn resource(
         (&Method::PATCH, Some(_), _) => "patch",
         (&Method::DELETE, Some(_), _) => "delete",
         (&Method::DELETE, None, _) => "deletecollection",
-        _ => return error(&ApiError::new(405, "MethodNotAllowed", format!("the server does not allow this method on the requested resource"))),
+        _ => {
+            return error(&ApiError::new(
+                405,
+                "MethodNotAllowed",
+                "the server does not allow this method on the requested resource".to_string(),
+            ));
+        }
     };
     {
         let mut stats = shared.stats.lock().unwrap_or_else(|p| p.into_inner());
         let sub = t.sub.as_deref().map(|s| format!("/{s}")).unwrap_or_default();
-        *stats.by_verb_resource.entry(format!("{verb} {}{sub}", t.rt.qualified())).or_default() += 1;
+        *stats
+            .by_verb_resource
+            .entry(format!("{verb} {}{sub}", t.rt.qualified()))
+            .or_default() += 1;
     }
     if let Some(code) = take_fault(shared, verb, &t.rt.plural) {
         let e = match code {
@@ -361,20 +453,32 @@ async fn resource(
     }
     if t.rt.namespaced && t.namespace.is_none() && !matches!(verb, "list" | "watch") {
         // e.g. POST /api/v1/persistentvolumeclaims: namespace required.
-        return error(&ApiError::new(404, "NotFound", "the server could not find the requested resource"));
+        return error(&ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        ));
     }
     let ns = t.namespace.clone().unwrap_or_default();
     let table = accept.contains("as=Table");
     let include = query.get("includeObject").unwrap_or("Metadata");
     let parse_body = |body: &Bytes| -> Result<Value, ApiError> {
         if content_type.contains("protobuf") {
-            return Err(ApiError::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml")));
+            return Err(ApiError::new(
+                415,
+                "UnsupportedMediaType",
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml".to_string(),
+            ));
         }
         serde_json::from_slice(body)
-            .or_else(|_| std::str::from_utf8(body).map_err(|e| e.to_string()).and_then(|s| serde_saphyr::from_str::<Value>(s).map_err(|e| e.to_string())))
+            .or_else(|_| {
+                std::str::from_utf8(body)
+                    .map_err(|e| e.to_string())
+                    .and_then(|s| serde_saphyr::from_str::<Value>(s).map_err(|e| e.to_string()))
+            })
             .map_err(|e| ApiError::bad_request(format!("the body of the request was in an unknown format: {e}")))
     };
-    let result: Result<Response<Body>, ApiError> = (|| async {
+    let result: Result<Response<Body>, ApiError> = async {
         match (verb, t.sub.as_deref()) {
             ("list", None) => {
                 let labels = LabelSelector::parse(query.get("labelSelector").unwrap_or("")).map_err(ApiError::bad_request)?;
@@ -444,7 +548,7 @@ async fn resource(
             }
             _ => Err(ApiError::new(404, "NotFound", "the server could not find the requested resource")),
         }
-    })()
+    }
     .await;
     result.unwrap_or_else(|e| error(&e))
 }
@@ -467,10 +571,18 @@ fn patch_type(content_type: &str, rt: &ResourceType) -> Result<PatchType, ApiErr
         "application/merge-patch+json" => Ok(PatchType::Merge),
         "application/strategic-merge-patch+json" if rt.crd.is_none() => Ok(PatchType::Strategic),
         "application/apply-patch+yaml" | "application/apply-patch+json" => Ok(PatchType::Apply),
-        other => Err(ApiError::new(415, "UnsupportedMediaType", format!(
-            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml{} (got {other:?})",
-            if rt.crd.is_none() { ", application/strategic-merge-patch+json" } else { "" }
-        ))),
+        other => Err(ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml{} (got {other:?})",
+                if rt.crd.is_none() {
+                    ", application/strategic-merge-patch+json"
+                } else {
+                    ""
+                }
+            ),
+        )),
     }
 }
 
@@ -478,7 +590,12 @@ fn patch_type(content_type: &str, rt: &ResourceType) -> Result<PatchType, ApiErr
 fn scale_of(obj: &Value) -> Value {
     let selector = obj["spec"]["selector"]["matchLabels"]
         .as_object()
-        .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(","))
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
         .unwrap_or_default();
     json!({"kind": "Scale", "apiVersion": "autoscaling/v1",
            "metadata": {"name": obj["metadata"]["name"], "namespace": obj["metadata"]["namespace"], "uid": obj["metadata"]["uid"],
@@ -487,7 +604,14 @@ fn scale_of(obj: &Value) -> Value {
            "status": {"replicas": obj["status"]["replicas"].as_i64().unwrap_or(0), "selector": selector}})
 }
 
-fn scale(store: &Store, t: &Target, verb: &str, content_type: &str, body: &Bytes, query: &Query) -> Result<Response<Body>, ApiError> {
+fn scale(
+    store: &Store,
+    t: &Target,
+    verb: &str,
+    content_type: &str,
+    body: &Bytes,
+    query: &Query,
+) -> Result<Response<Body>, ApiError> {
     let ns = t.namespace.clone().unwrap_or_default();
     let name = t.name.clone().unwrap_or_default();
     let obj = store.get(&t.rt, &ns, &name)?;
@@ -509,15 +633,37 @@ fn scale(store: &Store, t: &Target, verb: &str, content_type: &str, body: &Bytes
             PatchType::Merge | PatchType::Strategic | PatchType::Apply => patch::json_merge(&mut current, &body),
         },
     }
-    let replicas = current["spec"]["replicas"].as_i64().ok_or_else(|| ApiError::invalid(&t.rt, &name, &["spec.replicas: Required value".into()]))?;
+    let replicas = current["spec"]["replicas"]
+        .as_i64()
+        .ok_or_else(|| ApiError::invalid(&t.rt, &name, &["spec.replicas: Required value".into()]))?;
     if replicas < 0 {
-        return Err(ApiError::invalid(&t.rt, &name, &[format!("spec.replicas: Invalid value: {replicas}: must be greater than or equal to 0")]));
+        return Err(ApiError::invalid(
+            &t.rt,
+            &name,
+            &[format!(
+                "spec.replicas: Invalid value: {replicas}: must be greater than or equal to 0"
+            )],
+        ));
     }
-    let w = store.patch(&t.rt, &ns, &name, PatchType::Merge, &json!({"spec": {"replicas": replicas}}), Subresource::Main, &query.write_options())?;
+    let w = store.patch(
+        &t.rt,
+        &ns,
+        &name,
+        PatchType::Merge,
+        &json!({"spec": {"replicas": replicas}}),
+        Subresource::Main,
+        &query.write_options(),
+    )?;
     Ok(respond(200, &scale_of(&w.object)))
 }
 
-fn watch(shared: &Arc<Shared>, t: &Target, query: &Query, table: bool, include: &str) -> Result<Response<Body>, ApiError> {
+fn watch(
+    shared: &Arc<Shared>,
+    t: &Target,
+    query: &Query,
+    table: bool,
+    include: &str,
+) -> Result<Response<Body>, ApiError> {
     let labels = LabelSelector::parse(query.get("labelSelector").unwrap_or("")).map_err(ApiError::bad_request)?;
     let fields = FieldSelector::parse(query.get("fieldSelector").unwrap_or("")).map_err(ApiError::bad_request)?;
     let rv_param = query.get("resourceVersion").unwrap_or("");
@@ -525,15 +671,26 @@ fn watch(shared: &Arc<Shared>, t: &Target, query: &Query, table: bool, include: 
     let start = if rv_param.is_empty() || rv_param == "0" || initial_events {
         WatchStart::Now
     } else {
-        WatchStart::After(rv_param.parse().map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv_param}")))?)
+        WatchStart::After(
+            rv_param
+                .parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv_param}")))?,
+        )
     };
     let bookmarks = query.flag("allowWatchBookmarks");
-    let timeout = query.get("timeoutSeconds").and_then(|s| s.parse::<u64>().ok()).map(Duration::from_secs);
+    let timeout = query
+        .get("timeoutSeconds")
+        .and_then(|s| s.parse::<u64>().ok())
+        .map(Duration::from_secs);
     let rt = t.rt.clone();
     let include = include.to_string();
     let namespace = t.namespace.clone();
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(256);
-    let (first, mut live, start_rv) = match shared.store.watch(&rt, namespace.as_deref(), start) {
+    let store::WatchStarted {
+        initial: first,
+        mut live,
+        rv: start_rv,
+    } = match shared.store.watch(&rt, namespace.as_deref(), start) {
         Ok(x) => x,
         Err(e) => {
             shared.stats.lock().unwrap_or_else(|p| p.into_inner()).expired_watches += 1;
@@ -548,7 +705,11 @@ fn watch(shared: &Arc<Shared>, t: &Target, query: &Query, table: bool, include: 
     let bookmark_interval = shared.config.bookmark_interval;
     let id = rt.id();
     let render = move |type_: &str, object: &Value| -> Bytes {
-        let object = if table && type_ != "BOOKMARK" { table::table(&rt, std::slice::from_ref(object), None, &include) } else { object.clone() };
+        let object = if table && type_ != "BOOKMARK" {
+            table::table(&rt, std::slice::from_ref(object), None, &include)
+        } else {
+            object.clone()
+        };
         Bytes::from(json!({"type": type_, "object": object}).to_string() + "\n")
     };
     let kind = t.rt.kind.clone();
@@ -558,7 +719,11 @@ fn watch(shared: &Arc<Shared>, t: &Target, query: &Query, table: bool, include: 
         let mut last_rv = start_rv;
         for e in &first {
             if matches(&e.object) {
-                let type_ = if e.type_ == EventType::Deleted { "DELETED" } else { e.type_.as_str() };
+                let type_ = if e.type_ == EventType::Deleted {
+                    "DELETED"
+                } else {
+                    e.type_.as_str()
+                };
                 if tx.send(Ok(render(type_, &e.object))).await.is_err() {
                     return;
                 }
@@ -571,7 +736,12 @@ fn watch(shared: &Arc<Shared>, t: &Target, query: &Query, table: bool, include: 
             }
             json!({"kind": kind, "apiVersion": api_version, "metadata": meta})
         };
-        if initial_events && tx.send(Ok(render("BOOKMARK", &bookmark(start_rv, true)))).await.is_err() {
+        if initial_events
+            && tx
+                .send(Ok(render("BOOKMARK", &bookmark(start_rv, true))))
+                .await
+                .is_err()
+        {
             return;
         }
         let deadline = timeout.map(|d| tokio::time::Instant::now() + d);
@@ -604,7 +774,7 @@ fn watch(shared: &Arc<Shared>, t: &Target, query: &Query, table: bool, include: 
                         continue;
                     }
                     let now_matches = matches(&e.object);
-                    let was_matching = e.old.as_ref().is_some_and(|o| matches(o));
+                    let was_matching = e.old.as_ref().is_some_and(&matches);
                     let type_ = match (e.type_, was_matching, now_matches) {
                         (EventType::Deleted, _, true) => "DELETED",
                         (EventType::Added, _, true) => "ADDED",
@@ -643,7 +813,10 @@ fn group_versions(store: &Store) -> BTreeMap<String, Vec<String>> {
 }
 
 fn group_json(group: &str, versions: &[String]) -> Value {
-    let vs: Vec<Value> = versions.iter().map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v})).collect();
+    let vs: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
+        .collect();
     json!({"name": group, "versions": vs, "preferredVersion": vs.first().cloned().unwrap_or(Value::Null)})
 }
 
@@ -662,17 +835,30 @@ fn group_entry(store: &Store, group: &str) -> Option<Value> {
 
 fn resource_list(store: &Store, group: &str, version: &str) -> Value {
     let types = store.types();
-    let matching: Vec<&ResourceType> = types.iter().filter(|t| t.group == group && t.version == version).collect();
-    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    let matching: Vec<&ResourceType> = types
+        .iter()
+        .filter(|t| t.group == group && t.version == version)
+        .collect();
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
     registry::api_resource_list(&gv, &matching)
 }
 
 fn openapi_root(store: &Store) -> Value {
     let mut paths = serde_json::Map::new();
-    paths.insert("api/v1".into(), json!({"serverRelativeURL": format!("/openapi/v3/api/v1?hash={}", store.current_rv())}));
+    paths.insert(
+        "api/v1".into(),
+        json!({"serverRelativeURL": format!("/openapi/v3/api/v1?hash={}", store.current_rv())}),
+    );
     for (group, versions) in group_versions(store) {
         for v in versions {
-            paths.insert(format!("apis/{group}/{v}"), json!({"serverRelativeURL": format!("/openapi/v3/apis/{group}/{v}?hash={}", store.current_rv())}));
+            paths.insert(
+                format!("apis/{group}/{v}"),
+                json!({"serverRelativeURL": format!("/openapi/v3/apis/{group}/{v}?hash={}", store.current_rv())}),
+            );
         }
     }
     json!({"paths": paths})
@@ -682,8 +868,16 @@ fn openapi_root(store: &Store) -> Value {
 /// validates on the server (which, for custom resources, checks the CRD schema).
 fn openapi_doc(store: &Store, group: &str, version: &str) -> Value {
     let mut paths = serde_json::Map::new();
-    for t in store.types().iter().filter(|t| t.group == group && t.version == version) {
-        let prefix = if group.is_empty() { "/api/v1".to_string() } else { format!("/apis/{group}/{version}") };
+    for t in store
+        .types()
+        .iter()
+        .filter(|t| t.group == group && t.version == version)
+    {
+        let prefix = if group.is_empty() {
+            "/api/v1".to_string()
+        } else {
+            format!("/apis/{group}/{version}")
+        };
         let path = if t.namespaced {
             format!("{prefix}/namespaces/{{namespace}}/{}/{{name}}", t.plural)
         } else {

@@ -11,7 +11,12 @@ use serde_json::{Map, Value};
 /// The merge key of a list field, if its items are merged rather than the list replaced.
 fn merge_key(field: &str, items: &[Value]) -> Option<&'static str> {
     match field {
-        "containers" | "initContainers" | "ephemeralContainers" | "volumes" | "env" | "imagePullSecrets"
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "volumes"
+        | "env"
+        | "imagePullSecrets"
         | "volumeClaimTemplates" => Some("name"),
         "volumeMounts" => Some("mountPath"),
         "volumeDevices" => Some("devicePath"),
@@ -50,7 +55,10 @@ pub fn strategic_merge(target: &mut Value, patch: &Value) {
 
 fn merge_map(target: &mut Map<String, Value>, patch: &Map<String, Value>) {
     if patch.get("$patch").and_then(Value::as_str) == Some("replace") {
-        *target = strip_directives(&Value::Object(patch.clone())).as_object().cloned().unwrap_or_default();
+        *target = strip_directives(&Value::Object(patch.clone()))
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
         return;
     }
     if let Some(keep) = patch.get("$retainKeys").and_then(Value::as_array) {
@@ -94,8 +102,15 @@ fn merge_list(field: &str, target: &mut Vec<Value>, patch: &[Value]) {
         }
         return;
     }
-    if patch.iter().any(|p| p.get("$patch").and_then(Value::as_str) == Some("replace")) {
-        *target = patch.iter().filter(|p| p.get("$patch").is_none()).map(strip_directives).collect();
+    if patch
+        .iter()
+        .any(|p| p.get("$patch").and_then(Value::as_str) == Some("replace"))
+    {
+        *target = patch
+            .iter()
+            .filter(|p| p.get("$patch").is_none())
+            .map(strip_directives)
+            .collect();
         return;
     }
     let Some(key) = merge_key(field, target).or_else(|| merge_key(field, patch)) else {
@@ -104,7 +119,9 @@ fn merge_list(field: &str, target: &mut Vec<Value>, patch: &[Value]) {
     };
     for item in patch {
         let id = item.get(key).cloned();
-        let position = id.as_ref().and_then(|id| target.iter().position(|t| t.get(key) == Some(id)));
+        let position = id
+            .as_ref()
+            .and_then(|id| target.iter().position(|t| t.get(key) == Some(id)));
         let delete = item.get("$patch").and_then(Value::as_str) == Some("delete");
         match (position, delete) {
             (Some(i), true) => {
@@ -236,8 +253,14 @@ mod tests {
         strategic_merge(&mut t, &p);
         assert_eq!(t["metadata"]["finalizers"], json!(["a", "b"]));
         assert_eq!(t["metadata"]["labels"], json!({"x": "1"}));
-        assert_eq!(t["spec"]["template"]["spec"]["containers"], json!([{"name": "app", "image": "v2"}]));
-        strategic_merge(&mut t, &json!({"$deleteFromPrimitiveList/metadata": [], "metadata": {"$deleteFromPrimitiveList/finalizers": ["a"]}}));
+        assert_eq!(
+            t["spec"]["template"]["spec"]["containers"],
+            json!([{"name": "app", "image": "v2"}])
+        );
+        strategic_merge(
+            &mut t,
+            &json!({"$deleteFromPrimitiveList/metadata": [], "metadata": {"$deleteFromPrimitiveList/finalizers": ["a"]}}),
+        );
         assert_eq!(t["metadata"]["finalizers"], json!(["b"]));
     }
 

@@ -37,17 +37,46 @@ impl ResourceType {
     }
 
     pub fn api_version(&self) -> String {
-        if self.group.is_empty() { self.version.clone() } else { format!("{}/{}", self.group, self.version) }
+        if self.group.is_empty() {
+            self.version.clone()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
     }
 
     /// `plural.group` as the API server names a resource in messages.
     pub fn qualified(&self) -> String {
-        if self.group.is_empty() { self.plural.clone() } else { format!("{}.{}", self.plural, self.group) }
+        if self.group.is_empty() {
+            self.plural.clone()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
     }
 
     pub fn verbs(&self) -> Vec<&'static str> {
-        vec!["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+        vec![
+            "create",
+            "delete",
+            "deletecollection",
+            "get",
+            "list",
+            "patch",
+            "update",
+            "watch",
+        ]
     }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    Namespaced,
+    Cluster,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sub {
+    Status,
+    Scale,
 }
 
 fn builtin(
@@ -55,10 +84,9 @@ fn builtin(
     version: &str,
     kind: &str,
     plural: &str,
-    namespaced: bool,
+    scope: Scope,
     short: &[&str],
-    status: bool,
-    scale: bool,
+    subs: &[Sub],
 ) -> ResourceType {
     ResourceType {
         group: group.into(),
@@ -66,10 +94,10 @@ fn builtin(
         kind: kind.into(),
         plural: plural.into(),
         singular: kind.to_lowercase(),
-        namespaced,
+        namespaced: scope == Scope::Namespaced,
         short_names: short.iter().map(|s| s.to_string()).collect(),
-        status,
-        scale,
+        status: subs.contains(&Sub::Status),
+        scale: subs.contains(&Sub::Scale),
         schema: None,
         printer_columns: Vec::new(),
         crd: None,
@@ -80,73 +108,190 @@ fn builtin(
 /// its tests and kubectl use).
 pub fn builtins() -> Vec<ResourceType> {
     vec![
-        builtin("", "v1", "Namespace", "namespaces", false, &["ns"], true, false),
-        builtin("", "v1", "Node", "nodes", false, &["no"], true, false),
-        builtin("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", true, &["pvc"], true, false),
-        builtin("", "v1", "PersistentVolume", "persistentvolumes", false, &["pv"], true, false),
-        builtin("", "v1", "Secret", "secrets", true, &[], false, false),
-        builtin("", "v1", "ConfigMap", "configmaps", true, &["cm"], false, false),
-        builtin("", "v1", "Service", "services", true, &["svc"], true, false),
-        builtin("", "v1", "Pod", "pods", true, &["po"], true, false),
-        builtin("", "v1", "Event", "events", true, &["ev"], false, false),
-        builtin("", "v1", "ServiceAccount", "serviceaccounts", true, &["sa"], false, false),
-        builtin("apps", "v1", "Deployment", "deployments", true, &["deploy"], true, true),
-        builtin("apps", "v1", "StatefulSet", "statefulsets", true, &["sts"], true, true),
-        builtin("coordination.k8s.io", "v1", "Lease", "leases", true, &[], false, false),
-        builtin("events.k8s.io", "v1", "Event", "events", true, &["ev"], false, false),
-        builtin("storage.k8s.io", "v1", "StorageClass", "storageclasses", false, &["sc"], false, false),
+        builtin(
+            "",
+            "v1",
+            "Namespace",
+            "namespaces",
+            Scope::Cluster,
+            &["ns"],
+            &[Sub::Status],
+        ),
+        builtin("", "v1", "Node", "nodes", Scope::Cluster, &["no"], &[Sub::Status]),
+        builtin(
+            "",
+            "v1",
+            "PersistentVolumeClaim",
+            "persistentvolumeclaims",
+            Scope::Namespaced,
+            &["pvc"],
+            &[Sub::Status],
+        ),
+        builtin(
+            "",
+            "v1",
+            "PersistentVolume",
+            "persistentvolumes",
+            Scope::Cluster,
+            &["pv"],
+            &[Sub::Status],
+        ),
+        builtin("", "v1", "Secret", "secrets", Scope::Namespaced, &[], &[]),
+        builtin("", "v1", "ConfigMap", "configmaps", Scope::Namespaced, &["cm"], &[]),
+        builtin(
+            "",
+            "v1",
+            "Service",
+            "services",
+            Scope::Namespaced,
+            &["svc"],
+            &[Sub::Status],
+        ),
+        builtin("", "v1", "Pod", "pods", Scope::Namespaced, &["po"], &[Sub::Status]),
+        builtin("", "v1", "Event", "events", Scope::Namespaced, &["ev"], &[]),
+        builtin(
+            "",
+            "v1",
+            "ServiceAccount",
+            "serviceaccounts",
+            Scope::Namespaced,
+            &["sa"],
+            &[],
+        ),
+        builtin(
+            "apps",
+            "v1",
+            "Deployment",
+            "deployments",
+            Scope::Namespaced,
+            &["deploy"],
+            &[Sub::Status, Sub::Scale],
+        ),
+        builtin(
+            "apps",
+            "v1",
+            "StatefulSet",
+            "statefulsets",
+            Scope::Namespaced,
+            &["sts"],
+            &[Sub::Status, Sub::Scale],
+        ),
+        builtin(
+            "coordination.k8s.io",
+            "v1",
+            "Lease",
+            "leases",
+            Scope::Namespaced,
+            &[],
+            &[],
+        ),
+        builtin(
+            "events.k8s.io",
+            "v1",
+            "Event",
+            "events",
+            Scope::Namespaced,
+            &["ev"],
+            &[],
+        ),
+        builtin(
+            "storage.k8s.io",
+            "v1",
+            "StorageClass",
+            "storageclasses",
+            Scope::Cluster,
+            &["sc"],
+            &[],
+        ),
         builtin(
             "admissionregistration.k8s.io",
             "v1",
             "MutatingWebhookConfiguration",
             "mutatingwebhookconfigurations",
-            false,
+            Scope::Cluster,
             &[],
-            false,
-            false,
+            &[],
         ),
         builtin(
             "admissionregistration.k8s.io",
             "v1",
             "ValidatingWebhookConfiguration",
             "validatingwebhookconfigurations",
-            false,
+            Scope::Cluster,
             &[],
-            false,
-            false,
+            &[],
         ),
         builtin(
             "apiextensions.k8s.io",
             "v1",
             "CustomResourceDefinition",
             "customresourcedefinitions",
-            false,
+            Scope::Cluster,
             &["crd", "crds"],
-            true,
-            false,
+            &[Sub::Status],
         ),
-        builtin("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", false, &[], false, false),
-        builtin("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", false, &[], false, false),
-        builtin("rbac.authorization.k8s.io", "v1", "Role", "roles", true, &[], false, false),
-        builtin("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", true, &[], false, false),
+        builtin(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "ClusterRole",
+            "clusterroles",
+            Scope::Cluster,
+            &[],
+            &[],
+        ),
+        builtin(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "ClusterRoleBinding",
+            "clusterrolebindings",
+            Scope::Cluster,
+            &[],
+            &[],
+        ),
+        builtin(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "Role",
+            "roles",
+            Scope::Namespaced,
+            &[],
+            &[],
+        ),
+        builtin(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "RoleBinding",
+            "rolebindings",
+            Scope::Namespaced,
+            &[],
+            &[],
+        ),
     ]
 }
 
 /// The resource types a CRD defines (one per served version).
 pub fn from_crd(crd: &Value) -> Result<Vec<ResourceType>, String> {
-    let name = crd["metadata"]["name"].as_str().ok_or("metadata.name: Required value")?;
+    let name = crd["metadata"]["name"]
+        .as_str()
+        .ok_or("metadata.name: Required value")?;
     let spec = &crd["spec"];
     let group = spec["group"].as_str().ok_or("spec.group: Required value")?;
     let names = &spec["names"];
     let plural = names["plural"].as_str().ok_or("spec.names.plural: Required value")?;
     let kind = names["kind"].as_str().ok_or("spec.names.kind: Required value")?;
     if name != format!("{plural}.{group}") {
-        return Err(format!("metadata.name: Invalid value: {name:?}: must be spec.names.plural+\".\"+spec.group"));
+        return Err(format!(
+            "metadata.name: Invalid value: {name:?}: must be spec.names.plural+\".\"+spec.group"
+        ));
     }
     let namespaced = match spec["scope"].as_str() {
         Some("Namespaced") => true,
         Some("Cluster") => false,
-        other => return Err(format!("spec.scope: Unsupported value: {other:?}: supported values: \"Cluster\", \"Namespaced\"")),
+        other => {
+            return Err(format!(
+                "spec.scope: Unsupported value: {other:?}: supported values: \"Cluster\", \"Namespaced\""
+            ));
+        }
     };
     let versions = spec["versions"].as_array().ok_or("spec.versions: Required value")?;
     let mut out = Vec::new();
@@ -160,7 +305,10 @@ pub fn from_crd(crd: &Value) -> Result<Vec<ResourceType>, String> {
             version: version.into(),
             kind: kind.into(),
             plural: plural.into(),
-            singular: names["singular"].as_str().map(str::to_string).unwrap_or_else(|| kind.to_lowercase()),
+            singular: names["singular"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| kind.to_lowercase()),
             namespaced,
             short_names: names["shortNames"]
                 .as_array()
@@ -198,13 +346,17 @@ pub fn api_resource_list(group_version: &str, types: &[&ResourceType]) -> Value 
             "verbs": t.verbs(), "shortNames": t.short_names,
         }));
         if t.status {
-            resources.push(json!({"name": format!("{}/status", t.plural), "singularName": "", "namespaced": t.namespaced,
-                                  "kind": t.kind, "verbs": ["get", "patch", "update"]}));
+            resources.push(
+                json!({"name": format!("{}/status", t.plural), "singularName": "", "namespaced": t.namespaced,
+                                  "kind": t.kind, "verbs": ["get", "patch", "update"]}),
+            );
         }
         if t.scale {
-            resources.push(json!({"name": format!("{}/scale", t.plural), "singularName": "", "namespaced": t.namespaced,
+            resources.push(
+                json!({"name": format!("{}/scale", t.plural), "singularName": "", "namespaced": t.namespaced,
                                   "group": "autoscaling", "version": "v1", "kind": "Scale",
-                                  "verbs": ["get", "patch", "update"]}));
+                                  "verbs": ["get", "patch", "update"]}),
+            );
         }
     }
     json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources})

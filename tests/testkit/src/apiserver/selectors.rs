@@ -59,7 +59,8 @@ impl LabelSelector {
 }
 
 fn split_word(part: &str, word: &str) -> Option<(String, String)> {
-    part.find(word).map(|i| (part[..i].trim().to_string(), part[i + word.len()..].trim().to_string()))
+    part.find(word)
+        .map(|i| (part[..i].trim().to_string(), part[i + word.len()..].trim().to_string()))
 }
 
 fn parse_set(text: &str) -> Result<Vec<String>, String> {
@@ -67,7 +68,11 @@ fn parse_set(text: &str) -> Result<Vec<String>, String> {
         .strip_prefix('(')
         .and_then(|t| t.strip_suffix(')'))
         .ok_or_else(|| format!("unable to parse requirement: set {text:?} must be in parentheses"))?;
-    Ok(inner.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+    Ok(inner
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect())
 }
 
 /// Split on commas that are not inside parentheses.
@@ -157,7 +162,12 @@ mod tests {
     #[test]
     fn field_selectors() {
         let obj = json!({"metadata": {"name": "a", "namespace": "n"}, "spec": {"nodeName": "x"}});
-        for (sel, want) in [("metadata.name=a", true), ("metadata.name!=a", false), ("spec.nodeName==x", true), ("spec.other=", true)] {
+        for (sel, want) in [
+            ("metadata.name=a", true),
+            ("metadata.name!=a", false),
+            ("spec.nodeName==x", true),
+            ("spec.other=", true),
+        ] {
             assert_eq!(FieldSelector::parse(sel).expect(sel).matches(&obj), want, "{sel}");
         }
         assert!(FieldSelector::parse("nonsense").is_err());

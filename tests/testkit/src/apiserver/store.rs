@@ -25,7 +25,12 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        ApiError { code, reason, message: message.into(), details: Value::Null }
+        ApiError {
+            code,
+            reason,
+            message: message.into(),
+            details: Value::Null,
+        }
     }
 
     fn with_details(mut self, rt: &ResourceType, name: &str) -> Self {
@@ -38,7 +43,12 @@ impl ApiError {
     }
 
     pub fn already_exists(rt: &ResourceType, name: &str) -> Self {
-        ApiError::new(409, "AlreadyExists", format!("{} \"{name}\" already exists", rt.qualified())).with_details(rt, name)
+        ApiError::new(
+            409,
+            "AlreadyExists",
+            format!("{} \"{name}\" already exists", rt.qualified()),
+        )
+        .with_details(rt, name)
     }
 
     pub fn conflict(rt: &ResourceType, name: &str) -> Self {
@@ -54,7 +64,11 @@ impl ApiError {
     }
 
     pub fn invalid(rt: &ResourceType, name: &str, causes: &[String]) -> Self {
-        let kind_group = if rt.group.is_empty() { rt.kind.clone() } else { format!("{}.{}", rt.kind, rt.group) };
+        let kind_group = if rt.group.is_empty() {
+            rt.kind.clone()
+        } else {
+            format!("{}.{}", rt.kind, rt.group)
+        };
         let mut e = ApiError::new(
             422,
             "Invalid",
@@ -66,7 +80,9 @@ impl ApiError {
             causes
                 .iter()
                 .map(|c| match c.split_once(": ") {
-                    Some((field, message)) => json!({"reason": "FieldValueInvalid", "field": field, "message": message}),
+                    Some((field, message)) => {
+                        json!({"reason": "FieldValueInvalid", "field": field, "message": message})
+                    }
                     None => json!({"reason": "FieldValueInvalid", "message": c}),
                 })
                 .collect(),
@@ -161,6 +177,14 @@ pub struct Written {
     pub created: bool,
 }
 
+/// A watch as it starts: the events to send first, a receiver for what follows, and the
+/// resourceVersion the first batch brings the watcher up to.
+pub struct WatchStarted {
+    pub initial: Vec<Arc<WatchEvent>>,
+    pub live: broadcast::Receiver<Arc<WatchEvent>>,
+    pub rv: u64,
+}
+
 /// How a watch starts.
 pub enum WatchStart {
     /// `resourceVersion` empty or "0": synthetic ADDED events for the current objects first.
@@ -236,7 +260,9 @@ fn spec_changed(a: &Value, b: &Value) -> bool {
 fn valid_dns_subdomain(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
         && name.as_bytes()[0].is_ascii_alphanumeric()
         && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric()
 }
@@ -259,8 +285,15 @@ impl Store {
             history_limit,
         };
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-            let rt = store.find_type("", "v1", "namespaces").expect("namespaces are built in");
-            let created = store.create(&rt, "", json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}), &WriteOptions::default());
+            let rt = store
+                .find_type("", "v1", "namespaces")
+                .expect("namespaces are built in");
+            let created = store.create(
+                &rt,
+                "",
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+                &WriteOptions::default(),
+            );
             debug_assert!(created.is_ok());
         }
         store
@@ -280,11 +313,19 @@ impl Store {
     }
 
     pub fn find_type(&self, group: &str, version: &str, plural: &str) -> Option<ResourceType> {
-        self.lock().types.iter().find(|t| t.group == group && t.version == version && t.plural == plural).cloned()
+        self.lock()
+            .types
+            .iter()
+            .find(|t| t.group == group && t.version == version && t.plural == plural)
+            .cloned()
     }
 
     pub fn find_kind(&self, group: &str, kind: &str) -> Option<ResourceType> {
-        self.lock().types.iter().find(|t| t.group == group && t.kind == kind).cloned()
+        self.lock()
+            .types
+            .iter()
+            .find(|t| t.group == group && t.kind == kind)
+            .cloned()
     }
 
     /// Drop the watch history: every watch from an older resourceVersion now gets 410 Gone.
@@ -301,13 +342,21 @@ impl Store {
     fn key(rt: &ResourceType, namespace: &str, name: &str) -> Key {
         Key {
             resource: rt.id(),
-            namespace: if rt.namespaced { namespace.to_string() } else { String::new() },
+            namespace: if rt.namespaced {
+                namespace.to_string()
+            } else {
+                String::new()
+            },
             name: name.to_string(),
         }
     }
 
     pub fn get(&self, rt: &ResourceType, namespace: &str, name: &str) -> Result<Value> {
-        self.lock().objects.get(&Self::key(rt, namespace, name)).cloned().ok_or_else(|| ApiError::not_found(rt, name))
+        self.lock()
+            .objects
+            .get(&Self::key(rt, namespace, name))
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(rt, name))
     }
 
     /// Objects of one resource (in one namespace, or all), with the list's resourceVersion.
@@ -334,14 +383,8 @@ impl Store {
         (items, s.rv)
     }
 
-    /// Start a watch: the events to send first, a receiver for what follows, and the rv the
-    /// first batch brings the watcher up to.
-    pub fn watch(
-        &self,
-        rt: &ResourceType,
-        namespace: Option<&str>,
-        start: WatchStart,
-    ) -> Result<(Vec<Arc<WatchEvent>>, broadcast::Receiver<Arc<WatchEvent>>, u64)> {
+    /// Start a watch.
+    pub fn watch(&self, rt: &ResourceType, namespace: Option<&str>, start: WatchStart) -> Result<WatchStarted> {
         let s = self.lock();
         let rx = self.tx.subscribe();
         let id = rt.id();
@@ -353,7 +396,10 @@ impl Store {
                 .filter(|(k, _)| in_scope(&k.resource, &k.namespace))
                 .map(|(k, v)| {
                     Arc::new(WatchEvent {
-                        rv: v["metadata"]["resourceVersion"].as_str().and_then(|r| r.parse().ok()).unwrap_or(0),
+                        rv: v["metadata"]["resourceVersion"]
+                            .as_str()
+                            .and_then(|r| r.parse().ok())
+                            .unwrap_or(0),
                         type_: EventType::Added,
                         resource: k.resource.clone(),
                         namespace: k.namespace.clone(),
@@ -370,36 +416,64 @@ impl Store {
                         format!("too old resource version: {rv} ({})", s.compacted + 1),
                     ));
                 }
-                s.history.iter().filter(|e| e.rv > rv && in_scope(&e.resource, &e.namespace)).cloned().collect()
+                s.history
+                    .iter()
+                    .filter(|e| e.rv > rv && in_scope(&e.resource, &e.namespace))
+                    .cloned()
+                    .collect()
             }
         };
-        Ok((first, rx, s.rv))
+        Ok(WatchStarted {
+            initial: first,
+            live: rx,
+            rv: s.rv,
+        })
     }
 
-    pub fn create(&self, rt: &ResourceType, namespace: &str, mut object: Value, opts: &WriteOptions) -> Result<Written> {
+    pub fn create(
+        &self,
+        rt: &ResourceType,
+        namespace: &str,
+        mut object: Value,
+        opts: &WriteOptions,
+    ) -> Result<Written> {
         let mut s = self.lock();
         if !object.is_object() {
-            return Err(ApiError::bad_request("the body of the request was in an unknown format"));
+            return Err(ApiError::bad_request(
+                "the body of the request was in an unknown format",
+            ));
         }
         let meta = object["metadata"].as_object().cloned().unwrap_or_default();
         if rt.namespaced {
             match meta.get("namespace").and_then(Value::as_str) {
                 Some(ns) if !ns.is_empty() && ns != namespace => {
-                    return Err(ApiError::bad_request("the namespace of the provided object does not match the namespace sent on the request"));
+                    return Err(ApiError::bad_request(
+                        "the namespace of the provided object does not match the namespace sent on the request",
+                    ));
                 }
                 _ => object["metadata"]["namespace"] = json!(namespace),
             }
-            let ns_key = Key { resource: "/namespaces".into(), namespace: String::new(), name: namespace.into() };
+            let ns_key = Key {
+                resource: "/namespaces".into(),
+                namespace: String::new(),
+                name: namespace.into(),
+            };
             match s.objects.get(&ns_key) {
                 None => {
-                    return Err(ApiError::new(404, "NotFound", format!("namespaces \"{namespace}\" not found"))
-                        .with_details(&s.type_by_id("/namespaces"), namespace));
+                    return Err(
+                        ApiError::new(404, "NotFound", format!("namespaces \"{namespace}\" not found"))
+                            .with_details(&s.type_by_id("/namespaces"), namespace),
+                    );
                 }
                 Some(ns) if !ns["metadata"]["deletionTimestamp"].is_null() => {
                     return Err(ApiError::new(
                         403,
                         "Forbidden",
-                        format!("{} \"{}\" is forbidden: unable to create new content in namespace {namespace} because it is being terminated", rt.qualified(), name_of(&object)),
+                        format!(
+                            "{} \"{}\" is forbidden: unable to create new content in namespace {namespace} because it is being terminated",
+                            rt.qualified(),
+                            name_of(&object)
+                        ),
                     ));
                 }
                 _ => {}
@@ -412,20 +486,29 @@ impl Store {
             match meta.get("generateName").and_then(Value::as_str) {
                 Some(prefix) => {
                     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-                    let suffix: String =
-                        (0..5).map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char).collect();
+                    let suffix: String = (0..5)
+                        .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
+                        .collect();
                     name = format!("{prefix}{suffix}");
                     object["metadata"]["name"] = json!(name);
                 }
                 None => {
-                    return Err(ApiError::invalid(rt, "", &["metadata.name: Required value: name or generateName is required".into()]));
+                    return Err(ApiError::invalid(
+                        rt,
+                        "",
+                        &["metadata.name: Required value: name or generateName is required".into()],
+                    ));
                 }
             }
         }
         if !valid_dns_subdomain(&name) {
-            return Err(ApiError::invalid(rt, &name, &[format!(
-                "metadata.name: Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
-            )]));
+            return Err(ApiError::invalid(
+                rt,
+                &name,
+                &[format!(
+                    "metadata.name: Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
+                )],
+            ));
         }
         let key = Self::key(rt, namespace, &name);
         if s.objects.contains_key(&key) {
@@ -434,20 +517,27 @@ impl Store {
         object["apiVersion"] = json!(rt.api_version());
         object["kind"] = json!(rt.kind);
         {
-            let m = object["metadata"].as_object_mut().ok_or_else(|| ApiError::bad_request("metadata must be an object"))?;
+            let m = object["metadata"]
+                .as_object_mut()
+                .ok_or_else(|| ApiError::bad_request("metadata must be an object"))?;
             m.insert("uid".into(), json!(new_uid()));
             m.insert("creationTimestamp".into(), json!(now()));
-            for k in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "managedFields"] {
+            for k in [
+                "resourceVersion",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "managedFields",
+            ] {
                 m.remove(k);
             }
             if rt.status || rt.crd.is_some() {
                 m.insert("generation".into(), json!(1));
             }
         }
-        if rt.status {
-            if let Some(m) = object.as_object_mut() {
-                m.remove("status");
-            }
+        if rt.status
+            && let Some(m) = object.as_object_mut()
+        {
+            m.remove("status");
         }
         s.default_on_create(rt, &mut object)?;
         let warnings = validate(rt, &name, &mut object, opts)?;
@@ -459,10 +549,20 @@ impl Store {
             }
         }
         if opts.dry_run {
-            return Ok(Written { object, warnings, changed: false, created: false });
+            return Ok(Written {
+                object,
+                warnings,
+                changed: false,
+                created: false,
+            });
         }
         let object = s.commit(&self.tx, self.history_limit, key, EventType::Added, object, None);
-        Ok(Written { object, warnings, changed: true, created: true })
+        Ok(Written {
+            object,
+            warnings,
+            changed: true,
+            created: true,
+        })
     }
 
     /// PUT of a whole object (or its status).
@@ -477,10 +577,18 @@ impl Store {
     ) -> Result<Written> {
         let mut s = self.lock();
         let key = Self::key(rt, namespace, name);
-        let old = s.objects.get(&key).cloned().ok_or_else(|| ApiError::not_found(rt, name))?;
+        let old = s
+            .objects
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(rt, name))?;
         let body_rv = object["metadata"]["resourceVersion"].as_str().unwrap_or("").to_string();
         if body_rv.is_empty() && rt.crd.is_some() {
-            return Err(ApiError::invalid(rt, name, &["metadata.resourceVersion: Invalid value: 0x0: must be specified for an update".into()]));
+            return Err(ApiError::invalid(
+                rt,
+                name,
+                &["metadata.resourceVersion: Invalid value: 0x0: must be specified for an update".into()],
+            ));
         }
         if !body_rv.is_empty() && body_rv != old["metadata"]["resourceVersion"].as_str().unwrap_or("") {
             return Err(ApiError::conflict(rt, name));
@@ -505,7 +613,11 @@ impl Store {
         let manager = opts.field_manager.clone().unwrap_or_default();
         if patch_type == PatchType::Apply {
             if manager.is_empty() {
-                return Err(ApiError::invalid(rt, name, &["fieldManager: Required value: is required for apply patch".into()]));
+                return Err(ApiError::invalid(
+                    rt,
+                    name,
+                    &["fieldManager: Required value: is required for apply patch".into()],
+                ));
             }
             if body["metadata"]["name"].as_str().is_some_and(|n| n != name) {
                 return Err(ApiError::bad_request(format!(
@@ -532,7 +644,11 @@ impl Store {
             PatchType::Merge => patch::json_merge(&mut target, body),
             PatchType::Strategic => patch::strategic_merge(&mut target, body),
             PatchType::Json => patch::json_patch(&mut target, body).map_err(|e| {
-                ApiError::new(422, "Invalid", format!("the server rejected our request due to an error in our request: {e}"))
+                ApiError::new(
+                    422,
+                    "Invalid",
+                    format!("the server rejected our request due to an error in our request: {e}"),
+                )
             })?,
             PatchType::Apply => {
                 let previous = s.applied.get(&(key.clone(), manager.clone())).cloned();
@@ -569,7 +685,9 @@ impl Store {
             )));
         }
         if !new.is_object() || !new["metadata"].is_object() {
-            return Err(ApiError::bad_request("the body of the request was in an unknown format"));
+            return Err(ApiError::bad_request(
+                "the body of the request was in an unknown format",
+            ));
         }
         if sub == Subresource::Status {
             // A status write changes only the status.
@@ -595,7 +713,14 @@ impl Store {
         }
         new["apiVersion"] = json!(rt.api_version());
         new["kind"] = json!(rt.kind);
-        for k in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "namespace", "generation"] {
+        for k in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "namespace",
+            "generation",
+        ] {
             match old["metadata"].get(k) {
                 Some(v) => new["metadata"][k] = v.clone(),
                 None => {
@@ -607,9 +732,20 @@ impl Store {
         }
         if !old["metadata"]["deletionTimestamp"].is_null() {
             let before: Vec<Value> = old["metadata"]["finalizers"].as_array().cloned().unwrap_or_default();
-            let added = new["metadata"]["finalizers"].as_array().into_iter().flatten().any(|f| !before.contains(f));
+            let added = new["metadata"]["finalizers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|f| !before.contains(f));
             if added {
-                return Err(ApiError::invalid(rt, &name, &["metadata.finalizers: Forbidden: no new finalizers can be added if the object is being deleted".into()]));
+                return Err(ApiError::invalid(
+                    rt,
+                    &name,
+                    &[
+                        "metadata.finalizers: Forbidden: no new finalizers can be added if the object is being deleted"
+                            .into(),
+                    ],
+                ));
             }
         }
         if rt.id() == "/services" {
@@ -617,29 +753,49 @@ impl Store {
         }
         let warnings = validate(rt, &name, &mut new, opts)?;
         if same_content(&old, &new) {
-            return Ok(Written { object: old, warnings, changed: false, created: false });
+            return Ok(Written {
+                object: old,
+                warnings,
+                changed: false,
+                created: false,
+            });
         }
         if (rt.status || rt.crd.is_some()) && spec_changed(&old, &new) {
             let generation = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
             new["metadata"]["generation"] = json!(generation);
         }
         if opts.dry_run {
-            return Ok(Written { object: new, warnings, changed: false, created: false });
+            return Ok(Written {
+                object: new,
+                warnings,
+                changed: false,
+                created: false,
+            });
         }
         let deleting = !new["metadata"]["deletionTimestamp"].is_null();
         let no_finalizers = new["metadata"]["finalizers"].as_array().is_none_or(|f| f.is_empty());
         if deleting && no_finalizers {
             let object = s.remove(&self.tx, self.history_limit, &key, new, true);
-            return Ok(Written { object, warnings, changed: true, created: false });
+            return Ok(Written {
+                object,
+                warnings,
+                changed: true,
+                created: false,
+            });
         }
-        if rt.id() == "apiextensions.k8s.io/customresourcedefinitions" {
-            if let Ok(types) = registry::from_crd(&new) {
-                s.types.retain(|t| t.crd.as_deref() != Some(name.as_str()));
-                s.types.extend(types);
-            }
+        if rt.id() == "apiextensions.k8s.io/customresourcedefinitions"
+            && let Ok(types) = registry::from_crd(&new)
+        {
+            s.types.retain(|t| t.crd.as_deref() != Some(name.as_str()));
+            s.types.extend(types);
         }
         let object = s.commit(&self.tx, self.history_limit, key, EventType::Modified, new, Some(old));
-        Ok(Written { object, warnings, changed: true, created: false })
+        Ok(Written {
+            object,
+            warnings,
+            changed: true,
+            created: false,
+        })
     }
 
     /// DELETE: removes the object, or marks it for deletion while finalizers remain.
@@ -653,20 +809,29 @@ impl Store {
     ) -> Result<(Value, bool)> {
         let mut s = self.lock();
         let key = Self::key(rt, namespace, name);
-        let old = s.objects.get(&key).cloned().ok_or_else(|| ApiError::not_found(rt, name))?;
+        let old = s
+            .objects
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(rt, name))?;
         let pre = &options["preconditions"];
-        if let Some(uid) = pre["uid"].as_str() {
-            if old["metadata"]["uid"].as_str() != Some(uid) {
-                return Err(ApiError::new(409, "Conflict", format!(
+        if let Some(uid) = pre["uid"].as_str()
+            && old["metadata"]["uid"].as_str() != Some(uid)
+        {
+            return Err(ApiError::new(
+                409,
+                "Conflict",
+                format!(
                     "Operation cannot be fulfilled on {} \"{name}\": Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                    rt.qualified(), old["metadata"]["uid"].as_str().unwrap_or("")
-                )));
-            }
+                    rt.qualified(),
+                    old["metadata"]["uid"].as_str().unwrap_or("")
+                ),
+            ));
         }
-        if let Some(rv) = pre["resourceVersion"].as_str() {
-            if old["metadata"]["resourceVersion"].as_str() != Some(rv) {
-                return Err(ApiError::conflict(rt, name));
-            }
+        if let Some(rv) = pre["resourceVersion"].as_str()
+            && old["metadata"]["resourceVersion"].as_str() != Some(rv)
+        {
+            return Err(ApiError::conflict(rt, name));
         }
         if dry_run {
             return Ok((old, false));
@@ -682,31 +847,45 @@ fn validate(rt: &ResourceType, name: &str, object: &mut Value, opts: &WriteOptio
     };
     let outcome = schema::validate(schema, object);
     if opts.strict && !outcome.unknown.is_empty() {
-        let fields: Vec<String> = outcome.unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect();
-        return Err(ApiError::bad_request(format!("strict decoding error: {}", fields.join(", "))));
+        let fields: Vec<String> = outcome
+            .unknown
+            .iter()
+            .map(|f| format!("unknown field \"{f}\""))
+            .collect();
+        return Err(ApiError::bad_request(format!(
+            "strict decoding error: {}",
+            fields.join(", ")
+        )));
     }
     if !outcome.errors.is_empty() {
         return Err(ApiError::invalid(rt, name, &outcome.errors));
     }
-    Ok(outcome.unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect())
+    Ok(outcome
+        .unknown
+        .iter()
+        .map(|f| format!("unknown field \"{f}\""))
+        .collect())
 }
 
 /// A Service keeps its allocated cluster IP and node ports when an update omits them.
 fn keep_allocations(old: &Value, new: &mut Value) {
     for k in ["clusterIP", "clusterIPs"] {
-        if new["spec"].get(k).is_none_or(Value::is_null) {
-            if let Some(v) = old["spec"].get(k) {
-                new["spec"][k] = v.clone();
-            }
+        if new["spec"].get(k).is_none_or(Value::is_null)
+            && let Some(v) = old["spec"].get(k)
+        {
+            new["spec"][k] = v.clone();
         }
     }
     let old_ports = old["spec"]["ports"].as_array().cloned().unwrap_or_default();
     if let Some(ports) = new["spec"]["ports"].as_array_mut() {
         for p in ports {
-            if p.get("nodePort").is_none() {
-                if let Some(np) = old_ports.iter().find(|o| o["port"] == p["port"]).and_then(|o| o.get("nodePort")) {
-                    p["nodePort"] = np.clone();
-                }
+            if p.get("nodePort").is_none()
+                && let Some(np) = old_ports
+                    .iter()
+                    .find(|o| o["port"] == p["port"])
+                    .and_then(|o| o.get("nodePort"))
+            {
+                p["nodePort"] = np.clone();
             }
         }
     }
@@ -714,7 +893,11 @@ fn keep_allocations(old: &Value, new: &mut Value) {
 
 impl State {
     fn type_by_id(&self, id: &str) -> ResourceType {
-        self.types.iter().find(|t| t.id() == id).cloned().unwrap_or_else(|| registry::builtins().remove(0))
+        self.types
+            .iter()
+            .find(|t| t.id() == id)
+            .cloned()
+            .unwrap_or_else(|| registry::builtins().remove(0))
     }
 
     fn commit(
@@ -779,8 +962,12 @@ impl State {
             }
             let marked = self.commit(tx, limit, key.clone(), EventType::Modified, marked, Some(old));
             if is_namespace {
-                let contents: Vec<Key> =
-                    self.objects.keys().filter(|k| k.namespace == key.name && !k.namespace.is_empty()).cloned().collect();
+                let contents: Vec<Key> = self
+                    .objects
+                    .keys()
+                    .filter(|k| k.namespace == key.name && !k.namespace.is_empty())
+                    .cloned()
+                    .collect();
                 for k in contents {
                     self.delete_internal(tx, limit, &k, true);
                 }
@@ -794,7 +981,14 @@ impl State {
         (object, true)
     }
 
-    fn remove(&mut self, tx: &broadcast::Sender<Arc<WatchEvent>>, limit: usize, key: &Key, last: Value, cascade: bool) -> Value {
+    fn remove(
+        &mut self,
+        tx: &broadcast::Sender<Arc<WatchEvent>>,
+        limit: usize,
+        key: &Key,
+        last: Value,
+        cascade: bool,
+    ) -> Value {
         let uid = last["metadata"]["uid"].as_str().unwrap_or("").to_string();
         let previous = self.objects.get(key).cloned();
         let object = self.commit(tx, limit, key.clone(), EventType::Deleted, last, previous);
@@ -803,10 +997,19 @@ impl State {
             self.finish_namespace(tx, limit, &key.namespace);
         }
         if key.resource == "apiextensions.k8s.io/customresourcedefinitions" {
-            let gone: Vec<String> =
-                self.types.iter().filter(|t| t.crd.as_deref() == Some(key.name.as_str())).map(|t| t.id()).collect();
+            let gone: Vec<String> = self
+                .types
+                .iter()
+                .filter(|t| t.crd.as_deref() == Some(key.name.as_str()))
+                .map(|t| t.id())
+                .collect();
             self.types.retain(|t| t.crd.as_deref() != Some(key.name.as_str()));
-            let instances: Vec<Key> = self.objects.keys().filter(|k| gone.contains(&k.resource)).cloned().collect();
+            let instances: Vec<Key> = self
+                .objects
+                .keys()
+                .filter(|k| gone.contains(&k.resource))
+                .cloned()
+                .collect();
             for k in instances {
                 if let Some(v) = self.objects.get(&k).cloned() {
                     self.commit(tx, limit, k, EventType::Deleted, v, None);
@@ -818,7 +1021,13 @@ impl State {
 
     /// Garbage collection: dependents lose the reference to a deleted owner and, with no owner
     /// left, are deleted themselves (unless orphaned).
-    fn collect_dependents(&mut self, tx: &broadcast::Sender<Arc<WatchEvent>>, limit: usize, owner_uid: &str, cascade: bool) {
+    fn collect_dependents(
+        &mut self,
+        tx: &broadcast::Sender<Arc<WatchEvent>>,
+        limit: usize,
+        owner_uid: &str,
+        cascade: bool,
+    ) {
         if owner_uid.is_empty() {
             return;
         }
@@ -826,24 +1035,30 @@ impl State {
             .objects
             .iter()
             .filter(|(_, v)| {
-                v["metadata"]["ownerReferences"].as_array().is_some_and(|refs| refs.iter().any(|r| r["uid"] == owner_uid))
+                v["metadata"]["ownerReferences"]
+                    .as_array()
+                    .is_some_and(|refs| refs.iter().any(|r| r["uid"] == owner_uid))
             })
             .map(|(k, _)| k.clone())
             .collect();
         for k in dependents {
-            let Some(old) = self.objects.get(&k).cloned() else { continue };
+            let Some(old) = self.objects.get(&k).cloned() else {
+                continue;
+            };
             let mut new = old.clone();
             if let Some(refs) = new["metadata"]["ownerReferences"].as_array_mut() {
                 refs.retain(|r| r["uid"] != owner_uid);
             }
-            let orphaned = new["metadata"]["ownerReferences"].as_array().is_none_or(|r| r.is_empty());
+            let orphaned = new["metadata"]["ownerReferences"]
+                .as_array()
+                .is_none_or(|r| r.is_empty());
             if cascade && orphaned {
                 self.delete_internal(tx, limit, &k, true);
             } else {
-                if let Some(m) = new["metadata"].as_object_mut() {
-                    if orphaned {
-                        m.remove("ownerReferences");
-                    }
+                if let Some(m) = new["metadata"].as_object_mut()
+                    && orphaned
+                {
+                    m.remove("ownerReferences");
                 }
                 self.commit(tx, limit, k, EventType::Modified, new, Some(old));
             }
@@ -852,8 +1067,14 @@ impl State {
 
     /// Remove a terminating namespace once it is empty. Returns whether it is gone.
     fn finish_namespace(&mut self, tx: &broadcast::Sender<Arc<WatchEvent>>, limit: usize, namespace: &str) -> bool {
-        let key = Key { resource: "/namespaces".into(), namespace: String::new(), name: namespace.into() };
-        let Some(ns) = self.objects.get(&key).cloned() else { return true };
+        let key = Key {
+            resource: "/namespaces".into(),
+            namespace: String::new(),
+            name: namespace.into(),
+        };
+        let Some(ns) = self.objects.get(&key).cloned() else {
+            return true;
+        };
         if ns["metadata"]["deletionTimestamp"].is_null() || self.objects.keys().any(|k| k.namespace == namespace) {
             return false;
         }
@@ -917,10 +1138,8 @@ impl State {
                 }
                 object["status"] = json!({"loadBalancer": {}});
             }
-            ("apps", "deployments") | ("apps", "statefulsets") => {
-                if object["spec"].get("replicas").is_none() {
-                    object["spec"]["replicas"] = json!(1);
-                }
+            ("apps", "deployments") | ("apps", "statefulsets") if object["spec"].get("replicas").is_none() => {
+                object["spec"]["replicas"] = json!(1);
             }
             ("apiextensions.k8s.io", "customresourcedefinitions") => {
                 let names = object["spec"]["names"].clone();

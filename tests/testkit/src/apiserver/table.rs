@@ -9,7 +9,9 @@ fn age(created: &str) -> String {
     let Ok(t) = chrono::DateTime::parse_from_rfc3339(created) else {
         return "<unknown>".into();
     };
-    let secs = (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds().max(0);
+    let secs = (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
+        .num_seconds()
+        .max(0);
     match secs {
         s if s < 120 => format!("{s}s"),
         s if s < 7200 => format!("{}m", s / 60),
@@ -45,7 +47,8 @@ fn cell(v: &Value) -> Value {
 }
 
 pub fn table(rt: &ResourceType, items: &[Value], resource_version: Option<u64>, include_object: &str) -> Value {
-    let mut columns = vec![json!({"name": "Name", "type": "string", "format": "name", "description": "Name", "priority": 0})];
+    let mut columns =
+        vec![json!({"name": "Name", "type": "string", "format": "name", "description": "Name", "priority": 0})];
     for c in &rt.printer_columns {
         columns.push(json!({"name": c.name, "type": c.type_, "format": "", "description": c.name, "priority": 0}));
     }

@@ -14,12 +14,20 @@ async fn main() -> Result<(), String> {
             "--kubeconfig" => kubeconfig = value.into(),
             "--name" => name = value,
             "--seconds" => seconds = value.parse().map_err(|e| format!("--seconds: {e}"))?,
-            other => return Err(format!("unknown flag {other}; accepted: --kubeconfig, --name, --seconds")),
+            other => {
+                return Err(format!(
+                    "unknown flag {other}; accepted: --kubeconfig, --name, --seconds"
+                ));
+            }
         }
     }
     let server = testkit::cluster::start_with_volsync(Default::default()).await?;
     server.write_kubeconfig(&kubeconfig, &name).map_err(|e| e.to_string())?;
-    eprintln!("test cluster {name} at {} (kubeconfig {})", server.url(), kubeconfig.display());
+    eprintln!(
+        "test cluster {name} at {} (kubeconfig {})",
+        server.url(),
+        kubeconfig.display()
+    );
     tokio::select! {
         _ = tokio::time::sleep(Duration::from_secs(seconds)) => {}
         _ = tokio::signal::ctrl_c() => {}
