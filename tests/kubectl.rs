@@ -247,3 +247,52 @@ async fn kubectl_sees_crd_validation_like_a_real_server() {
         "printer columns: {listed}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_over_https_verifies_the_servers_ca() {
+    let server = testkit::apiserver::ApiServer::start(Config {
+        tls: true,
+        ..Config::default()
+    })
+    .await
+    .expect("server");
+    assert!(server.url().starts_with("https://127.0.0.1:"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig, "tls").expect("kubeconfig");
+    let k = Kubectl::new(&kubeconfig);
+    let out = k.run_with_stdin(&["apply", "-f", "-"], APP).await;
+    assert!(out.success, "{}", out.stderr);
+    assert!(
+        k.ok(&["get", "pvc", "-n", "apps", "-o", "name"])
+            .await
+            .contains("persistentvolumeclaim/data")
+    );
+
+    // A kubeconfig trusting another CA is refused.
+    let other = testkit::tls::generate().expect("other CA");
+    use base64::Engine as _;
+    let wrong = std::fs::read_to_string(&kubeconfig)
+        .expect("read")
+        .lines()
+        .map(|l| {
+            if l.trim_start().starts_with("certificate-authority-data:") {
+                format!(
+                    "    certificate-authority-data: {}",
+                    base64::engine::general_purpose::STANDARD.encode(&other.ca_pem)
+                )
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let wrong_path = dir.path().join("wrong");
+    std::fs::write(&wrong_path, wrong).expect("write");
+    let refused = Kubectl::new(&wrong_path).run(&["get", "ns"]).await;
+    assert!(
+        !refused.success && refused.stderr.contains("certificate"),
+        "{}",
+        refused.stderr
+    );
+}

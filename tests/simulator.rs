@@ -32,10 +32,9 @@ fn to_json<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).expect("json")
 }
 
-/// Create the application PVC on A and everything but the RS, then the RS once the RD's
-/// endpoint is known: the protect flow, done by hand.
+/// Everything but the RS, then the RS once the RD's endpoint is known: the protect flow, done
+/// by hand for an application PVC that already exists on A.
 async fn protect(pair: &ClusterPair, pvc: &PersistentVolumeClaim, psk: &Psk) -> (ProtectPlan, Endpoint) {
-    pair.create(PRIMARY, to_json(pvc));
     let plan = plan::protect(pvc, &instance(), psk, None).expect("plan");
     pair.create(PRIMARY, to_json(&plan.primary_secret));
     pair.create(SECONDARY, to_json(&plan.secondary_secret));
@@ -88,6 +87,7 @@ async fn every_service_type_replicates_data_and_reports_status() {
         let pvc = app_pvc(pvc_name, service_type);
         let psk = Psk::from_random_bytes(rand_bytes(pvc_name));
         // Data on the primary volume before protection starts.
+        pair.create_bound_pvc(PRIMARY, to_json(&pvc)).await;
         pair.write(PRIMARY, "default", pvc_name, "db/table.dat", "v1");
         let (plan, endpoint) = protect(&pair, &pvc, &psk).await;
         match service_type {
@@ -198,6 +198,7 @@ fn rand_bytes(seed: &str) -> [u8; 32] {
 async fn manual_trigger_and_key_mismatch() {
     let pair = ClusterPair::start().await;
     let pvc = app_pvc("m", "ClusterIP");
+    pair.create_bound_pvc(PRIMARY, to_json(&pvc)).await;
     pair.write(PRIMARY, "default", "m", "f", "1");
     let (plan, endpoint) = protect(&pair, &pvc, &Psk::from_random_bytes([3; 32])).await;
     pair.wait_for(10, "first sync", |p| {
@@ -224,7 +225,7 @@ async fn manual_trigger_and_key_mismatch() {
 
     // A source whose key differs from the destination's never syncs.
     let pvc2 = app_pvc("k", "ClusterIP");
-    pair.create(PRIMARY, to_json(&pvc2));
+    pair.create_bound_pvc(PRIMARY, to_json(&pvc2)).await;
     pair.write(PRIMARY, "default", "k", "f", "secret data");
     let mut wrong = plan.primary_secret.clone();
     wrong.metadata.name = Some("wrong-key".into());
@@ -264,6 +265,7 @@ async fn manual_trigger_and_key_mismatch() {
 async fn interrupted_sync_restore_from_last_image_and_kept_snapshot() {
     let pair = ClusterPair::start().await;
     let pvc = app_pvc("db", "ClusterIP");
+    pair.create_bound_pvc(PRIMARY, to_json(&pvc)).await;
     for i in 0..4 {
         pair.write(PRIMARY, "default", "db", &format!("part-{i}"), "old");
     }

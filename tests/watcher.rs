@@ -244,3 +244,20 @@ async fn typed_volsync_objects_pass_volsyncs_crd_schema() {
     assert_eq!(rd.published_address(), Some("10.96.0.5"));
     assert_eq!(rd.latest_image().map(|i| i.name.as_str()), Some("snap-1"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_client_over_https() {
+    let server = ApiServer::start(Config {
+        tls: true,
+        ..Config::default()
+    })
+    .await
+    .expect("server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client(&server, dir.path()).await, "default");
+    pvcs.create(&PostParams::default(), &pvc("secure"))
+        .await
+        .expect("create over HTTPS");
+    let listed = pvcs.list(&Default::default()).await.expect("list over HTTPS");
+    assert_eq!(listed.items.len(), 1);
+}

@@ -3,6 +3,8 @@
 
 pub mod apiserver;
 pub mod cluster;
+pub mod http;
 pub mod kubectl;
 pub mod pair;
 pub mod simulator;
+pub mod tls;

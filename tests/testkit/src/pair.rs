@@ -61,7 +61,14 @@ impl ClusterPair {
         self.simulator.cluster(cluster).volume_path(namespace, pvc)
     }
 
+    /// Write a file into a PVC's volume. The PVC must exist: a directory without a PVC is
+    /// garbage the simulator deletes, as a real volume would not exist at all.
     pub fn write(&self, cluster: &str, namespace: &str, pvc: &str, file: &str, content: &str) {
+        assert!(
+            self.get(cluster, "", "v1", "persistentvolumeclaims", namespace, pvc)
+                .is_some(),
+            "write into {cluster}/{namespace}/{pvc}: no such PVC"
+        );
         let path = self.volume(cluster, namespace, pvc).join(file);
         std::fs::create_dir_all(path.parent().unwrap_or(Path::new("/"))).expect("mkdir");
         std::fs::write(path, content).expect("write");
@@ -105,6 +112,18 @@ impl ClusterPair {
         let server = self.server(cluster);
         let rt = server.store().find_type(group, version, plural)?;
         server.store().get(&rt, namespace, name).ok()
+    }
+
+    /// Create a PVC and wait until the simulator has bound it.
+    pub async fn create_bound_pvc(&self, cluster: &str, pvc: Value) {
+        let ns = pvc["metadata"]["namespace"].as_str().unwrap_or("default").to_string();
+        let name = pvc["metadata"]["name"].as_str().unwrap_or("").to_string();
+        self.create(cluster, pvc);
+        self.wait_for(10, "PVC bound", |p| {
+            (p.get(cluster, "", "v1", "persistentvolumeclaims", &ns, &name)?["status"]["phase"] == "Bound")
+                .then_some(())
+        })
+        .await;
     }
 
     /// Poll until `check` returns `Some`, for up to `secs` seconds.

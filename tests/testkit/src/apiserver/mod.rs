@@ -43,6 +43,8 @@ pub struct Config {
     pub history: usize,
     /// How often a watch that allows bookmarks gets one.
     pub bookmark_interval: Duration,
+    /// Serve HTTPS with a certificate from a throwaway CA (in the kubeconfig) instead of HTTP.
+    pub tls: bool,
 }
 
 impl Default for Config {
@@ -50,6 +52,7 @@ impl Default for Config {
         Config {
             history: 100_000,
             bookmark_interval: Duration::from_secs(1),
+            tls: false,
         }
     }
 }
@@ -98,6 +101,7 @@ struct Shared {
     faults: Mutex<Vec<Fault>>,
     stats: Mutex<Stats>,
     addr: Mutex<SocketAddr>,
+    tls: Option<crate::tls::ServingCert>,
 }
 
 /// A running (or stopped) test API server. Dropping it stops it.
@@ -111,7 +115,13 @@ impl ApiServer {
     pub async fn start(config: Config) -> std::io::Result<ApiServer> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
+        let tls = if config.tls {
+            Some(crate::tls::generate().map_err(std::io::Error::other)?)
+        } else {
+            None
+        };
         let shared = Arc::new(Shared {
+            tls,
             store: Store::new(config.history),
             config,
             faults: Mutex::new(Vec::new()),
@@ -137,15 +147,19 @@ impl ApiServer {
                 };
                 let shared = shared.clone();
                 connections.spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
-                        let shared = shared.clone();
-                        async move { Ok::<_, Infallible>(handle(shared, req).await) }
-                    });
-                    let io = hyper_util::rt::TokioIo::new(stream);
-                    // A connection error is the client's business (it went away).
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(io, service)
-                        .await;
+                    match shared
+                        .tls
+                        .as_ref()
+                        .map(|t| tokio_rustls::TlsAcceptor::from(t.config.clone()))
+                    {
+                        // A failed handshake or connection is the client's business.
+                        Some(acceptor) => {
+                            if let Ok(tls) = acceptor.accept(stream).await {
+                                serve_connection(shared, tls).await;
+                            }
+                        }
+                        None => serve_connection(shared, stream).await,
+                    }
                 });
                 while connections.try_join_next().is_some() {}
             }
@@ -185,7 +199,13 @@ impl ApiServer {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr())
+        let scheme = if self.shared.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr())
+    }
+
+    /// PEM of the CA behind the HTTPS certificate, when serving HTTPS.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.shared.tls.as_ref().map(|t| t.ca_pem.as_str())
     }
 
     pub fn store(&self) -> &Store {
@@ -206,9 +226,26 @@ impl ApiServer {
 
     /// A kubeconfig whose only context points at this server.
     pub fn kubeconfig(&self, cluster: &str) -> String {
+        use base64::Engine as _;
+        let ca = self
+            .ca_pem()
+            .map(|pem| {
+                format!(
+                    "    certificate-authority-data: {}\n",
+                    base64::engine::general_purpose::STANDARD.encode(pem)
+                )
+            })
+            .unwrap_or_default();
+        // Over HTTPS kubectl asks for a password when the user has no credentials; the server
+        // does not check them, so any token does.
+        let user = if self.shared.tls.is_some() {
+            "{token: testkit}"
+        } else {
+            "{}"
+        };
         format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: {cluster}\n  cluster:\n    server: {url}\n\
-             users:\n- name: {cluster}\n  user: {{}}\ncontexts:\n- name: {cluster}\n  context:\n    cluster: {cluster}\n    user: {cluster}\n    namespace: default\n\
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: {cluster}\n  cluster:\n    server: {url}\n{ca}\
+             users:\n- name: {cluster}\n  user: {user}\ncontexts:\n- name: {cluster}\n  context:\n    cluster: {cluster}\n    user: {cluster}\n    namespace: default\n\
              current-context: {cluster}\npreferences: {{}}\n",
             url = self.url()
         )
@@ -223,6 +260,19 @@ impl Drop for ApiServer {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+async fn serve_connection<IO>(shared: Arc<Shared>, io: IO)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let shared = shared.clone();
+        async move { Ok::<_, Infallible>(handle(shared, req).await) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(hyper_util::rt::TokioIo::new(io), service)
+        .await;
 }
 
 // === request handling ===

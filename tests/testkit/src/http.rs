@@ -1,0 +1,90 @@
+//! A bare HTTP/1.1 client for protocol-level tests of the test API server.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use serde_json::Value;
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: Value,
+}
+
+async fn send(addr: SocketAddr, method: &str, path: &str, content_type: &str, body: &str) -> hyper::Response<Incoming> {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string())
+        .header("content-type", content_type)
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("request");
+    tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
+        .await
+        .expect("response within 10s")
+        .expect("response")
+}
+
+/// One request, whole reply.
+pub async fn request(addr: SocketAddr, method: &str, path: &str, content_type: &str, body: &str) -> Reply {
+    let resp = send(addr, method, path, content_type, body).await;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let bytes = tokio::time::timeout(Duration::from_secs(10), resp.into_body().collect())
+        .await
+        .expect("body within 10s")
+        .expect("body")
+        .to_bytes();
+    let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+    Reply { status, headers, body }
+}
+
+/// A watch: yields one decoded event per line.
+pub struct Watch {
+    body: Incoming,
+    buffer: Vec<u8>,
+}
+
+impl Watch {
+    pub async fn open(addr: SocketAddr, path: &str) -> Watch {
+        let resp = send(addr, "GET", path, "application/json", "").await;
+        assert_eq!(resp.status(), 200, "watch {path}");
+        Watch {
+            body: resp.into_body(),
+            buffer: Vec::new(),
+        }
+    }
+
+    /// The next event, or `None` if the stream ends or nothing comes within `wait`.
+    pub async fn next(&mut self, wait: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(i) = self.buffer.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buffer.drain(..=i).collect();
+                return serde_json::from_slice(&line).ok();
+            }
+            let frame = tokio::time::timeout_at(deadline, self.body.frame()).await.ok()??.ok()?;
+            if let Ok(data) = frame.into_data() {
+                self.buffer.extend_from_slice(&data);
+            }
+        }
+    }
+
+    /// The next event that is not a BOOKMARK.
+    pub async fn next_change(&mut self, wait: Duration) -> Option<Value> {
+        loop {
+            let e = self.next(wait).await?;
+            if e["type"] != "BOOKMARK" {
+                return Some(e);
+            }
+        }
+    }
+}
