@@ -41,7 +41,15 @@ pub fn json_merge(target: &mut Value, patch: &Value) {
 }
 
 pub fn json_patch(target: &mut Value, patch: &Value) -> Result<(), String> {
-    let ops: json_patch::Patch = serde_json::from_value(patch.clone()).map_err(|e| e.to_string())?;
+    let mut ops: json_patch::Patch = serde_json::from_value(patch.clone()).map_err(|e| e.to_string())?;
+    // The API server's JSON patch (evanphx/json-patch) lets `test` with a null value pass on a
+    // missing path; kube's finalizer helper relies on it to add the first finalizer.
+    ops.0.retain(|op| match op {
+        json_patch::PatchOperation::Test(t) if t.value.is_null() => {
+            !target.pointer(t.path.as_str()).is_none_or(Value::is_null)
+        }
+        _ => true,
+    });
     json_patch::patch(target, &ops).map_err(|e| e.to_string())
 }
 
@@ -262,6 +270,20 @@ mod tests {
             &json!({"$deleteFromPrimitiveList/metadata": [], "metadata": {"$deleteFromPrimitiveList/finalizers": ["a"]}}),
         );
         assert_eq!(t["metadata"]["finalizers"], json!(["b"]));
+    }
+
+    #[test]
+    fn test_null_passes_on_a_missing_path_as_on_the_api_server() {
+        let mut t = json!({"metadata": {"name": "x"}});
+        let add_first = json!([{"op": "test", "path": "/metadata/finalizers", "value": null},
+                               {"op": "add", "path": "/metadata/finalizers", "value": ["f"]}]);
+        json_patch(&mut t, &add_first).expect("test null on a missing path passes");
+        assert_eq!(t["metadata"]["finalizers"], json!(["f"]));
+        // A test that does not hold still fails the whole patch.
+        let stale = json!([{"op": "test", "path": "/metadata/finalizers", "value": null},
+                           {"op": "add", "path": "/metadata/finalizers", "value": ["g"]}]);
+        assert!(json_patch(&mut t, &stale).is_err());
+        assert_eq!(t["metadata"]["finalizers"], json!(["f"]));
     }
 
     #[test]
