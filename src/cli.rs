@@ -19,8 +19,61 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the protection watcher against this cluster and its peer.
+    Run(Box<RunArgs>),
     /// Print every object that protecting a PVC creates on both clusters (no cluster needed).
     Render(RenderArgs),
+}
+
+/// `volsync-dr run`. This cluster is reached the usual way (in-cluster service account, else
+/// KUBECONFIG or ~/.kube/config); the peer through its own kubeconfig.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// This cluster's name.
+    #[arg(long, env = "VOLSYNC_DR_CLUSTER_NAME")]
+    pub cluster_name: String,
+    /// The peer cluster's name.
+    #[arg(long, env = "VOLSYNC_DR_PEER_NAME")]
+    pub peer_name: String,
+    /// Kubeconfig file for the peer cluster (mounted from a Secret).
+    #[arg(long, env = "VOLSYNC_DR_PEER_KUBECONFIG", value_name = "FILE")]
+    pub peer_kubeconfig: PathBuf,
+    /// Address of a peer node, for NodePort [default: a Ready peer node's ExternalIP, else InternalIP].
+    #[arg(long, env = "VOLSYNC_DR_PEER_NODE_ADDRESS")]
+    pub peer_node_address: Option<String>,
+    /// Service type when neither annotation nor policy says.
+    #[arg(long, value_enum, default_value_t = ServiceTypeArg::ClusterIP, env = "VOLSYNC_DR_DEFAULT_SERVICE_TYPE")]
+    pub default_service_type: ServiceTypeArg,
+    /// VolumeSnapshotClass on this cluster when the PVC names none.
+    #[arg(long, env = "VOLSYNC_DR_VOLUME_SNAPSHOT_CLASS")]
+    pub volume_snapshot_class: Option<String>,
+    /// VolumeSnapshotClass on the peer when the PVC names none.
+    #[arg(long, env = "VOLSYNC_DR_DESTINATION_VOLUME_SNAPSHOT_CLASS")]
+    pub destination_volume_snapshot_class: Option<String>,
+    /// Comma-separated namespaces to watch [default: all].
+    #[arg(long, env = "VOLSYNC_DR_NAMESPACES", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+    /// Plain-HTTP address for /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:8080", env = "VOLSYNC_DR_ADMIN_ADDR")]
+    pub admin_addr: std::net::SocketAddr,
+    /// Longest any one call to the peer cluster may take, in seconds.
+    #[arg(long, default_value_t = 10, env = "VOLSYNC_DR_PEER_TIMEOUT_SECONDS")]
+    pub peer_timeout_seconds: u64,
+    /// How often a protected PVC is checked again with nothing changed, in seconds.
+    #[arg(long, default_value_t = 300, env = "VOLSYNC_DR_RESYNC_SECONDS")]
+    pub resync_seconds: u64,
+    /// How many PVCs are reconciled at once.
+    #[arg(long, default_value_t = 16, env = "VOLSYNC_DR_CONCURRENCY")]
+    pub concurrency: u16,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "VOLSYNC_DR_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Args)]

@@ -29,6 +29,8 @@ pub enum Error {
     Random(String),
     #[error("cannot write output: {0}")]
     Output(String),
+    #[error("{0}")]
+    Cluster(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -2,12 +2,18 @@
 //! annotations.
 //!
 //! Layers, from pure to effectful: [`model`] (the vocabulary: annotation keys, parsed settings,
-//! names, VolSync types) ← [`plan`] (desired objects from a PVC and settings) ← [`cmd`] (one
+//! names, VolSync types) ← [`plan`] (desired objects and status from a PVC, settings and what
+//! was observed) ← [`controller`] (the only writer: observe, apply, report) ← [`cmd`] (one
 //! module per subcommand). `model` and `plan` never touch a client, the clock or randomness.
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod cluster;
 pub mod cmd;
+pub mod config;
+pub mod controller;
 pub mod error;
 pub mod model;
 pub mod plan;
+pub mod server;
+pub mod telemetry;

@@ -7,9 +7,11 @@ use clap::Parser;
 use volsync_dr::cli::{Cli, Command};
 use volsync_dr::cmd;
 
-fn main() -> ExitCode {
+#[tokio::main]
+async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
+        Command::Run(args) => cmd::run::run(args).await,
         Command::Render(args) => cmd::render::run(args),
     };
     match result {

@@ -1,3 +1,4 @@
 //! One module per subcommand; each turns parsed arguments into effects.
 
 pub mod render;
+pub mod run;

@@ -28,6 +28,33 @@ impl Role {
     }
 }
 
+/// How protection of a PVC stands (`volsync-dr.io/state`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum State {
+    /// Objects or the destination's address are not there yet.
+    Pending,
+    /// Every object is in place and syncs run.
+    Protected,
+    /// The peer is unreachable or syncs fail; the reason is in an Event.
+    Degraded,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "Pending",
+            State::Protected => "Protected",
+            State::Degraded => "Degraded",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<State> {
+        [State::Pending, State::Protected, State::Degraded]
+            .into_iter()
+            .find(|s| s.as_str() == text)
+    }
+}
+
 /// What the annotations on one PVC say. `None` means the annotation is absent, so defaults
 /// (a policy, then the instance) decide.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -1,0 +1,114 @@
+//! The peer cluster. Every call is bounded by a timeout, and an unreachable peer is a value
+//! (`PeerError`), never a hang or a panic: the local side keeps working without it.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PeerSetupError {
+    #[error(
+        "cannot read the peer kubeconfig {path}: {source}; pass --peer-kubeconfig (VOLSYNC_DR_PEER_KUBECONFIG) with a readable kubeconfig file"
+    )]
+    Read {
+        path: PathBuf,
+        source: kube::config::KubeconfigError,
+    },
+    #[error("the peer kubeconfig {path} is not usable: {source}")]
+    Config {
+        path: PathBuf,
+        source: kube::config::KubeconfigError,
+    },
+    #[error("cannot build a client for the peer from {path}: {source}")]
+    Client { path: PathBuf, source: kube::Error },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("{what}: no answer within {after:?}")]
+    Timeout { what: String, after: Duration },
+    #[error("{what}: {source}")]
+    Api { what: String, source: kube::Error },
+}
+
+impl PeerError {
+    /// Whether the peer answered at all (an API error) rather than not answering.
+    pub fn answered(&self) -> bool {
+        match self {
+            PeerError::Timeout { .. } => false,
+            PeerError::Api { source, .. } => matches!(source, kube::Error::Api(_)),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Peer {
+    pub name: String,
+    client: Client,
+    timeout: Duration,
+}
+
+impl Peer {
+    pub async fn connect(name: &str, kubeconfig: &Path, timeout: Duration) -> Result<Peer, PeerSetupError> {
+        let path = kubeconfig.to_path_buf();
+        let file = Kubeconfig::read_from(kubeconfig).map_err(|source| PeerSetupError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let mut config = kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
+            .await
+            .map_err(|source| PeerSetupError::Config {
+                path: path.clone(),
+                source,
+            })?;
+        // Fail fast instead of kube's long retry schedule: reconciles retry with their own backoff.
+        config.default_retry = false;
+        config.connect_timeout = Some(timeout);
+        config.read_timeout = Some(timeout);
+        config.write_timeout = Some(timeout);
+        let client = Client::try_from(config).map_err(|source| PeerSetupError::Client { path, source })?;
+        Ok(Peer {
+            name: name.to_string(),
+            client,
+            timeout,
+        })
+    }
+
+    pub fn namespaced<K>(&self, namespace: &str) -> Api<K>
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), namespace)
+    }
+
+    pub fn all<K>(&self) -> Api<K>
+    where
+        K: kube::Resource,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        Api::all(self.client.clone())
+    }
+
+    /// Run one call against the peer, bounded by the timeout.
+    pub async fn call<T>(
+        &self,
+        what: &str,
+        call: impl Future<Output = Result<T, kube::Error>>,
+    ) -> Result<T, PeerError> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(source)) => Err(PeerError::Api {
+                what: what.to_string(),
+                source,
+            }),
+            Err(_) => Err(PeerError::Timeout {
+                what: what.to_string(),
+                after: self.timeout,
+            }),
+        }
+    }
+}

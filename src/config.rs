@@ -1,0 +1,114 @@
+//! `run`'s arguments validated once into a typed configuration; nothing else reads flags or env.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::cli::{LogFormat, RunArgs};
+use crate::model::protection::dns_label;
+use crate::model::volsync::ServiceType;
+use crate::plan::InstanceSettings;
+
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    pub cluster_name: String,
+    pub peer_name: String,
+    pub peer_kubeconfig: PathBuf,
+    pub peer_node_address: Option<String>,
+    pub default_service_type: ServiceType,
+    pub volume_snapshot_class: Option<String>,
+    pub destination_volume_snapshot_class: Option<String>,
+    /// Empty: every namespace.
+    pub namespaces: Vec<String>,
+    pub admin_addr: SocketAddr,
+    pub peer_timeout: Duration,
+    pub resync: Duration,
+    pub concurrency: u16,
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{flag} {value:?}: {problem}")]
+pub struct ConfigError {
+    pub flag: &'static str,
+    pub value: String,
+    pub problem: String,
+}
+
+impl RunConfig {
+    pub fn from_args(args: &RunArgs) -> Result<Self, ConfigError> {
+        let label = |flag: &'static str, value: &str| {
+            dns_label(value).map_err(|_| ConfigError {
+                flag,
+                value: value.to_string(),
+                problem: "accepted: a cluster name of up to 63 lowercase letters, digits or '-'".into(),
+            })
+        };
+        let cluster_name = label("--cluster-name", &args.cluster_name)?;
+        let peer_name = label("--peer-name", &args.peer_name)?;
+        if cluster_name == peer_name {
+            return Err(ConfigError {
+                flag: "--peer-name",
+                value: peer_name,
+                problem: "must differ from --cluster-name".into(),
+            });
+        }
+        let namespaces: Vec<String> = args
+            .namespaces
+            .iter()
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .collect();
+        for ns in &namespaces {
+            dns_label(ns).map_err(|_| ConfigError {
+                flag: "--namespaces",
+                value: ns.clone(),
+                problem: "accepted: comma-separated namespace names".into(),
+            })?;
+        }
+        let positive = |flag: &'static str, v: u64| {
+            if v == 0 {
+                Err(ConfigError {
+                    flag,
+                    value: "0".into(),
+                    problem: "must be at least 1".into(),
+                })
+            } else {
+                Ok(Duration::from_secs(v))
+            }
+        };
+        if args.concurrency == 0 {
+            return Err(ConfigError {
+                flag: "--concurrency",
+                value: "0".into(),
+                problem: "must be at least 1".into(),
+            });
+        }
+        Ok(RunConfig {
+            cluster_name,
+            peer_name,
+            peer_kubeconfig: args.peer_kubeconfig.clone(),
+            peer_node_address: args.peer_node_address.clone().filter(|a| !a.is_empty()),
+            default_service_type: args.default_service_type.into(),
+            volume_snapshot_class: args.volume_snapshot_class.clone().filter(|c| !c.is_empty()),
+            destination_volume_snapshot_class: args.destination_volume_snapshot_class.clone().filter(|c| !c.is_empty()),
+            namespaces,
+            admin_addr: args.admin_addr,
+            peer_timeout: positive("--peer-timeout-seconds", args.peer_timeout_seconds)?,
+            resync: positive("--resync-seconds", args.resync_seconds)?,
+            concurrency: args.concurrency,
+            log_format: args.log_format,
+        })
+    }
+
+    /// The planner's view of this instance.
+    pub fn instance(&self) -> InstanceSettings {
+        InstanceSettings {
+            cluster_name: Some(self.cluster_name.clone()),
+            peer_name: self.peer_name.clone(),
+            default_service_type: self.default_service_type,
+            volume_snapshot_class: self.volume_snapshot_class.clone(),
+            destination_volume_snapshot_class: self.destination_volume_snapshot_class.clone(),
+        }
+    }
+}

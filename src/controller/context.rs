@@ -1,0 +1,73 @@
+//! What every reconcile shares: the clients, the configuration, the Event recorder, and
+//! per-PVC failure counts for backoff.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use kube::Client;
+use kube::runtime::events::{Recorder, Reporter};
+
+use crate::cluster::peer::Peer;
+use crate::config::RunConfig;
+
+pub struct Context {
+    pub local: Client,
+    pub peer: Peer,
+    pub config: RunConfig,
+    pub recorder: Recorder,
+    failures: Mutex<HashMap<(String, String), u32>>,
+    /// A peer node's address for NodePort, with when it was looked up.
+    node_address: Mutex<Option<(Instant, String)>>,
+}
+
+/// How long a looked-up peer node address is reused.
+const NODE_ADDRESS_TTL: Duration = Duration::from_secs(60);
+/// Backoff after failures: 1 s, doubling, at most 5 minutes.
+const BACKOFF_BASE: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+impl Context {
+    pub fn new(local: Client, peer: Peer, config: RunConfig) -> Self {
+        let reporter = Reporter {
+            controller: "volsync-dr".into(),
+            instance: Some(config.cluster_name.clone()),
+        };
+        Context {
+            recorder: Recorder::new(local.clone(), reporter),
+            local,
+            peer,
+            config,
+            failures: Mutex::new(HashMap::new()),
+            node_address: Mutex::new(None),
+        }
+    }
+
+    /// Record one more failure of this PVC and return how long to wait before the next try.
+    pub fn backoff(&self, namespace: &str, name: &str) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let n = failures.entry((namespace.to_string(), name.to_string())).or_insert(0);
+        *n = n.saturating_add(1);
+        let factor = 1u32.checked_shl(n.saturating_sub(1).min(16)).unwrap_or(u32::MAX);
+        BACKOFF_BASE.saturating_mul(factor).min(BACKOFF_MAX)
+    }
+
+    pub fn succeeded(&self, namespace: &str, name: &str) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(namespace.to_string(), name.to_string()));
+    }
+
+    pub fn cached_node_address(&self) -> Option<String> {
+        let cached = self.node_address.lock().unwrap_or_else(|p| p.into_inner());
+        cached
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < NODE_ADDRESS_TTL)
+            .map(|(_, a)| a.clone())
+    }
+
+    pub fn remember_node_address(&self, address: &str) {
+        *self.node_address.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), address.to_string()));
+    }
+}

@@ -1,0 +1,46 @@
+//! The controller layer's error: a stable reason (Event reason, log field) and whether
+//! retrying can help.
+
+use crate::cluster::peer::PeerError;
+use crate::model::protection::AnnotationErrors;
+use crate::plan::PlanError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{what}: {source}")]
+    Local { what: String, source: kube::Error },
+    #[error("peer cluster {peer}: {source}")]
+    Peer { peer: String, source: PeerError },
+    #[error("{0}")]
+    Plan(#[from] PlanError),
+    #[error("{0}")]
+    Annotations(#[from] AnnotationErrors),
+    #[error("the PVC has no {0}")]
+    Missing(&'static str),
+    #[error("cannot generate a pre-shared key: {0}")]
+    Random(String),
+}
+
+impl Error {
+    pub fn local(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+        let what = what.into();
+        move |source| Error::Local { what, source }
+    }
+
+    /// PascalCase reason for Events and logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Local { .. } => "LocalApiError",
+            Error::Peer { source, .. } if source.answered() => "PeerApiError",
+            Error::Peer { .. } => "PeerUnreachable",
+            Error::Plan(_) | Error::Annotations(_) => "InvalidSettings",
+            Error::Missing(_) => "InvalidObject",
+            Error::Random(_) => "KeyGenerationFailed",
+        }
+    }
+
+    /// Whether the same reconcile may succeed later without the object changing.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Local { .. } | Error::Peer { .. } | Error::Random(_))
+    }
+}

@@ -1,0 +1,80 @@
+//! The protection watcher: kube-runtime Controllers over PVCs (one per watched namespace, or one
+//! for all), woken also by changes of the ReplicationSources and ReplicationDestinations it
+//! manages here, so VolSync's status reaches the PVC without waiting for a resync.
+
+pub mod apply;
+pub mod context;
+pub mod error;
+pub mod reconcile;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use kube::api::Api;
+use kube::runtime::controller::{self, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+
+use crate::model::keys;
+use crate::model::volsync::{ReplicationDestination, ReplicationSource};
+use context::Context;
+
+/// The PVC an object was created for, from the full name it carries.
+fn owner_pvc<K: Resource>(object: K) -> Option<ObjectRef<PersistentVolumeClaim>> {
+    let namespace = object.meta().namespace.clone()?;
+    let pvc = object.annotations().get(keys::PVC_NAME)?.clone();
+    Some(ObjectRef::new(&pvc).within(&namespace))
+}
+
+/// Run until SIGTERM or Ctrl-C. `synced` counts the controllers whose PVC cache is warm.
+pub async fn run(ctx: Arc<Context>, synced: Arc<AtomicUsize>) {
+    let scopes: Vec<Option<String>> = if ctx.config.namespaces.is_empty() {
+        vec![None]
+    } else {
+        ctx.config.namespaces.iter().cloned().map(Some).collect()
+    };
+    let managed = watcher::Config::default().labels(&format!("{}={}", keys::MANAGED_BY, keys::MANAGED_BY_VALUE));
+    let config = controller::Config::default().concurrency(ctx.config.concurrency);
+    let runs = scopes.into_iter().map(|scope| {
+        let client = ctx.local.clone();
+        let (pvcs, sources, destinations): (
+            Api<PersistentVolumeClaim>,
+            Api<ReplicationSource>,
+            Api<ReplicationDestination>,
+        ) = match &scope {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client, ns),
+            ),
+            None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client)),
+        };
+        let controller = Controller::new(pvcs, watcher::Config::default())
+            .with_config(config.clone())
+            .watches(sources, managed.clone(), owner_pvc)
+            .watches(destinations, managed.clone(), owner_pvc)
+            .shutdown_on_signal();
+        let store = controller.store();
+        let synced = synced.clone();
+        let ctx = ctx.clone();
+        async move {
+            let ready = async move {
+                if store.wait_until_ready().await.is_ok() {
+                    synced.fetch_add(1, Ordering::SeqCst);
+                }
+            };
+            let work = controller
+                .run(reconcile::reconcile, reconcile::error_policy, ctx)
+                .for_each(|result| async move {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "controller event");
+                    }
+                });
+            tokio::join!(ready, work);
+        }
+    });
+    futures::future::join_all(runs).await;
+}

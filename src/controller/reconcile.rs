@@ -1,0 +1,503 @@
+//! One reconcile of one PVC: decide from what is observed now (never from the watch event), make
+//! the clusters match, and report. Every step checks before it writes, so running it again, or
+//! after a crash at any point, finishes the job without repeating a write.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Secret, Service};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::{Value, json};
+
+use super::apply::{Outcome, delete_if_present, ensure};
+use super::context::Context;
+use super::error::Error;
+use crate::cluster::peer::PeerError;
+use crate::model::keys;
+use crate::model::names::{Names, volsync_rsync_tls_service};
+use crate::model::protection::{ProtectionSpec, Role, State};
+use crate::model::volsync::{ReplicationDestination, ReplicationSource, ServiceType};
+use crate::plan::status::{StatusView, SyncTimes, clear_status_patch, pick_node_address, status_patch};
+use crate::plan::{self, Endpoint, Psk, resolve_endpoint};
+
+/// How soon a PVC waiting for the destination's address is looked at again.
+const PENDING_RETRY: Duration = Duration::from_secs(2);
+
+pub async fn reconcile(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let namespace = pvc.namespace().ok_or(Error::Missing("namespace"))?;
+    let name = pvc.name_any();
+    let result = reconcile_inner(&pvc, &namespace, &name, &ctx).await;
+    if result.is_ok() {
+        ctx.succeeded(&namespace, &name);
+    }
+    result
+}
+
+/// After an error: transient ones retry with a growing delay; the others wait for the PVC to change.
+pub fn error_policy(pvc: Arc<PersistentVolumeClaim>, error: &Error, ctx: Arc<Context>) -> Action {
+    let namespace = pvc.namespace().unwrap_or_default();
+    let name = pvc.name_any();
+    tracing::warn!(namespace, name, reason = error.reason(), error = %error, "reconcile failed");
+    if error.is_transient() {
+        Action::requeue(ctx.backoff(&namespace, &name))
+    } else {
+        Action::await_change()
+    }
+}
+
+async fn reconcile_inner(
+    pvc: &PersistentVolumeClaim,
+    namespace: &str,
+    name: &str,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    if plan::protect::is_volsync_owned(pvc) {
+        return Ok(Action::await_change());
+    }
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.local.clone(), namespace);
+    let spec = match ProtectionSpec::parse(pvc.annotations()) {
+        Ok(spec) => spec,
+        Err(errors) => {
+            // Leave everything as it is (no cleanup on a typo) until the annotations are fixed.
+            publish(ctx, pvc, EventType::Warning, "InvalidAnnotation", &errors.to_string()).await;
+            return Ok(Action::await_change());
+        }
+    };
+    if spec.role == Some(Role::Secondary) {
+        return mirror_secondary(pvc, &pvcs, namespace, name, ctx).await;
+    }
+    let deleting = pvc.metadata.deletion_timestamp.is_some();
+    let has_finalizer = pvc.finalizers().iter().any(|f| f == keys::FINALIZER);
+    if spec.is_protected() && !deleting {
+        if !has_finalizer || pvc.labels().get(keys::PROTECTED_LABEL).map(String::as_str) != Some("true") {
+            // The webhook was skipped (or is down): stamp what it would have. The write brings
+            // the PVC back through the watch.
+            pvcs.patch(name, &PatchParams::default(), &Patch::Json::<()>(stamp_patch(pvc)))
+                .await
+                .map_err(Error::local("add finalizer and label"))?;
+            return Ok(Action::await_change());
+        }
+        return protect(pvc, &pvcs, namespace, name, ctx).await;
+    }
+    if has_finalizer {
+        unprotect(pvc, namespace, name, ctx).await?;
+        let has_label = pvc.labels().contains_key(keys::PROTECTED_LABEL);
+        let clear = clear_status_patch(pvc.annotations());
+        if !deleting && (has_label || clear.is_some()) {
+            // No longer protected: the PVC stops showing volsync-dr's status and label.
+            let mut patch = clear.unwrap_or_else(|| json!({"metadata": {}}));
+            if has_label {
+                patch["metadata"]["labels"] = json!({keys::PROTECTED_LABEL: null});
+            }
+            pvcs.patch(name, &field_manager(), &Patch::Merge(patch))
+                .await
+                .map_err(Error::local("clear status"))?;
+        }
+        pvcs.patch(name, &PatchParams::default(), &Patch::Json::<()>(release_patch(pvc)))
+            .await
+            .map_err(Error::local("remove finalizer"))?;
+        publish(
+            ctx,
+            pvc,
+            EventType::Normal,
+            "Unprotected",
+            "protection removed on both clusters",
+        )
+        .await;
+    }
+    Ok(Action::await_change())
+}
+
+fn field_manager() -> PatchParams {
+    PatchParams {
+        field_manager: Some(keys::FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    }
+}
+
+/// JSON patch adding finalizer and label, guarded by a test of the current finalizers so a
+/// concurrent change makes it fail (and retry) instead of overwriting.
+fn stamp_patch(pvc: &PersistentVolumeClaim) -> json_patch::Patch {
+    let finalizers = pvc.finalizers();
+    let mut ops = Vec::new();
+    if !finalizers.iter().any(|f| f == keys::FINALIZER) {
+        if finalizers.is_empty() {
+            ops.push(json!({"op": "test", "path": "/metadata/finalizers", "value": null}));
+            ops.push(json!({"op": "add", "path": "/metadata/finalizers", "value": [keys::FINALIZER]}));
+        } else {
+            ops.push(json!({"op": "test", "path": "/metadata/finalizers", "value": finalizers}));
+            ops.push(json!({"op": "add", "path": "/metadata/finalizers/-", "value": keys::FINALIZER}));
+        }
+    }
+    if pvc.metadata.labels.is_none() {
+        ops.push(json!({"op": "add", "path": "/metadata/labels", "value": {keys::PROTECTED_LABEL: "true"}}));
+    } else {
+        ops.push(json!({"op": "add", "path": format!("/metadata/labels/{}", escape(keys::PROTECTED_LABEL)), "value": "true"}));
+    }
+    serde_json::from_value(Value::Array(ops)).unwrap_or_default()
+}
+
+/// JSON patch removing our finalizer, guarded the same way.
+fn release_patch(pvc: &PersistentVolumeClaim) -> json_patch::Patch {
+    let finalizers = pvc.finalizers();
+    let rest: Vec<&String> = finalizers.iter().filter(|f| *f != keys::FINALIZER).collect();
+    serde_json::from_value(json!([
+        {"op": "test", "path": "/metadata/finalizers", "value": finalizers},
+        {"op": "replace", "path": "/metadata/finalizers", "value": rest},
+    ]))
+    .unwrap_or_default()
+}
+
+/// RFC 6901 escaping of one reference token.
+fn escape(token: &str) -> String {
+    token.replace('~', "~0").replace('/', "~1")
+}
+
+fn psk_of(secret: &Secret) -> Option<Psk> {
+    let bytes = secret.data.as_ref()?.get(keys::PSK_KEY)?;
+    Psk::parse(std::str::from_utf8(&bytes.0).ok()?)
+}
+
+fn new_psk() -> Result<Psk, Error> {
+    let mut bytes = [0u8; plan::PSK_BYTES];
+    getrandom::fill(&mut bytes).map_err(|e| Error::Random(e.to_string()))?;
+    Ok(Psk::from_random_bytes(bytes))
+}
+
+fn peer_error(ctx: &Context) -> impl Fn(PeerError) -> Error + '_ {
+    move |source| Error::Peer {
+        peer: ctx.peer.name.clone(),
+        source,
+    }
+}
+
+async fn protect(
+    pvc: &PersistentVolumeClaim,
+    pvcs: &Api<PersistentVolumeClaim>,
+    namespace: &str,
+    name: &str,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let names = Names::for_pvc(name);
+    let local_secrets: Api<Secret> = Api::namespaced(ctx.local.clone(), namespace);
+    let local_sources: Api<ReplicationSource> = Api::namespaced(ctx.local.clone(), namespace);
+
+    // The pair's key: the one already here, else the peer's, else a new one. It is written here
+    // first, so a crash before the peer has it reuses it instead of minting another.
+    let local_key = local_secrets
+        .get_opt(&names.secret)
+        .await
+        .map_err(Error::local("read Secret"))?;
+    let peer_secrets: Api<Secret> = ctx.peer.namespaced(namespace);
+    let peer_key = ctx.peer.call("read Secret", peer_secrets.get_opt(&names.secret)).await;
+    let psk = match (
+        local_key.as_ref().and_then(psk_of),
+        peer_key.as_ref().ok().and_then(|s| s.as_ref()).and_then(psk_of),
+    ) {
+        (Some(k), _) | (None, Some(k)) => k,
+        (None, None) => new_psk()?,
+    };
+    let protect_plan = match plan::protect(pvc, &ctx.config.instance(), &psk, None) {
+        Ok(p) => p,
+        Err(e) => {
+            let error = Error::from(e);
+            publish(ctx, pvc, EventType::Warning, error.reason(), &error.to_string()).await;
+            report(pvc, pvcs, ctx, State::Degraded, SyncTimes::default(), None).await?;
+            return Ok(Action::await_change());
+        }
+    };
+    ensure(&local_secrets, &protect_plan.primary_secret)
+        .await
+        .map_err(Error::local("apply Secret"))?;
+
+    let peer_side = async {
+        peer_key?;
+        ensure_peer(ctx, namespace, &protect_plan).await
+    }
+    .await;
+    let (state, action, reason) = match peer_side {
+        Ok(Some(endpoint)) => {
+            let with_source = plan::protect(pvc, &ctx.config.instance(), &psk, Some(&endpoint))?;
+            if let Some(rs) = &with_source.replication_source {
+                let outcome = ensure(&local_sources, rs)
+                    .await
+                    .map_err(Error::local("apply ReplicationSource"))?;
+                if outcome == Outcome::Updated {
+                    tracing::info!(namespace, name, endpoint = %format!("{}:{}", endpoint.address, endpoint.port), "ReplicationSource updated");
+                }
+            }
+            (State::Protected, Action::requeue(ctx.config.resync), None)
+        }
+        Ok(None) => (State::Pending, Action::requeue(PENDING_RETRY), None),
+        Err(source) => {
+            let error = Error::Peer {
+                peer: ctx.peer.name.clone(),
+                source,
+            };
+            let delay = ctx.backoff(namespace, name);
+            (State::Degraded, Action::requeue(delay), Some(error))
+        }
+    };
+    let source = local_sources
+        .get_opt(&names.replication_source)
+        .await
+        .map_err(Error::local("read ReplicationSource"))?;
+    let sync = source.as_ref().map(SyncTimes::from_source).unwrap_or_default();
+    let failed_sync = source
+        .as_ref()
+        .and_then(|rs| rs.status.as_ref()?.latest_mover_status.as_ref()?.result.clone())
+        .filter(|r| r == "Failed");
+    let (state, reason) = match (state, reason, failed_sync) {
+        (State::Protected, None, Some(_)) => {
+            let logs = source
+                .as_ref()
+                .and_then(|rs| rs.status.as_ref()?.latest_mover_status.as_ref()?.logs.clone())
+                .unwrap_or_default();
+            (State::Degraded, Some(format!("the last sync failed: {logs}")))
+        }
+        (s, r, _) => (s, r.map(|e| e.to_string())),
+    };
+    report(pvc, pvcs, ctx, state, sync, reason).await?;
+    if state == State::Degraded {
+        return Ok(Action::requeue(ctx.backoff(namespace, name)));
+    }
+    Ok(action)
+}
+
+/// The peer's side: Secret, counterpart PVC, RD; then the RD's endpoint if it is known.
+async fn ensure_peer(ctx: &Context, namespace: &str, p: &plan::ProtectPlan) -> Result<Option<Endpoint>, PeerError> {
+    let secrets: Api<Secret> = ctx.peer.namespaced(namespace);
+    ctx.peer
+        .call("apply Secret", ensure(&secrets, &p.secondary_secret))
+        .await?;
+    let pvcs: Api<PersistentVolumeClaim> = ctx.peer.namespaced(namespace);
+    let existing = ctx.peer.call("read PVC", pvcs.get_opt(&p.names.pvc)).await?;
+    match existing {
+        // Create it whole; once there, only its labels and annotations are ours to keep.
+        None => {
+            ctx.peer.call("create PVC", ensure(&pvcs, &p.secondary_pvc)).await?;
+        }
+        Some(_) => {
+            let metadata_only = PersistentVolumeClaim {
+                metadata: p.secondary_pvc.metadata.clone(),
+                spec: None,
+                status: None,
+            };
+            ctx.peer.call("apply PVC labels", ensure(&pvcs, &metadata_only)).await?;
+        }
+    }
+    let rds: Api<ReplicationDestination> = ctx.peer.namespaced(namespace);
+    ctx.peer
+        .call("apply ReplicationDestination", ensure(&rds, &p.replication_destination))
+        .await?;
+    let rd = ctx
+        .peer
+        .call(
+            "read ReplicationDestination",
+            rds.get_opt(&p.names.replication_destination),
+        )
+        .await?;
+    let Some(rd) = rd else { return Ok(None) };
+    let published = rd.published_address().map(str::to_string);
+    let service_type = p.settings.service_type;
+    let (node_address, node_port) = if service_type == ServiceType::NodePort {
+        let services: Api<Service> = ctx.peer.namespaced(namespace);
+        let service_name = volsync_rsync_tls_service(&p.names.replication_destination);
+        // The node port changes whenever the RD is re-created, so it is read every time.
+        let service = ctx
+            .peer
+            .call("read RD Service", services.get_opt(&service_name))
+            .await?;
+        let node_port = service.and_then(|s| s.spec?.ports?.first()?.node_port);
+        (peer_node_address(ctx).await?, node_port)
+    } else {
+        (None, None)
+    };
+    Ok(resolve_endpoint(
+        service_type,
+        published.as_deref(),
+        node_address.as_deref(),
+        node_port,
+    ))
+}
+
+async fn peer_node_address(ctx: &Context) -> Result<Option<String>, PeerError> {
+    if let Some(address) = &ctx.config.peer_node_address {
+        return Ok(Some(address.clone()));
+    }
+    if let Some(address) = ctx.cached_node_address() {
+        return Ok(Some(address));
+    }
+    let nodes: Api<Node> = ctx.peer.all();
+    let list = ctx.peer.call("list Nodes", nodes.list(&Default::default())).await?;
+    let address = pick_node_address(&list.items);
+    if let Some(a) = &address {
+        ctx.remember_node_address(a);
+    }
+    Ok(address)
+}
+
+/// Remove what protection created: here first (the local side stops syncing even if the peer
+/// is away), then on the peer. The counterpart PVC on the peer is kept: it holds the replica.
+async fn unprotect(pvc: &PersistentVolumeClaim, namespace: &str, name: &str, ctx: &Context) -> Result<(), Error> {
+    let names = Names::for_pvc(name);
+    let sources: Api<ReplicationSource> = Api::namespaced(ctx.local.clone(), namespace);
+    for rs in [&names.replication_source, &names.replication_source_latest] {
+        delete_if_present(&sources, rs)
+            .await
+            .map_err(Error::local("delete ReplicationSource"))?;
+    }
+    let secrets: Api<Secret> = Api::namespaced(ctx.local.clone(), namespace);
+    delete_if_present(&secrets, &names.secret)
+        .await
+        .map_err(Error::local("delete Secret"))?;
+
+    let rds: Api<ReplicationDestination> = ctx.peer.namespaced(namespace);
+    ctx.peer
+        .call(
+            "delete ReplicationDestination",
+            delete_if_present(&rds, &names.replication_destination),
+        )
+        .await
+        .map_err(peer_error(ctx))?;
+    let peer_secrets: Api<Secret> = ctx.peer.namespaced(namespace);
+    ctx.peer
+        .call("delete Secret", delete_if_present(&peer_secrets, &names.secret))
+        .await
+        .map_err(peer_error(ctx))?;
+    let peer_pvcs: Api<PersistentVolumeClaim> = ctx.peer.namespaced(namespace);
+    let counterpart = ctx
+        .peer
+        .call("read PVC", peer_pvcs.get_opt(name))
+        .await
+        .map_err(peer_error(ctx))?;
+    if let Some(counterpart) = counterpart {
+        let ours = counterpart.annotations().get(keys::ROLE).map(String::as_str) == Some(Role::Secondary.as_str());
+        if ours {
+            let mut annotations: BTreeMap<String, Value> = [
+                keys::PROTECT,
+                keys::ROLE,
+                keys::STATE,
+                keys::LAST_SYNC_TIME,
+                keys::LAST_SYNC_DURATION,
+                keys::NEXT_SYNC_TIME,
+            ]
+            .into_iter()
+            .map(|k| (k.to_string(), Value::Null))
+            .collect();
+            annotations.retain(|k, _| counterpart.annotations().contains_key(k));
+            let patch = json!({"metadata": {"annotations": annotations, "labels": {keys::PROTECTED_LABEL: null}}});
+            ctx.peer
+                .call(
+                    "release PVC",
+                    peer_pvcs.patch(name, &field_manager(), &Patch::Merge(patch)),
+                )
+                .await
+                .map_err(peer_error(ctx))?;
+            publish(
+                ctx,
+                pvc,
+                EventType::Normal,
+                "CounterpartKept",
+                &format!(
+                    "the PVC {namespace}/{name} on cluster {} keeps the replica and is no longer managed; delete it there when it is not needed",
+                    ctx.peer.name
+                ),
+            )
+            .await;
+        }
+    }
+    Ok(())
+}
+
+/// The secondary side: mirror the local RD's status onto the counterpart PVC.
+async fn mirror_secondary(
+    pvc: &PersistentVolumeClaim,
+    pvcs: &Api<PersistentVolumeClaim>,
+    namespace: &str,
+    name: &str,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let names = Names::for_pvc(name);
+    let rds: Api<ReplicationDestination> = Api::namespaced(ctx.local.clone(), namespace);
+    let rd = rds
+        .get_opt(&names.replication_destination)
+        .await
+        .map_err(Error::local("read ReplicationDestination"))?;
+    let state = if rd.as_ref().is_some_and(|rd| rd.published_address().is_some()) {
+        State::Protected
+    } else {
+        State::Pending
+    };
+    let sync = rd.as_ref().map(SyncTimes::from_destination).unwrap_or_default();
+    let view = StatusView {
+        role: Role::Secondary,
+        state,
+        sync,
+    };
+    write_status(pvc, pvcs, ctx, &view, None).await?;
+    Ok(Action::requeue(ctx.config.resync))
+}
+
+async fn report(
+    pvc: &PersistentVolumeClaim,
+    pvcs: &Api<PersistentVolumeClaim>,
+    ctx: &Context,
+    state: State,
+    sync: SyncTimes,
+    reason: Option<String>,
+) -> Result<(), Error> {
+    let view = StatusView {
+        role: Role::Primary,
+        state,
+        sync,
+    };
+    write_status(pvc, pvcs, ctx, &view, reason).await
+}
+
+/// Write status annotations only when they change, with an Event for each state transition
+/// and each failure.
+async fn write_status(
+    pvc: &PersistentVolumeClaim,
+    pvcs: &Api<PersistentVolumeClaim>,
+    ctx: &Context,
+    view: &StatusView,
+    reason: Option<String>,
+) -> Result<(), Error> {
+    let name = pvc.name_any();
+    if let Some(patch) = status_patch(pvc.annotations(), view) {
+        pvcs.patch(&name, &field_manager(), &Patch::Merge(patch))
+            .await
+            .map_err(Error::local("write status"))?;
+    }
+    let before = pvc.annotations().get(keys::STATE).and_then(|s| State::parse(s));
+    if let Some(reason) = &reason {
+        publish(ctx, pvc, EventType::Warning, "Degraded", reason).await;
+    } else if before != Some(view.state) {
+        let note = match view.state {
+            State::Pending => "waiting for the replication objects and the destination's address".to_string(),
+            State::Protected => format!("replicating to cluster {}", ctx.peer.name),
+            State::Degraded => "degraded".to_string(),
+        };
+        publish(ctx, pvc, EventType::Normal, view.state.as_str(), &note).await;
+    }
+    Ok(())
+}
+
+/// Publish an Event on the PVC. An Event that cannot be written is logged, not fatal.
+async fn publish(ctx: &Context, pvc: &PersistentVolumeClaim, type_: EventType, reason: &str, note: &str) {
+    let event = Event {
+        type_,
+        reason: reason.to_string(),
+        note: Some(note.chars().take(1000).collect()),
+        action: "Reconcile".to_string(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &pvc.object_ref(&())).await {
+        tracing::warn!(reason, error = %e, "cannot publish Event");
+    }
+}

