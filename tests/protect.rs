@@ -252,3 +252,217 @@ async fn protects_every_service_type_and_mirrors_status() {
     );
     assert!(pair.a.stats().count("list") > 0, "the restarted process did resync");
 }
+
+fn events_with_reason(pair: &ClusterPair, cluster: &str, reason: &str) -> usize {
+    let server = pair.server(cluster);
+    let Some(rt) = server.store().find_type("events.k8s.io", "v1", "events") else {
+        return 0;
+    };
+    let (items, _) = server
+        .store()
+        .list(&rt, Some(NS), &Default::default(), &Default::default());
+    items.iter().filter(|e| e["reason"] == reason).count()
+}
+
+fn managed_objects(pair: &ClusterPair, cluster: &str, plural: &str, pvc: &str) -> usize {
+    let server = pair.server(cluster);
+    let (group, version) = if plural.starts_with("replication") {
+        ("volsync.backube", "v1alpha1")
+    } else {
+        ("", "v1")
+    };
+    let rt = server.store().find_type(group, version, plural).expect("type");
+    let selector =
+        testkit::apiserver::selectors::LabelSelector::parse(&format!("volsync-dr.io/pvc={pvc}")).expect("selector");
+    server
+        .store()
+        .list(&rt, Some(NS), &selector, &Default::default())
+        .0
+        .len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn annotation_changes_unprotect_and_deletion() {
+    let pair = ClusterPair::start().await;
+    let _a = DrProcess::start(&pair, PRIMARY, &[]).await;
+    let _b = DrProcess::start(&pair, SECONDARY, &[]).await;
+    pair.create_bound_pvc(PRIMARY, pvc_json("app", &[("volsync-dr.io/protect", "true")]))
+        .await;
+    wait_annotation(&pair, PRIMARY, "app", "volsync-dr.io/state", "Protected").await;
+
+    // A new schedule reaches the ReplicationSource; a new service type the RD and the endpoint.
+    patch_pvc(
+        &pair,
+        PRIMARY,
+        "app",
+        json!({"metadata": {"annotations": {"volsync-dr.io/schedule": "@hourly"}}}),
+    );
+    pair.wait_for(30, "new schedule", |p| {
+        (get(p, PRIMARY, "volsync.backube", "replicationsources", "rs-app")?["spec"]["trigger"]["schedule"]
+            == "@hourly")
+            .then_some(())
+    })
+    .await;
+    patch_pvc(
+        &pair,
+        PRIMARY,
+        "app",
+        json!({"metadata": {"annotations": {"volsync-dr.io/service-type": "NodePort"}}}),
+    );
+    pair.wait_for(30, "NodePort endpoint", |p| {
+        let rd = get(p, SECONDARY, "volsync.backube", "replicationdestinations", "rd-app")?;
+        let rs = get(p, PRIMARY, "volsync.backube", "replicationsources", "rs-app")?;
+        (rd["spec"]["rsyncTLS"]["serviceType"] == "NodePort" && rs["spec"]["rsyncTLS"]["address"] == "192.0.2.102")
+            .then_some(())
+    })
+    .await;
+    assert_matches_plan(&pair, "app");
+
+    // protect: "false" removes protection on both sides and keeps the counterpart's data.
+    pair.write(PRIMARY, NS, "app", "keep.txt", "replica");
+    pair.simulator.run_schedules_now();
+    pair.wait_for(30, "replica", |p| p.read(SECONDARY, NS, "app", "keep.txt"))
+        .await;
+    patch_pvc(
+        &pair,
+        PRIMARY,
+        "app",
+        json!({"metadata": {"annotations": {"volsync-dr.io/protect": "false"}}}),
+    );
+    pair.wait_for(30, "finalizer released", |p| {
+        get(p, PRIMARY, "", "persistentvolumeclaims", "app")?["metadata"]["finalizers"]
+            .is_null()
+            .then_some(())
+    })
+    .await;
+    for (cluster, plural) in [
+        (PRIMARY, "replicationsources"),
+        (PRIMARY, "secrets"),
+        (SECONDARY, "replicationdestinations"),
+        (SECONDARY, "secrets"),
+    ] {
+        assert_eq!(
+            managed_objects(&pair, cluster, plural, "app"),
+            0,
+            "{cluster} {plural} left behind"
+        );
+    }
+    let here = get(&pair, PRIMARY, "", "persistentvolumeclaims", "app").expect("pvc kept");
+    assert!(here["metadata"]["annotations"].get("volsync-dr.io/state").is_none());
+    assert!(here["metadata"]["labels"].get("volsync-dr.io/protected").is_none());
+    let there = get(&pair, SECONDARY, "", "persistentvolumeclaims", "app").expect("counterpart kept");
+    assert!(
+        there["metadata"]["annotations"].get("volsync-dr.io/role").is_none(),
+        "{there}"
+    );
+    assert!(there["metadata"]["annotations"].get("volsync-dr.io/protect").is_none());
+    assert_eq!(
+        pair.read(SECONDARY, NS, "app", "keep.txt").as_deref(),
+        Some("replica"),
+        "the replica is kept"
+    );
+    assert!(events_with_reason(&pair, PRIMARY, "CounterpartKept") >= 1);
+
+    // Deleting a protected PVC cleans both sides before it goes.
+    pair.create_bound_pvc(PRIMARY, pvc_json("gone", &[("volsync-dr.io/protect", "true")]))
+        .await;
+    wait_annotation(&pair, PRIMARY, "gone", "volsync-dr.io/state", "Protected").await;
+    let rt = pair
+        .a
+        .store()
+        .find_type("", "v1", "persistentvolumeclaims")
+        .expect("type");
+    pair.a
+        .store()
+        .delete(&rt, NS, "gone", &json!({}), false)
+        .expect("delete");
+    pair.wait_for(30, "PVC gone", |p| {
+        get(p, PRIMARY, "", "persistentvolumeclaims", "gone")
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert_eq!(managed_objects(&pair, SECONDARY, "replicationdestinations", "gone"), 0);
+    assert_eq!(managed_objects(&pair, SECONDARY, "secrets", "gone"), 0);
+    assert_eq!(managed_objects(&pair, PRIMARY, "replicationsources", "gone"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_outage_crash_mid_protect_and_conflicts() {
+    let pair = ClusterPair::start().await;
+    let mut a = DrProcess::start(&pair, PRIMARY, &[]).await;
+    let _b = DrProcess::start(&pair, SECONDARY, &[]).await;
+
+    // The peer goes away; protection starts and stops halfway: key kept here, PVC Degraded.
+    pair.b.stop();
+    pair.create_bound_pvc(PRIMARY, pvc_json("p1", &[("volsync-dr.io/protect", "true")]))
+        .await;
+    wait_annotation(&pair, PRIMARY, "p1", "volsync-dr.io/state", "Degraded").await;
+    let key = psk_on(&pair, PRIMARY, "volsync-dr-p1").expect("the key is written here first");
+    assert_eq!(
+        get(&pair, PRIMARY, "", "persistentvolumeclaims", "p1").expect("pvc")["metadata"]["finalizers"],
+        json!(["volsync-dr.io/protection"])
+    );
+    assert!(
+        events_with_reason(&pair, PRIMARY, "Degraded") >= 1,
+        "the reason is in an Event"
+    );
+    assert!(get(&pair, PRIMARY, "volsync.backube", "replicationsources", "rs-p1").is_none());
+
+    // Crash in the middle; the peer returns; writes meet conflicts; the restarted process finishes.
+    a.kill().await;
+    pair.b.restart().await.expect("peer back");
+    pair.a.inject(Fault {
+        verb: Some("patch"),
+        resource: Some("persistentvolumeclaims".into()),
+        count: 2,
+        code: 409,
+    });
+    pair.b.inject(Fault {
+        verb: Some("patch"),
+        resource: Some("replicationdestinations".into()),
+        count: 2,
+        code: 409,
+    });
+    a.restart().await;
+    wait_annotation(&pair, PRIMARY, "p1", "volsync-dr.io/state", "Protected").await;
+    assert_eq!(
+        psk_on(&pair, PRIMARY, "volsync-dr-p1").as_deref(),
+        Some(key.as_str()),
+        "the key survived the crash"
+    );
+    assert_eq!(psk_on(&pair, SECONDARY, "volsync-dr-p1").as_deref(), Some(key.as_str()));
+    for (cluster, plural) in [
+        (PRIMARY, "replicationsources"),
+        (PRIMARY, "secrets"),
+        (SECONDARY, "replicationdestinations"),
+        (SECONDARY, "secrets"),
+    ] {
+        assert_eq!(
+            managed_objects(&pair, cluster, plural, "p1"),
+            1,
+            "exactly one {plural} on {cluster}"
+        );
+    }
+    assert_matches_plan(&pair, "p1");
+    assert!(
+        a.log_text().contains("409") || a.log_text().contains("Conflict"),
+        "the conflicts were met"
+    );
+
+    // An outage while protected: the local side keeps its RS, the PVC shows Degraded, then recovers.
+    pair.b.stop();
+    patch_pvc(
+        &pair,
+        PRIMARY,
+        "p1",
+        json!({"metadata": {"annotations": {"volsync-dr.io/schedule": "0 * * * *"}}}),
+    );
+    wait_annotation(&pair, PRIMARY, "p1", "volsync-dr.io/state", "Degraded").await;
+    assert!(
+        get(&pair, PRIMARY, "volsync.backube", "replicationsources", "rs-p1").is_some(),
+        "the local side keeps working"
+    );
+    pair.b.restart().await.expect("peer back");
+    wait_annotation(&pair, PRIMARY, "p1", "volsync-dr.io/state", "Protected").await;
+}

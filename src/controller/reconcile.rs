@@ -72,6 +72,7 @@ async fn reconcile_inner(
     }
     let deleting = pvc.metadata.deletion_timestamp.is_some();
     let has_finalizer = pvc.finalizers().iter().any(|f| f == keys::FINALIZER);
+    tracing::debug!(namespace, name, protect = ?spec.protect, deleting, has_finalizer, "reconcile");
     if spec.is_protected() && !deleting {
         if !has_finalizer || pvc.labels().get(keys::PROTECTED_LABEL).map(String::as_str) != Some("true") {
             // The webhook was skipped (or is down): stamp what it would have. The write brings
@@ -85,6 +86,7 @@ async fn reconcile_inner(
     }
     if has_finalizer {
         unprotect(pvc, namespace, name, ctx).await?;
+        tracing::debug!(namespace, name, "cleaned up both clusters");
         let has_label = pvc.labels().contains_key(keys::PROTECTED_LABEL);
         let clear = clear_status_patch(pvc.annotations());
         if !deleting && (has_label || clear.is_some()) {
@@ -277,17 +279,22 @@ async fn ensure_peer(ctx: &Context, namespace: &str, p: &plan::ProtectPlan) -> R
     let pvcs: Api<PersistentVolumeClaim> = ctx.peer.namespaced(namespace);
     let existing = ctx.peer.call("read PVC", pvcs.get_opt(&p.names.pvc)).await?;
     match existing {
-        // Create it whole; once there, only its labels and annotations are ours to keep.
         None => {
             ctx.peer.call("create PVC", ensure(&pvcs, &p.secondary_pvc)).await?;
         }
-        Some(_) => {
-            let metadata_only = PersistentVolumeClaim {
-                metadata: p.secondary_pvc.metadata.clone(),
-                spec: None,
-                status: None,
-            };
-            ctx.peer.call("apply PVC labels", ensure(&pvcs, &metadata_only)).await?;
+        // Once it exists its spec is immutable, and applying only metadata under our field
+        // manager would drop the spec we applied: labels and annotations go by merge patch.
+        Some(current) => {
+            let want = json!({"metadata": {"labels": p.secondary_pvc.metadata.labels, "annotations": p.secondary_pvc.metadata.annotations}});
+            let have = serde_json::to_value(&current).unwrap_or_default();
+            if super::apply::needs_write(&want, &have) {
+                ctx.peer
+                    .call(
+                        "label PVC",
+                        pvcs.patch(&p.names.pvc, &field_manager(), &Patch::Merge(want)),
+                    )
+                    .await?;
+            }
         }
     }
     let rds: Api<ReplicationDestination> = ctx.peer.namespaced(namespace);

@@ -118,3 +118,17 @@ impl DrProcess {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
+
+impl Drop for DrProcess {
+    fn drop(&mut self) {
+        // A failing test shows what the process said.
+        if std::thread::panicking() {
+            let text = self.log_text();
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            eprintln!("--- last lines of volsync-dr on {} ---", self.cluster);
+            for line in tail.into_iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
+}

@@ -296,6 +296,13 @@ fn reconcile_rd(c: &SimCluster, rd: &Value) {
             return;
         }
     };
+    if service["spec"]["type"].as_str() != Some(service_type) {
+        // VolSync replaces the Service when the RD's service type changes.
+        if let Some(t) = rt(c.store(), "", "v1", "services") {
+            let _ = c.store().delete(&t, &ns, &service_name, &json!({}), false);
+        }
+        return;
+    }
     if service_type == "LoadBalancer" && service["status"]["loadBalancer"]["ingress"].is_null() {
         let ip = format!("192.0.2.{}", 1 + crc32fast::hash(service_name.as_bytes()) % 250);
         patch(

@@ -751,7 +751,11 @@ impl Store {
         if rt.id() == "/services" {
             keep_allocations(&old, &mut new);
         }
+        if rt.id() == "/persistentvolumeclaims" && sub == Subresource::Main {
+            check_pvc_spec_immutable(rt, &name, &old, &new)?;
+        }
         let warnings = validate(rt, &name, &mut new, opts)?;
+        omit_empty_metadata(&mut new);
         if same_content(&old, &new) {
             return Ok(Written {
                 object: old,
@@ -867,6 +871,40 @@ fn validate(rt: &ResourceType, name: &str, object: &mut Value, opts: &WriteOptio
         .collect())
 }
 
+/// Go's `omitempty`: empty metadata lists and maps are not stored.
+fn omit_empty_metadata(object: &mut Value) {
+    if let Some(meta) = object["metadata"].as_object_mut() {
+        meta.retain(|k, v| {
+            let empty = v.as_array().is_some_and(|a| a.is_empty()) || v.as_object().is_some_and(|m| m.is_empty());
+            !(empty && matches!(k.as_str(), "finalizers" | "labels" | "annotations" | "ownerReferences"))
+        });
+    }
+}
+
+/// A PVC's spec is immutable after creation, but for the storage request (expansion) and the
+/// volume attributes class; the binder may still set `volumeName`.
+fn check_pvc_spec_immutable(rt: &ResourceType, name: &str, old: &Value, new: &Value) -> Result<()> {
+    let strip = |v: &Value| {
+        let mut spec = v["spec"].clone();
+        if let Some(m) = spec.as_object_mut() {
+            m.remove("resources");
+            m.remove("volumeAttributesClassName");
+            if old["spec"]["volumeName"].is_null() {
+                m.remove("volumeName");
+            }
+        }
+        spec
+    };
+    if strip(old) != strip(new) {
+        return Err(ApiError::invalid(
+            rt,
+            name,
+            &["spec: Forbidden: spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims".into()],
+        ));
+    }
+    Ok(())
+}
+
 /// A Service keeps its allocated cluster IP and node ports when an update omits them.
 fn keep_allocations(old: &Value, new: &mut Value) {
     for k in ["clusterIP", "clusterIPs"] {
@@ -909,6 +947,7 @@ impl State {
         mut object: Value,
         old: Option<Value>,
     ) -> Value {
+        omit_empty_metadata(&mut object);
         self.rv += 1;
         object["metadata"]["resourceVersion"] = json!(self.rv.to_string());
         if type_ == EventType::Deleted {
