@@ -466,3 +466,50 @@ async fn peer_outage_crash_mid_protect_and_conflicts() {
     pair.b.restart().await.expect("peer back");
     wait_annotation(&pair, PRIMARY, "p1", "volsync-dr.io/state", "Protected").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespace_scope_and_failed_syncs() {
+    let pair = ClusterPair::start().await;
+    for cluster in [PRIMARY, SECONDARY] {
+        pair.create(
+            cluster,
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "apps"}}),
+        );
+    }
+    let _a = DrProcess::start(&pair, PRIMARY, &["--namespaces", "apps"]).await;
+    let _b = DrProcess::start(&pair, SECONDARY, &["--namespaces", "apps"]).await;
+    let mut in_apps = pvc_json("db", &[("volsync-dr.io/protect", "true")]);
+    in_apps["metadata"]["namespace"] = json!("apps");
+    pair.create_bound_pvc(PRIMARY, in_apps).await;
+    pair.create_bound_pvc(PRIMARY, pvc_json("outside", &[("volsync-dr.io/protect", "true")]))
+        .await;
+    pair.wait_for(30, "apps/db Protected", |p| {
+        let pvc = p.get(PRIMARY, "", "v1", "persistentvolumeclaims", "apps", "db")?;
+        (pvc["metadata"]["annotations"]["volsync-dr.io/state"] == "Protected").then_some(())
+    })
+    .await;
+    let outside = get(&pair, PRIMARY, "", "persistentvolumeclaims", "outside").expect("pvc");
+    assert!(
+        outside["metadata"]["finalizers"].is_null(),
+        "a PVC outside --namespaces is left alone"
+    );
+    assert!(outside["metadata"]["annotations"].get("volsync-dr.io/state").is_none());
+
+    // A sync cut off halfway degrades the PVC; the next good sync brings it back.
+    pair.simulator.interrupt_next_sync();
+    pair.simulator.run_schedules_now();
+    let state = |p: &ClusterPair| {
+        p.get(PRIMARY, "", "v1", "persistentvolumeclaims", "apps", "db")?["metadata"]["annotations"]["volsync-dr.io/state"]
+            .as_str()
+            .map(str::to_string)
+    };
+    pair.wait_for(30, "Degraded after a failed sync", |p| {
+        (state(p).as_deref() == Some("Degraded")).then_some(())
+    })
+    .await;
+    pair.simulator.run_schedules_now();
+    pair.wait_for(30, "Protected after a good sync", |p| {
+        (state(p).as_deref() == Some("Protected")).then_some(())
+    })
+    .await;
+}

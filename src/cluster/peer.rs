@@ -11,17 +11,11 @@ use kube::{Api, Client};
 #[derive(Debug, thiserror::Error)]
 pub enum PeerSetupError {
     #[error(
-        "cannot read the peer kubeconfig {path}: {source}; pass --peer-kubeconfig (VOLSYNC_DR_PEER_KUBECONFIG) with a readable kubeconfig file"
+        "cannot read the peer kubeconfig {path}: {message}; pass --peer-kubeconfig (VOLSYNC_DR_PEER_KUBECONFIG) with a readable kubeconfig file"
     )]
-    Read {
-        path: PathBuf,
-        source: kube::config::KubeconfigError,
-    },
-    #[error("the peer kubeconfig {path} is not usable: {source}")]
-    Config {
-        path: PathBuf,
-        source: kube::config::KubeconfigError,
-    },
+    Read { path: PathBuf, message: String },
+    #[error("the peer kubeconfig {path} is not usable: {message}")]
+    Config { path: PathBuf, message: String },
     #[error("cannot build a client for the peer from {path}: {source}")]
     Client { path: PathBuf, source: kube::Error },
 }
@@ -54,15 +48,18 @@ pub struct Peer {
 impl Peer {
     pub async fn connect(name: &str, kubeconfig: &Path, timeout: Duration) -> Result<Peer, PeerSetupError> {
         let path = kubeconfig.to_path_buf();
-        let file = Kubeconfig::read_from(kubeconfig).map_err(|source| PeerSetupError::Read {
+        // Parser errors come with a multi-line snippet; the first line says what is wrong.
+        let first_line =
+            |e: kube::config::KubeconfigError| e.to_string().lines().next().unwrap_or_default().to_string();
+        let file = Kubeconfig::read_from(kubeconfig).map_err(|e| PeerSetupError::Read {
             path: path.clone(),
-            source,
+            message: first_line(e),
         })?;
         let mut config = kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
             .await
-            .map_err(|source| PeerSetupError::Config {
+            .map_err(|e| PeerSetupError::Config {
                 path: path.clone(),
-                source,
+                message: first_line(e),
             })?;
         // Fail fast instead of kube's long retry schedule: reconciles retry with their own backoff.
         config.default_retry = false;

@@ -16,7 +16,7 @@
 //!   `volsync.backube/do-not-delete`.
 //! - Deployments and StatefulSets get Pods for their replicas and a matching status.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -214,8 +214,9 @@ fn reconcile_cluster(
         reconcile_rd(c, &rd);
     }
     release_kept_snapshots(c);
+    let mut endpoints = None;
     for rs in list(c.store(), "volsync.backube", "v1alpha1", "replicationsources") {
-        reconcile_rs(clusters, index, &rs, faults, paused, force_schedules);
+        reconcile_rs(clusters, index, &rs, faults, paused, force_schedules, &mut endpoints);
     }
     reconcile_workloads(c);
     collect_data(c);
@@ -366,35 +367,42 @@ fn psk(c: &SimCluster, ns: &str, secret: &str) -> Option<String> {
     s["data"]["psk.txt"].as_str().map(str::to_string)
 }
 
-/// The RD (cluster index, RD object) an RS's address and port reach, if any.
-fn find_destination(clusters: &[SimCluster], address: &str, port: i64) -> Option<(usize, Value)> {
+/// Which RD (cluster index, RD object) answers at each address and port, built at most once
+/// per tick so a thousand sources do not each scan every destination.
+type Endpoints = HashMap<(String, i64), (usize, Value)>;
+
+fn endpoints(clusters: &[SimCluster]) -> Endpoints {
+    let mut out = HashMap::new();
     for (i, c) in clusters.iter().enumerate() {
         for rd in list(c.store(), "volsync.backube", "v1alpha1", "replicationdestinations") {
             let (ns, name) = ns_name(&rd);
             let Some(service) = get(c.store(), "", "v1", "services", &ns, &rsync_tls_service_name(&name)) else {
                 continue;
             };
-            let published = rd["status"]["rsyncTLS"]["address"].as_str().unwrap_or("");
-            let node_port = service["spec"]["ports"][0]["nodePort"].as_i64();
-            let reached = (!published.is_empty() && published == address && port == 8000)
-                || (service["spec"]["type"] == "NodePort" && c.node_address == address && node_port == Some(port));
-            if reached {
-                return Some((i, rd));
+            if let Some(published) = rd["status"]["rsyncTLS"]["address"].as_str().filter(|a| !a.is_empty()) {
+                out.insert((published.to_string(), 8000), (i, rd.clone()));
+            }
+            if service["spec"]["type"] == "NodePort"
+                && let Some(port) = service["spec"]["ports"][0]["nodePort"].as_i64()
+            {
+                out.insert((c.node_address.clone(), port), (i, rd.clone()));
             }
         }
     }
-    None
+    out
 }
 
+#[allow(clippy::too_many_arguments)]
 fn reconcile_rs(
     clusters: &[SimCluster],
-    index: usize,
+    cluster: usize,
     rs: &Value,
     faults: &Mutex<Faults>,
     paused: &BTreeSet<String>,
     force_schedules: bool,
+    index: &mut Option<Endpoints>,
 ) {
-    let c = &clusters[index];
+    let c = &clusters[cluster];
     let tls = &rs["spec"]["rsyncTLS"];
     if !tls.is_object() || !rs["metadata"]["deletionTimestamp"].is_null() || rs["spec"]["paused"] == true {
         return;
@@ -439,7 +447,11 @@ fn reconcile_rs(
             );
         }
     };
-    let Some((dst_index, rd)) = find_destination(clusters, address, port) else {
+    let found = index
+        .get_or_insert_with(|| endpoints(clusters))
+        .get(&(address.to_string(), port))
+        .cloned();
+    let Some((dst_index, rd)) = found else {
         return fail(&format!("no rsync-tls destination answers at {address}:{port}"));
     };
     let dst = &clusters[dst_index];

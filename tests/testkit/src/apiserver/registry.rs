@@ -16,7 +16,8 @@ pub struct ResourceType {
     pub status: bool,
     pub scale: bool,
     /// openAPIV3Schema of a custom resource: validated and pruned against.
-    pub schema: Option<Value>,
+    /// Shared: schemas are large and resource types are cloned on every request.
+    pub schema: Option<std::sync::Arc<Value>>,
     /// additionalPrinterColumns of a custom resource, for Table output.
     pub printer_columns: Vec<PrinterColumn>,
     /// Name of the CRD that defined it, when it is a custom resource.
@@ -316,7 +317,7 @@ pub fn from_crd(crd: &Value) -> Result<Vec<ResourceType>, String> {
                 .unwrap_or_default(),
             status: v["subresources"].get("status").is_some(),
             scale: v["subresources"].get("scale").is_some(),
-            schema: v["schema"].get("openAPIV3Schema").cloned(),
+            schema: v["schema"].get("openAPIV3Schema").cloned().map(std::sync::Arc::new),
             printer_columns: v["additionalPrinterColumns"]
                 .as_array()
                 .map(|cols| {
