@@ -102,6 +102,9 @@ struct Shared {
     stats: Mutex<Stats>,
     addr: Mutex<SocketAddr>,
     tls: Option<crate::tls::ServingCert>,
+    /// Bumped by `stop`: a watch of an older generation sends nothing more, even before its
+    /// aborted connection is gone, so an outage takes effect at once.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 /// A running (or stopped) test API server. Dropping it stops it.
@@ -121,6 +124,7 @@ impl ApiServer {
             None
         };
         let shared = Arc::new(Shared {
+            generation: std::sync::atomic::AtomicU64::new(0),
             tls,
             store: Store::new(config.history),
             config,
@@ -170,6 +174,7 @@ impl ApiServer {
 
     /// Stop serving: the port closes and every open connection (watches included) drops.
     pub fn stop(&self) {
+        self.shared.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if let Some(mut tasks) = self.serving.lock().unwrap_or_else(|p| p.into_inner()).take() {
             tasks.abort_all();
         }
@@ -754,6 +759,9 @@ fn watch(
     };
     let bookmark_interval = shared.config.bookmark_interval;
     let id = rt.id();
+    let generation = shared.generation.load(std::sync::atomic::Ordering::SeqCst);
+    let server = shared.clone();
+    let alive = move || server.generation.load(std::sync::atomic::Ordering::SeqCst) == generation;
     let render = move |type_: &str, object: &Value| -> Bytes {
         let object = if table && type_ != "BOOKMARK" {
             table::table(&rt, std::slice::from_ref(object), None, &include)
@@ -774,7 +782,7 @@ fn watch(
                 } else {
                     e.type_.as_str()
                 };
-                if tx.send(Ok(render(type_, &e.object))).await.is_err() {
+                if !alive() || tx.send(Ok(render(type_, &e.object))).await.is_err() {
                     return;
                 }
             }
@@ -803,7 +811,7 @@ fn watch(
                 _ = tokio::time::sleep_until(sleep_until) => return,
                 _ = tx.closed() => return,
                 _ = ticker.tick(), if bookmarks => {
-                    if tx.send(Ok(render("BOOKMARK", &bookmark(last_rv, false)))).await.is_err() { return; }
+                    if !alive() || tx.send(Ok(render("BOOKMARK", &bookmark(last_rv, false)))).await.is_err() { return; }
                 }
                 event = live.recv() => {
                     let e = match event {
@@ -833,7 +841,7 @@ fn watch(
                         (EventType::Modified, true, false) => "DELETED",
                         _ => continue,
                     };
-                    if tx.send(Ok(render(type_, &e.object))).await.is_err() { return; }
+                    if !alive() || tx.send(Ok(render(type_, &e.object))).await.is_err() { return; }
                 }
             }
         }
