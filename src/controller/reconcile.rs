@@ -385,17 +385,10 @@ async fn unprotect(pvc: &PersistentVolumeClaim, namespace: &str, name: &str, ctx
     if let Some(counterpart) = counterpart {
         let ours = counterpart.annotations().get(keys::ROLE).map(String::as_str) == Some(Role::Secondary.as_str());
         if ours {
-            let mut annotations: BTreeMap<String, Value> = [
-                keys::PROTECT,
-                keys::ROLE,
-                keys::STATE,
-                keys::LAST_SYNC_TIME,
-                keys::LAST_SYNC_DURATION,
-                keys::NEXT_SYNC_TIME,
-            ]
-            .into_iter()
-            .map(|k| (k.to_string(), Value::Null))
-            .collect();
+            let mut annotations: BTreeMap<String, Value> = std::iter::once(keys::PROTECT)
+                .chain(keys::SHOWN_STATUS.iter().copied())
+                .map(|k| (k.to_string(), Value::Null))
+                .collect();
             annotations.retain(|k, _| counterpart.annotations().contains_key(k));
             let patch = json!({"metadata": {"annotations": annotations, "labels": {keys::PROTECTED_LABEL: null}}});
             ctx.peer

@@ -40,6 +40,9 @@ pub const USER_ANNOTATIONS: &[&str] = &[
     ACTION,
 ];
 
+/// The status a protected PVC shows, and that is removed when it is no longer protected.
+pub const SHOWN_STATUS: &[&str] = &[ROLE, STATE, LAST_SYNC_TIME, LAST_SYNC_DURATION, NEXT_SYNC_TIME];
+
 /// Annotations volsync-dr writes as status.
 pub const STATUS_ANNOTATIONS: &[&str] = &[
     ROLE,

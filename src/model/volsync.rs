@@ -119,18 +119,9 @@ pub struct ReplicationSourceRsyncTlsSpec {
     pub address: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<i32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mover_security_context: Option<PodSecurityContext>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mover_service_account: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mover_resources: Option<ResourceRequirements>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mover_affinity: Option<Affinity>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mover_pod_labels: Option<BTreeMap<String, String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mover_volumes: Option<Vec<MoverVolume>>,
+    /// VolSync's `MoverConfig`, inlined as in VolSync's own types.
+    #[serde(flatten)]
+    pub mover: MoverConfig,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -221,18 +212,9 @@ pub struct ReplicationDestinationRsyncTlsSpec {
     pub service_annotations: Option<BTreeMap<String, String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_secret: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mover_security_context: Option<PodSecurityContext>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mover_service_account: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mover_resources: Option<ResourceRequirements>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mover_affinity: Option<Affinity>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mover_pod_labels: Option<BTreeMap<String, String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mover_volumes: Option<Vec<MoverVolume>>,
+    /// VolSync's `MoverConfig`, inlined as in VolSync's own types.
+    #[serde(flatten)]
+    pub mover: MoverConfig,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -272,6 +254,24 @@ pub struct ReplicationDestinationRsyncTlsStatus {
 }
 
 // === shared ===
+
+/// VolSync's `MoverConfig`: how the mover pod runs; inlined into each mover's spec.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MoverConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mover_security_context: Option<PodSecurityContext>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mover_service_account: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mover_resources: Option<ResourceRequirements>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mover_affinity: Option<Affinity>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mover_pod_labels: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mover_volumes: Option<Vec<MoverVolume>>,
+}
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]

@@ -16,7 +16,7 @@ use crate::model::names::Names;
 use crate::model::protection::{ProtectionSpec, Role};
 use crate::model::schedule::Schedule;
 use crate::model::volsync::{
-    CopyMethod, ReplicationDestination, ReplicationDestinationRsyncTlsSpec, ReplicationDestinationSpec,
+    CopyMethod, MoverConfig, ReplicationDestination, ReplicationDestinationRsyncTlsSpec, ReplicationDestinationSpec,
     ReplicationSource, ReplicationSourceRsyncTlsSpec, ReplicationSourceSpec, ReplicationSourceTriggerSpec, ServiceType,
 };
 
@@ -236,7 +236,10 @@ pub fn protect(
                 service_type: Some(settings.service_type),
                 storage_class_name: settings.destination_storage_class.clone(),
                 volume_snapshot_class_name: settings.destination_volume_snapshot_class.clone(),
-                mover_security_context: Some(mover_security_context()),
+                mover: MoverConfig {
+                    mover_security_context: Some(mover_security_context()),
+                    ..MoverConfig::default()
+                },
                 ..ReplicationDestinationRsyncTlsSpec::default()
             }),
         },
@@ -259,7 +262,10 @@ pub fn protect(
                 copy_method: Some(settings.copy_method),
                 storage_class_name: settings.storage_class.clone(),
                 volume_snapshot_class_name: settings.volume_snapshot_class.clone(),
-                mover_security_context: Some(mover_security_context()),
+                mover: MoverConfig {
+                    mover_security_context: Some(mover_security_context()),
+                    ..MoverConfig::default()
+                },
                 ..ReplicationSourceRsyncTlsSpec::default()
             }),
         },

@@ -65,16 +65,7 @@ pub fn status_patch(current: &BTreeMap<String, String>, view: &StatusView) -> Op
 
 /// A merge patch that removes volsync-dr's status (for a PVC no longer protected), if any is there.
 pub fn clear_status_patch(current: &BTreeMap<String, String>) -> Option<Value> {
-    let wanted: Vec<(&str, Option<&str>)> = [
-        keys::ROLE,
-        keys::STATE,
-        keys::LAST_SYNC_TIME,
-        keys::LAST_SYNC_DURATION,
-        keys::NEXT_SYNC_TIME,
-    ]
-    .into_iter()
-    .map(|k| (k, None))
-    .collect();
+    let wanted: Vec<(&str, Option<&str>)> = keys::SHOWN_STATUS.iter().map(|k| (*k, None)).collect();
     annotations_patch(current, &wanted)
 }
 
