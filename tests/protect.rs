@@ -154,7 +154,15 @@ async fn protects_every_service_type_and_mirrors_status() {
     let pair = ClusterPair::start().await;
     let mut a = DrProcess::start(&pair, PRIMARY, &[]).await;
     let _b = DrProcess::start(&pair, SECONDARY, &[]).await;
-    let cases = [("c-ip", "ClusterIP"), ("n-port", "NodePort"), ("l-b", "LoadBalancer")];
+    // The long NodePort name makes VolSync hash its Service's name (`volsync-rsync-tls-dst-<crc32>`),
+    // which the endpoint lookup must follow.
+    let long_node_port = format!("n-port-{}", "x".repeat(50));
+    let cases = [
+        ("c-ip", "ClusterIP"),
+        ("n-port", "NodePort"),
+        ("l-b", "LoadBalancer"),
+        (long_node_port.as_str(), "NodePort"),
+    ];
     for (name, service_type) in cases {
         pair.create_bound_pvc(PRIMARY, pvc_json(name, &[])).await;
         pair.write(PRIMARY, NS, name, "data.txt", &format!("hello from {name}"));
@@ -314,6 +322,21 @@ async fn annotation_changes_unprotect_and_deletion() {
         let rs = get(p, PRIMARY, "volsync.backube", "replicationsources", "rs-app")?;
         (rd["spec"]["rsyncTLS"]["serviceType"] == "NodePort" && rs["spec"]["rsyncTLS"]["address"] == "192.0.2.102")
             .then_some(())
+    })
+    .await;
+    patch_pvc(
+        &pair,
+        PRIMARY,
+        "app",
+        json!({"metadata": {"annotations": {
+            "volsync-dr.io/volume-snapshot-class": "fast-a", "volsync-dr.io/destination-volume-snapshot-class": "fast-b"}}}),
+    );
+    pair.wait_for(30, "new snapshot classes", |p| {
+        let rd = get(p, SECONDARY, "volsync.backube", "replicationdestinations", "rd-app")?;
+        let rs = get(p, PRIMARY, "volsync.backube", "replicationsources", "rs-app")?;
+        let rd_class = &rd["spec"]["rsyncTLS"]["volumeSnapshotClassName"];
+        let rs_class = &rs["spec"]["rsyncTLS"]["volumeSnapshotClassName"];
+        (rd_class == "fast-b" && rs_class == "fast-a").then_some(())
     })
     .await;
     assert_matches_plan(&pair, "app");
@@ -512,4 +535,41 @@ async fn namespace_scope_and_failed_syncs() {
         (state(p).as_deref() == Some("Protected")).then_some(())
     })
     .await;
+
+    // Removing the annotation unprotects, like "false".
+    let rt = pair
+        .a
+        .store()
+        .find_type("", "v1", "persistentvolumeclaims")
+        .expect("type");
+    let removal = json!({"metadata": {"annotations": {"volsync-dr.io/protect": null}}});
+    pair.a
+        .store()
+        .patch(
+            &rt,
+            "apps",
+            "db",
+            PatchType::Merge,
+            &removal,
+            Subresource::Main,
+            &Default::default(),
+        )
+        .expect("patch");
+    pair.wait_for(30, "finalizer released", |p| {
+        p.get(PRIMARY, "", "v1", "persistentvolumeclaims", "apps", "db")?["metadata"]["finalizers"]
+            .is_null()
+            .then_some(())
+    })
+    .await;
+    assert!(
+        pair.get(
+            SECONDARY,
+            "volsync.backube",
+            "v1alpha1",
+            "replicationdestinations",
+            "apps",
+            "rd-db"
+        )
+        .is_none()
+    );
 }
