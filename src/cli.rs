@@ -23,6 +23,27 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Print every object that protecting a PVC creates on both clusters (no cluster needed).
     Render(RenderArgs),
+    /// Generate a CA and the webhook's serving certificate; print the caBundle.
+    Certs(CertsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CertsArgs {
+    /// Directory for ca.crt, tls.crt and tls.key.
+    #[arg(long, default_value = "certs")]
+    pub out_dir: PathBuf,
+    /// The webhook Service's name.
+    #[arg(long, default_value = "volsync-dr-webhook")]
+    pub service: String,
+    /// The webhook Service's namespace.
+    #[arg(long, default_value = "volsync-dr")]
+    pub namespace: String,
+    /// Validity in days.
+    #[arg(long, default_value_t = 365)]
+    pub days: u32,
+    /// Further DNS names or IP addresses for the certificate (repeatable).
+    #[arg(long = "extra-name")]
+    pub extra_names: Vec<String>,
 }
 
 /// `volsync-dr run`. This cluster is reached the usual way (in-cluster service account, else
@@ -53,7 +74,19 @@ pub struct RunArgs {
     /// Comma-separated namespaces to watch [default: all].
     #[arg(long, env = "VOLSYNC_DR_NAMESPACES", value_delimiter = ',')]
     pub namespaces: Vec<String>,
-    /// Plain-HTTP address for /healthz and /readyz.
+    /// HTTPS listen address of the admission webhook.
+    #[arg(long, default_value = "0.0.0.0:8443", env = "VOLSYNC_DR_WEBHOOK_ADDR")]
+    pub webhook_addr: std::net::SocketAddr,
+    /// Webhook certificate (PEM), reloaded when it changes.
+    #[arg(long, default_value = "certs/tls.crt", env = "VOLSYNC_DR_TLS_CERT_FILE")]
+    pub tls_cert_file: PathBuf,
+    /// Webhook private key (PEM), reloaded when it changes.
+    #[arg(long, default_value = "certs/tls.key", env = "VOLSYNC_DR_TLS_KEY_FILE")]
+    pub tls_key_file: PathBuf,
+    /// How often the certificate files are checked for changes, in seconds.
+    #[arg(long, default_value_t = 10, env = "VOLSYNC_DR_TLS_RELOAD_SECONDS")]
+    pub tls_reload_seconds: u64,
+    /// Plain-HTTP address for /healthz, /readyz and /metrics.
     #[arg(long, default_value = "0.0.0.0:8080", env = "VOLSYNC_DR_ADMIN_ADDR")]
     pub admin_addr: std::net::SocketAddr,
     /// Longest any one call to the peer cluster may take, in seconds.

@@ -21,6 +21,9 @@ pub struct RunConfig {
     /// Empty: every namespace.
     pub namespaces: Vec<String>,
     pub admin_addr: SocketAddr,
+    pub webhook_addr: SocketAddr,
+    pub tls: crate::server::tls::TlsFiles,
+    pub tls_reload: Duration,
     pub peer_timeout: Duration,
     pub resync: Duration,
     pub concurrency: u16,
@@ -94,6 +97,12 @@ impl RunConfig {
             destination_volume_snapshot_class: args.destination_volume_snapshot_class.clone().filter(|c| !c.is_empty()),
             namespaces,
             admin_addr: args.admin_addr,
+            webhook_addr: args.webhook_addr,
+            tls: crate::server::tls::TlsFiles {
+                cert: args.tls_cert_file.clone(),
+                key: args.tls_key_file.clone(),
+            },
+            tls_reload: positive("--tls-reload-seconds", args.tls_reload_seconds)?,
             peer_timeout: positive("--peer-timeout-seconds", args.peer_timeout_seconds)?,
             resync: positive("--resync-seconds", args.resync_seconds)?,
             concurrency: args.concurrency,

@@ -7,12 +7,14 @@
 //! module per subcommand). `model` and `plan` never touch a client, the clock or randomness.
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod cli;
 pub mod cluster;
 pub mod cmd;
 pub mod config;
 pub mod controller;
 pub mod error;
+pub mod metrics;
 pub mod model;
 pub mod plan;
 pub mod server;

@@ -13,6 +13,7 @@ async fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Run(args) => cmd::run::run(args).await,
         Command::Render(args) => cmd::render::run(args),
+        Command::Certs(args) => cmd::certs::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

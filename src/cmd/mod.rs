@@ -1,4 +1,5 @@
 //! One module per subcommand; each turns parsed arguments into effects.
 
+pub mod certs;
 pub mod render;
 pub mod run;

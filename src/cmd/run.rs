@@ -4,12 +4,14 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
+use crate::admission::{self, AdmissionState, decide::AdmissionDefaults};
 use crate::cli::RunArgs;
 use crate::cluster::{self, peer::Peer};
 use crate::config::RunConfig;
 use crate::controller::{self, context::Context};
 use crate::error::{Error, Result};
-use crate::server::admin;
+use crate::metrics::Metrics;
+use crate::server::{admin, tls};
 use crate::telemetry;
 
 pub async fn run(args: &RunArgs) -> Result<()> {
@@ -21,6 +23,28 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     let peer = Peer::connect(&config.peer_name, &config.peer_kubeconfig, config.peer_timeout)
         .await
         .map_err(|e| Error::Cluster(e.to_string()))?;
+    // The certificate is checked before anything binds: a bad pair is a start-up error.
+    let tls_config = tls::load(&config.tls).map_err(|e| Error::Cluster(e.to_string()))?;
+    let rustls_config = axum_server::tls_rustls::RustlsConfig::from_config(tls_config);
+    let metrics = Arc::new(Metrics::new());
+    let webhook_router = admission::router(Arc::new(AdmissionState {
+        defaults: AdmissionDefaults {
+            service_type: config.default_service_type,
+        },
+        metrics: metrics.clone(),
+    }));
+    let webhook_listener = std::net::TcpListener::bind(config.webhook_addr)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .map_err(|e| Error::Cluster(format!("cannot listen on --webhook-addr {}: {e}", config.webhook_addr)))?;
+    let webhook = axum_server::from_tcp_rustls(webhook_listener, rustls_config.clone())
+        .map_err(|e| Error::Cluster(format!("webhook listener: {e}")))?
+        .serve(webhook_router.into_make_service());
+    let reloader = {
+        let rustls_config = rustls_config.clone();
+        tls::watch(config.tls.clone(), config.tls_reload, move |new| {
+            rustls_config.reload_from_config(new)
+        })
+    };
     let listener = admin::bind(config.admin_addr)
         .await
         .map_err(|e| Error::Cluster(format!("cannot listen on --admin-addr {}: {e}", config.admin_addr)))?;
@@ -33,11 +57,15 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     );
     let synced = Arc::new(AtomicUsize::new(0));
     let needed = config.namespaces.len().max(1);
-    let ctx = Arc::new(Context::new(local, peer, config));
+    let ctx = Arc::new(Context::new(local, peer, config, metrics.clone()));
     tokio::select! {
-        served = admin::serve(listener, synced.clone(), needed) => {
+        served = admin::serve(listener, synced.clone(), needed, metrics) => {
             served.map_err(|e| Error::Cluster(format!("admin server stopped: {e}")))?;
         }
+        served = webhook => {
+            served.map_err(|e| Error::Cluster(format!("webhook server stopped: {e}")))?;
+        }
+        () = reloader => {}
         () = controller::run(ctx, synced) => {
             tracing::info!("volsync-dr stopped");
         }

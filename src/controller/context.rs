@@ -16,6 +16,7 @@ pub struct Context {
     pub peer: Peer,
     pub config: RunConfig,
     pub recorder: Recorder,
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
     failures: Mutex<HashMap<(String, String), u32>>,
     /// A peer node's address for NodePort, with when it was looked up.
     node_address: Mutex<Option<(Instant, String)>>,
@@ -28,13 +29,14 @@ const BACKOFF_BASE: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
 
 impl Context {
-    pub fn new(local: Client, peer: Peer, config: RunConfig) -> Self {
+    pub fn new(local: Client, peer: Peer, config: RunConfig, metrics: std::sync::Arc<crate::metrics::Metrics>) -> Self {
         let reporter = Reporter {
             controller: "volsync-dr".into(),
             instance: Some(config.cluster_name.clone()),
         };
         Context {
             recorder: Recorder::new(local.clone(), reporter),
+            metrics,
             local,
             peer,
             config,

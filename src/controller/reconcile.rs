@@ -31,8 +31,12 @@ pub async fn reconcile(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Context>) -> Re
     let namespace = pvc.namespace().ok_or(Error::Missing("namespace"))?;
     let name = pvc.name_any();
     let result = reconcile_inner(&pvc, &namespace, &name, &ctx).await;
-    if result.is_ok() {
-        ctx.succeeded(&namespace, &name);
+    match &result {
+        Ok(_) => {
+            ctx.succeeded(&namespace, &name);
+            ctx.metrics.reconcile("ok", "");
+        }
+        Err(e) => ctx.metrics.reconcile("error", e.reason()),
     }
     result
 }

@@ -1,5 +1,5 @@
-//! Plain-HTTP admin port: `/healthz` (the process is alive; never depends on the peer) and
-//! `/readyz` (the PVC caches are synced).
+//! Plain-HTTP admin port: `/healthz` (the process is alive; never depends on the peer),
+//! `/readyz` (the PVC caches are synced and the webhook's TLS is loaded) and `/metrics`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,6 +14,7 @@ use axum::routing::get;
 struct Readiness {
     synced: Arc<AtomicUsize>,
     needed: usize,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
@@ -21,7 +22,12 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> 
 }
 
 /// Serve until the process ends. Ready once `needed` controllers have synced their caches.
-pub async fn serve(listener: tokio::net::TcpListener, synced: Arc<AtomicUsize>, needed: usize) -> std::io::Result<()> {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    synced: Arc<AtomicUsize>,
+    needed: usize,
+    metrics: Arc<crate::metrics::Metrics>,
+) -> std::io::Result<()> {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route(
@@ -34,6 +40,22 @@ pub async fn serve(listener: tokio::net::TcpListener, synced: Arc<AtomicUsize>, 
                 }
             }),
         )
-        .with_state(Readiness { synced, needed });
+        .route(
+            "/metrics",
+            get(|State(r): State<Readiness>| async move {
+                (
+                    [(
+                        "content-type",
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    r.metrics.render(),
+                )
+            }),
+        )
+        .with_state(Readiness {
+            synced,
+            needed,
+            metrics,
+        });
     axum::serve(listener, app).await
 }

@@ -1,3 +1,4 @@
 //! HTTP servers the process runs.
 
 pub mod admin;
+pub mod tls;

@@ -11,6 +11,9 @@ use tokio::process::{Child, Command};
 pub struct DrProcess {
     pub cluster: String,
     pub admin: std::net::SocketAddr,
+    pub webhook: std::net::SocketAddr,
+    /// The CA (PEM) that signed the webhook's certificate.
+    pub ca_pem: String,
     pub log: PathBuf,
     child: Option<Child>,
     args: Vec<String>,
@@ -29,6 +32,23 @@ impl DrProcess {
     pub async fn start(pair: &ClusterPair, cluster: &str, extra: &[&str]) -> DrProcess {
         let peer = if cluster == PRIMARY { SECONDARY } else { PRIMARY };
         let admin: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let webhook: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let certs = pair.dir.path().join(format!("certs-{cluster}"));
+        let generated = std::process::Command::new(env!("CARGO_BIN_EXE_volsync-dr"))
+            .args([
+                "certs",
+                "--out-dir",
+                certs.to_str().expect("path"),
+                "--extra-name",
+                "127.0.0.1",
+            ])
+            .output()
+            .expect("volsync-dr certs");
+        assert!(
+            generated.status.success(),
+            "certs: {}",
+            String::from_utf8_lossy(&generated.stderr)
+        );
         let mut args: Vec<String> = [
             "run",
             "--cluster-name",
@@ -39,6 +59,12 @@ impl DrProcess {
             pair.kubeconfig(peer).to_str().expect("path"),
             "--admin-addr",
             &admin.to_string(),
+            "--webhook-addr",
+            &webhook.to_string(),
+            "--tls-cert-file",
+            certs.join("tls.crt").to_str().expect("path"),
+            "--tls-key-file",
+            certs.join("tls.key").to_str().expect("path"),
             "--peer-timeout-seconds",
             "2",
             "--resync-seconds",
@@ -51,6 +77,8 @@ impl DrProcess {
         let mut p = DrProcess {
             cluster: cluster.to_string(),
             admin,
+            webhook,
+            ca_pem: std::fs::read_to_string(certs.join("ca.crt")).expect("ca.crt"),
             log: pair.dir.path().join(format!("volsync-dr-{cluster}.log")),
             child: None,
             args,

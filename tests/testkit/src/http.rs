@@ -88,3 +88,64 @@ impl Watch {
         }
     }
 }
+
+/// An HTTPS connection that trusts only `ca_pem`, for talking to a webhook as the API server
+/// does. Requests can be sent on it one after another (to show that an open connection
+/// survives a certificate rotation).
+pub struct TlsConnection {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    addr: SocketAddr,
+}
+
+/// The handshake failed (untrusted certificate, wrong name) or the connection did not open.
+#[derive(Debug)]
+pub struct TlsConnectError(pub String);
+
+impl TlsConnection {
+    pub async fn open(addr: SocketAddr, ca_pem: &str, server_name: &str) -> Result<TlsConnection, TlsConnectError> {
+        use rustls::pki_types::pem::PemObject;
+        let fail = |e: &dyn std::fmt::Display| TlsConnectError(e.to_string());
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+            roots.add(cert.map_err(|e| fail(&e))?).map_err(|e| fail(&e))?;
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| fail(&e))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+        let name = rustls::pki_types::ServerName::try_from(server_name.to_string()).map_err(|e| fail(&e))?;
+        let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| fail(&e))?;
+        let tls = tokio::time::timeout(Duration::from_secs(10), connector.connect(name, tcp))
+            .await
+            .map_err(|e| fail(&e))?
+            .map_err(|e| fail(&e))?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .map_err(|e| fail(&e))?;
+        tokio::spawn(conn);
+        Ok(TlsConnection { sender, addr })
+    }
+
+    pub async fn request(&mut self, method: &str, path: &str, body: &str) -> Reply {
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", self.addr.to_string())
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.to_string())))
+            .expect("request");
+        let resp = tokio::time::timeout(Duration::from_secs(10), self.sender.send_request(req))
+            .await
+            .expect("response within 10s")
+            .expect("response");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+        let body =
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+        Reply { status, headers, body }
+    }
+}

@@ -1,0 +1,452 @@
+//! The admission decision, pure: a PVC (and its previous version) in, allow with a mutation or
+//! deny with a reason out. It uses the same annotation parser as the controller, so the two
+//! cannot disagree, and never calls a cluster.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+
+use crate::model::action::{Verb, is_pending};
+use crate::model::keys;
+use crate::model::protection::{ProtectionSpec, Role};
+use crate::model::schedule;
+use crate::model::volsync::{CopyMethod, ServiceType};
+use crate::plan::protect::is_volsync_owned;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operation {
+    Create,
+    Update,
+}
+
+/// What the instance would default, made explicit on new protected PVCs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdmissionDefaults {
+    pub service_type: ServiceType,
+}
+
+/// What to add to an admitted PVC. Empty: admit unchanged.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Mutation {
+    /// Annotations to set (absent ones only: what the user wrote is never overwritten).
+    pub annotations: BTreeMap<String, String>,
+    pub protected_label: bool,
+    pub finalizer: bool,
+}
+
+impl Mutation {
+    pub fn is_empty(&self) -> bool {
+        self.annotations.is_empty() && !self.protected_label && !self.finalizer
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Allow(Mutation),
+    Deny(String),
+}
+
+fn annotations(pvc: &PersistentVolumeClaim) -> BTreeMap<String, String> {
+    pvc.metadata.annotations.clone().unwrap_or_default()
+}
+
+/// Restored PVCs (from a ReplicationDestination) are VolSync's business, never protected.
+fn is_restore(pvc: &PersistentVolumeClaim) -> bool {
+    pvc.spec
+        .as_ref()
+        .and_then(|s| s.data_source_ref.as_ref())
+        .is_some_and(|r| r.kind == "ReplicationDestination")
+}
+
+/// Decide on a PVC CREATE or UPDATE. `policy` holds the annotations of a matching cluster
+/// policy (applied to new PVCs only; explicit annotations win, `protect: "false"` opts out).
+pub fn decide(
+    operation: Operation,
+    pvc: &PersistentVolumeClaim,
+    old: Option<&PersistentVolumeClaim>,
+    defaults: &AdmissionDefaults,
+    policy: Option<&BTreeMap<String, String>>,
+) -> Decision {
+    if is_volsync_owned(pvc) || is_restore(pvc) {
+        return Decision::Allow(Mutation::default());
+    }
+    let mut mutation = Mutation::default();
+    let mut effective = annotations(pvc);
+    if let (Operation::Create, Some(policy)) = (operation, policy)
+        && !effective.contains_key(keys::PROTECT)
+    {
+        for (key, value) in policy {
+            if !effective.contains_key(key) {
+                mutation.annotations.insert(key.clone(), value.clone());
+                effective.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    let spec = match ProtectionSpec::parse(&effective) {
+        Ok(spec) => spec,
+        Err(errors) => return Decision::Deny(errors.to_string()),
+    };
+    let old_annotations = old.map(annotations).unwrap_or_default();
+    if let Some(reason) = refuse_action(&spec, &effective, &old_annotations) {
+        return Decision::Deny(reason);
+    }
+    let deleting = pvc.metadata.deletion_timestamp.is_some();
+    let secondary = spec.role == Some(Role::Secondary);
+    if spec.is_protected() && !deleting && !secondary {
+        let labels = pvc.metadata.labels.clone().unwrap_or_default();
+        mutation.protected_label = labels.get(keys::PROTECTED_LABEL).map(String::as_str) != Some("true");
+        let finalizers = pvc.metadata.finalizers.clone().unwrap_or_default();
+        mutation.finalizer = !finalizers.iter().any(|f| f == keys::FINALIZER);
+        let explicit = [
+            (keys::SCHEDULE, schedule::DEFAULT.to_string()),
+            (keys::COPY_METHOD, CopyMethod::default().as_str().to_string()),
+            (keys::SERVICE_TYPE, defaults.service_type.as_str().to_string()),
+        ];
+        for (key, value) in explicit {
+            if !effective.contains_key(key) {
+                mutation.annotations.insert(key.to_string(), value);
+            }
+        }
+    }
+    Decision::Allow(mutation)
+}
+
+/// Why a requested action (or a change during one) cannot be admitted, if it cannot.
+fn refuse_action(
+    spec: &ProtectionSpec,
+    now: &BTreeMap<String, String>,
+    before: &BTreeMap<String, String>,
+) -> Option<String> {
+    let running = before.get(keys::ACTION_PHASE).map(String::as_str) == Some("Running");
+    let running_what = before.get(keys::ACTION).cloned().unwrap_or_default();
+    if running && before.get(keys::PROTECT) != now.get(keys::PROTECT) {
+        return Some(format!(
+            "annotation {} cannot change while the action {running_what:?} runs; wait until {} is no longer Running",
+            keys::PROTECT,
+            keys::ACTION_PHASE
+        ));
+    }
+    let action = spec.action.as_ref()?;
+    let requested = now.get(keys::ACTION).map(String::as_str);
+    let changed = requested != before.get(keys::ACTION).map(String::as_str);
+    if !changed || !is_pending(requested, now.get(keys::LAST_ACTION).map(String::as_str)) {
+        return None;
+    }
+    let refuse = |why: String| {
+        Some(format!(
+            "annotation {}={:?} is refused: {why}",
+            keys::ACTION,
+            action.to_string()
+        ))
+    };
+    if running {
+        return refuse(format!(
+            "the action {running_what:?} is still running; wait until {} is no longer Running",
+            keys::ACTION_PHASE
+        ));
+    }
+    if !spec.is_protected() {
+        return refuse(format!("the PVC is not protected ({} is not \"true\")", keys::PROTECT));
+    }
+    let role = spec.role.unwrap_or(Role::Primary);
+    match (action.verb, role) {
+        (Verb::Failover, Role::Primary) => {
+            refuse("failover runs on the secondary (volsync-dr.io/role=secondary); this PVC is the primary".into())
+        }
+        (Verb::Failback, Role::Secondary) => refuse(
+            "failback runs on the cluster that took over after a failover (volsync-dr.io/role=primary); this PVC is the secondary".into(),
+        ),
+        (Verb::Migrate | Verb::SyncNow, Role::Secondary) => {
+            refuse(format!("{} runs on the primary; this PVC is the secondary", action.verb))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pvc(annotations: &[(&str, &str)], labels: &[(&str, &str)], finalizers: &[&str]) -> PersistentVolumeClaim {
+        let a: BTreeMap<&str, &str> = annotations.iter().copied().collect();
+        let l: BTreeMap<&str, &str> = labels.iter().copied().collect();
+        serde_json::from_value(json!({"metadata": {"name": "p", "namespace": "n", "annotations": a, "labels": l,
+                                                   "finalizers": finalizers},
+                                      "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}))
+        .expect("pvc")
+    }
+
+    fn defaults() -> AdmissionDefaults {
+        AdmissionDefaults {
+            service_type: ServiceType::NodePort,
+        }
+    }
+
+    fn allow(m: &[(&str, &str)], label: bool, finalizer: bool) -> Decision {
+        Decision::Allow(Mutation {
+            annotations: m.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            protected_label: label,
+            finalizer,
+        })
+    }
+
+    const DEFAULTS: &[(&str, &str)] = &[
+        (keys::SCHEDULE, "*/10 * * * *"),
+        (keys::COPY_METHOD, "Snapshot"),
+        (keys::SERVICE_TYPE, "NodePort"),
+    ];
+
+    #[test]
+    fn mutations() {
+        let protected = [(keys::PROTECT, "true")];
+        let full = [
+            (keys::PROTECT, "true"),
+            (keys::SCHEDULE, "@hourly"),
+            (keys::COPY_METHOD, "Clone"),
+            (keys::SERVICE_TYPE, "ClusterIP"),
+        ];
+        let cases: Vec<(&str, PersistentVolumeClaim, Decision)> = vec![
+            ("unannotated", pvc(&[], &[], &[]), allow(&[], false, false)),
+            ("protected, new", pvc(&protected, &[], &[]), allow(DEFAULTS, true, true)),
+            (
+                "explicit settings win",
+                pvc(&full, &[], &["other"]),
+                allow(&[], true, true),
+            ),
+            (
+                "already stamped",
+                pvc(&full, &[(keys::PROTECTED_LABEL, "true")], &[keys::FINALIZER]),
+                allow(&[], false, false),
+            ),
+            (
+                "protect false",
+                pvc(&[(keys::PROTECT, "false")], &[], &[]),
+                allow(&[], false, false),
+            ),
+            (
+                "secondary is left to its primary",
+                pvc(&[(keys::PROTECT, "true"), (keys::ROLE, "secondary")], &[], &[]),
+                allow(&[], false, false),
+            ),
+            (
+                "VolSync's own PVC",
+                pvc(&[(keys::PROTECT, "nonsense")], &[(keys::CREATED_BY, "volsync")], &[]),
+                allow(&[], false, false),
+            ),
+        ];
+        for (name, p, want) in cases {
+            assert_eq!(decide(Operation::Create, &p, None, &defaults(), None), want, "{name}");
+        }
+        let mut deleting = pvc(&protected, &[], &[keys::FINALIZER]);
+        deleting.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            "2026-01-01T00:00:00Z".parse().expect("time"),
+        ));
+        assert_eq!(
+            decide(Operation::Update, &deleting, None, &defaults(), None),
+            allow(&[], false, false)
+        );
+    }
+
+    #[test]
+    fn restored_pvc_is_not_touched() {
+        let mut p = pvc(&[(keys::PROTECT, "true")], &[], &[]);
+        if let Some(spec) = p.spec.as_mut() {
+            spec.data_source_ref = Some(k8s_openapi::api::core::v1::TypedObjectReference {
+                api_group: Some("volsync.backube".into()),
+                kind: "ReplicationDestination".into(),
+                name: "rd-p".into(),
+                namespace: None,
+            });
+        }
+        assert_eq!(
+            decide(Operation::Create, &p, None, &defaults(), None),
+            allow(&[], false, false)
+        );
+    }
+
+    #[test]
+    fn bad_annotations_are_denied_with_the_parsers_message() {
+        let d = decide(
+            Operation::Create,
+            &pvc(&[(keys::SCHEDULE, "0 */5 * * * *")], &[], &[]),
+            None,
+            &defaults(),
+            None,
+        );
+        match d {
+            Decision::Deny(m) => {
+                assert!(m.contains("volsync-dr.io/schedule=\"0 */5 * * * *\" is invalid") && m.contains("accepted"))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn action_refusals() {
+        let prot = |extra: &[(&'static str, &'static str)]| {
+            let mut a = vec![(keys::PROTECT, "true")];
+            a.extend_from_slice(extra);
+            a
+        };
+        // (name, annotations now, annotations before, refusal expected)
+        type Case<'a> = (
+            &'a str,
+            Vec<(&'a str, &'a str)>,
+            Vec<(&'a str, &'a str)>,
+            Option<&'a str>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "failover on a primary",
+                prot(&[(keys::ACTION, "failover")]),
+                vec![],
+                Some("failover runs on the secondary"),
+            ),
+            (
+                "failover on a secondary",
+                prot(&[(keys::ROLE, "secondary"), (keys::ACTION, "failover")]),
+                vec![],
+                None,
+            ),
+            (
+                "failback on a secondary",
+                prot(&[(keys::ROLE, "secondary"), (keys::ACTION, "failback:1")]),
+                vec![],
+                Some("failback runs on the cluster that took over"),
+            ),
+            (
+                "failback on the primary",
+                prot(&[(keys::ROLE, "primary"), (keys::ACTION, "failback:1")]),
+                vec![],
+                None,
+            ),
+            (
+                "migrate on a secondary",
+                prot(&[(keys::ROLE, "secondary"), (keys::ACTION, "migrate")]),
+                vec![],
+                Some("migrate runs on the primary"),
+            ),
+            (
+                "unprotected",
+                vec![(keys::ACTION, "sync-now")],
+                vec![],
+                Some("the PVC is not protected"),
+            ),
+            (
+                "unknown verb",
+                prot(&[(keys::ACTION, "reboot")]),
+                vec![],
+                Some("unknown verb \"reboot\""),
+            ),
+            (
+                "second action while one runs",
+                prot(&[(keys::ACTION, "sync-now:2"), (keys::ACTION_PHASE, "Running")]),
+                vec![
+                    (keys::PROTECT, "true"),
+                    (keys::ACTION, "sync-now:1"),
+                    (keys::ACTION_PHASE, "Running"),
+                ],
+                Some("\"sync-now:1\" is still running"),
+            ),
+            (
+                "protect changed while one runs",
+                vec![
+                    (keys::PROTECT, "false"),
+                    (keys::ACTION, "migrate"),
+                    (keys::ACTION_PHASE, "Running"),
+                ],
+                vec![
+                    (keys::PROTECT, "true"),
+                    (keys::ACTION, "migrate"),
+                    (keys::ACTION_PHASE, "Running"),
+                ],
+                Some("cannot change while the action \"migrate\" runs"),
+            ),
+            (
+                "an unchanged, finished request is not re-judged",
+                prot(&[(keys::ACTION, "failover"), (keys::LAST_ACTION, "failover")]),
+                vec![
+                    (keys::PROTECT, "true"),
+                    (keys::ACTION, "failover"),
+                    (keys::LAST_ACTION, "failover"),
+                ],
+                None,
+            ),
+            (
+                "status written during a run is admitted",
+                prot(&[
+                    (keys::ACTION, "migrate"),
+                    (keys::ACTION_PHASE, "Running"),
+                    (keys::ACTION_STEP, "two"),
+                ]),
+                vec![
+                    (keys::PROTECT, "true"),
+                    (keys::ACTION, "migrate"),
+                    (keys::ACTION_PHASE, "Running"),
+                ],
+                None,
+            ),
+        ];
+        for (name, now, before, want) in cases {
+            let old = pvc(&before, &[], &[]);
+            let d = decide(Operation::Update, &pvc(&now, &[], &[]), Some(&old), &defaults(), None);
+            match (want, d) {
+                (None, Decision::Allow(_)) => {}
+                (Some(why), Decision::Deny(m)) => assert!(m.contains(why), "{name}: {m}"),
+                (want, got) => panic!("{name}: want {want:?}, got {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn policy_applies_to_new_pvcs_and_explicit_annotations_win() {
+        let policy: BTreeMap<String, String> = [
+            (keys::PROTECT, "true"),
+            (keys::SCHEDULE, "0 * * * *"),
+            (keys::SERVICE_TYPE, "LoadBalancer"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let d = decide(
+            Operation::Create,
+            &pvc(&[(keys::SERVICE_TYPE, "ClusterIP")], &[], &[]),
+            None,
+            &defaults(),
+            Some(&policy),
+        );
+        assert_eq!(
+            d,
+            allow(
+                &[
+                    (keys::PROTECT, "true"),
+                    (keys::SCHEDULE, "0 * * * *"),
+                    (keys::COPY_METHOD, "Snapshot")
+                ],
+                true,
+                true
+            )
+        );
+        let opted_out = decide(
+            Operation::Create,
+            &pvc(&[(keys::PROTECT, "false")], &[], &[]),
+            None,
+            &defaults(),
+            Some(&policy),
+        );
+        assert_eq!(opted_out, allow(&[], false, false));
+        let update = decide(
+            Operation::Update,
+            &pvc(&[], &[], &[]),
+            Some(&pvc(&[], &[], &[])),
+            &defaults(),
+            Some(&policy),
+        );
+        assert_eq!(
+            update,
+            allow(&[], false, false),
+            "policies reach existing PVCs through the watcher, not admission"
+        );
+    }
+}

@@ -1,0 +1,79 @@
+//! AdmissionReview in and out: a body that is not a review is a 400 with a message; a review of
+//! anything but a PVC CREATE or UPDATE is allowed untouched; a PVC is decided (see `decide`).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation as KubeOperation};
+
+use super::AdmissionState;
+use super::decide::{Decision, Operation, decide};
+use super::patch::patch_for;
+
+pub async fn mutate_pvc(State(state): State<Arc<AdmissionState>>, body: Bytes) -> Response {
+    let started = Instant::now();
+    let (response, result) = match review(&state, &body) {
+        Ok(pair) => pair,
+        Err(message) => {
+            state.metrics.admission("invalid", started.elapsed().as_secs_f64());
+            return (StatusCode::BAD_REQUEST, message).into_response();
+        }
+    };
+    state.metrics.admission(result, started.elapsed().as_secs_f64());
+    axum::Json(response.into_review()).into_response()
+}
+
+/// The response and its result label, or why the body is not an AdmissionReview.
+fn review(state: &AdmissionState, body: &[u8]) -> Result<(AdmissionResponse, &'static str), String> {
+    let review: AdmissionReview<DynamicObject> =
+        serde_json::from_slice(body).map_err(|e| format!("not an admission.k8s.io/v1 AdmissionReview: {e}"))?;
+    let request: AdmissionRequest<DynamicObject> = review
+        .try_into()
+        .map_err(|e| format!("the AdmissionReview has no request: {e}"))?;
+    let response = AdmissionResponse::from(&request);
+    let is_pvc = request.kind.group.is_empty() && request.kind.kind == "PersistentVolumeClaim";
+    let operation = match request.operation {
+        KubeOperation::Create => Operation::Create,
+        KubeOperation::Update => Operation::Update,
+        _ => return Ok((response, "ignored")),
+    };
+    if !is_pvc {
+        return Ok((response, "ignored"));
+    }
+    let Some(object) = request.object.as_ref() else {
+        return Ok((response, "ignored"));
+    };
+    let object = serde_json::to_value(object).map_err(|e| format!("cannot read the object: {e}"))?;
+    // A body the API server would refuse as a PVC is not ours to judge.
+    let Ok(pvc) = serde_json::from_value::<PersistentVolumeClaim>(object.clone()) else {
+        return Ok((response, "ignored"));
+    };
+    let old = request
+        .old_object
+        .as_ref()
+        .and_then(|o| serde_json::to_value(o).ok())
+        .and_then(|v| serde_json::from_value::<PersistentVolumeClaim>(v).ok());
+    match decide(operation, &pvc, old.as_ref(), &state.defaults, None) {
+        Decision::Deny(reason) => Ok((response.deny(reason), "denied")),
+        Decision::Allow(mutation) if mutation.is_empty() => Ok((response, "allowed")),
+        Decision::Allow(mutation) => {
+            let patch = patch_for(&object, &mutation);
+            if patch.0.is_empty() {
+                return Ok((response, "allowed"));
+            }
+            match response.clone().with_patch(patch) {
+                Ok(patched) => Ok((patched, "patched")),
+                Err(e) => Ok((
+                    response.deny(format!("volsync-dr could not encode its patch: {e}")),
+                    "denied",
+                )),
+            }
+        }
+    }
+}
