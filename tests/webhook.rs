@@ -253,3 +253,105 @@ async fn the_running_process_serves_over_tls_and_reloads_a_rotated_certificate()
     );
     assert!(text.contains("volsync_dr_admission_duration_seconds_count 2"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deployed_webhook_configuration_admits_kubectl_requests() {
+    use testkit::kubectl::Kubectl;
+    use testkit::pair::SECONDARY;
+    let pair = ClusterPair::start().await;
+    let mut dr = DrProcess::start(&pair, PRIMARY, &[]).await;
+    let _peer = DrProcess::start(&pair, SECONDARY, &[]).await;
+    pair.a
+        .route_service("volsync-dr", "volsync-dr-webhook", 443, dr.webhook);
+    let k = Kubectl::new(pair.kubeconfig(PRIMARY));
+
+    // The configuration in deploy/, with this test's CA as caBundle.
+    let rendered = k
+        .ok(&["kustomize", concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/webhook/base")])
+        .await;
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&rendered).expect("yaml");
+    let mut mwc = docs
+        .into_iter()
+        .find(|d| d["kind"] == "MutatingWebhookConfiguration")
+        .expect("MWC in deploy/");
+    assert_eq!(mwc["webhooks"][0]["failurePolicy"], "Ignore");
+    assert_eq!(mwc["webhooks"][0]["sideEffects"], "None");
+    assert!(mwc["webhooks"][0]["timeoutSeconds"].as_u64().is_some_and(|t| t <= 5));
+    mwc["webhooks"][0]["clientConfig"]["caBundle"] =
+        json!(base64::engine::general_purpose::STANDARD.encode(&dr.ca_pem));
+    let out = k.run_with_stdin(&["apply", "-f", "-"], &mwc.to_string()).await;
+    assert!(out.success, "{}", out.stderr);
+
+    let pvc_yaml = |name: &str, protect: bool| {
+        let annotations = if protect {
+            json!({"volsync-dr.io/protect": "true"})
+        } else {
+            json!({})
+        };
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+               "metadata": {"name": name, "namespace": "default", "annotations": annotations},
+               "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})
+        .to_string()
+    };
+    let out = k.run_with_stdin(&["apply", "-f", "-"], &pvc_yaml("web", false)).await;
+    assert!(out.success, "{}", out.stderr);
+
+    // A bad schedule is refused at admission, with the message naming it.
+    let refused = k
+        .run(&["annotate", "pvc", "web", "volsync-dr.io/schedule=0 */5 * * * *"])
+        .await;
+    assert!(!refused.success);
+    assert!(
+        refused
+            .stderr
+            .contains("admission webhook \"pvc.volsync-dr.io\" denied the request"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        refused
+            .stderr
+            .contains("volsync-dr.io/schedule=\"0 */5 * * * *\" is invalid"),
+        "{}",
+        refused.stderr
+    );
+
+    // A good one comes back from the API server already stamped: that is the webhook's doing.
+    let admitted = k
+        .ok(&["annotate", "pvc", "web", "volsync-dr.io/protect=true", "-o", "json"])
+        .await;
+    let admitted: Value = serde_json::from_str(&admitted).expect("json");
+    assert_eq!(
+        admitted["metadata"]["labels"]["volsync-dr.io/protected"], "true",
+        "{admitted}"
+    );
+    assert_eq!(admitted["metadata"]["finalizers"], json!(["volsync-dr.io/protection"]));
+    assert_eq!(
+        admitted["metadata"]["annotations"]["volsync-dr.io/schedule"],
+        "*/10 * * * *"
+    );
+    assert_eq!(
+        admitted["metadata"]["annotations"]["volsync-dr.io/copy-method"],
+        "Snapshot"
+    );
+
+    // The webhook down: PVCs are still admitted (failurePolicy Ignore) and the watcher, back,
+    // protects what the webhook missed.
+    dr.kill().await;
+    let out = k.run_with_stdin(&["apply", "-f", "-"], &pvc_yaml("late", true)).await;
+    assert!(out.success, "a webhook outage must not block PVCs: {}", out.stderr);
+    let late: Value = serde_json::from_str(&k.ok(&["get", "pvc", "late", "-o", "json"]).await).expect("json");
+    assert!(
+        late["metadata"]["labels"].get("volsync-dr.io/protected").is_none(),
+        "no webhook, no stamp yet"
+    );
+    dr.restart().await;
+    pair.wait_for(30, "late PVC protected by the watcher", |p| {
+        let pvc = p.get(PRIMARY, "", "v1", "persistentvolumeclaims", "default", "late")?;
+        let stamped = pvc["metadata"]["finalizers"] == json!(["volsync-dr.io/protection"])
+            && pvc["metadata"]["labels"]["volsync-dr.io/protected"] == "true"
+            && pvc["metadata"]["annotations"]["volsync-dr.io/state"] == "Protected";
+        stamped.then_some(())
+    })
+    .await;
+}

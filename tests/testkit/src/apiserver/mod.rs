@@ -8,6 +8,7 @@
 //! errors with the real reasons and codes. Tests can stop and restart it (an outage that drops
 //! every connection), inject errors, and count requests.
 
+pub mod admission;
 pub mod patch;
 pub mod registry;
 pub mod schema;
@@ -102,6 +103,8 @@ struct Shared {
     stats: Mutex<Stats>,
     addr: Mutex<SocketAddr>,
     tls: Option<crate::tls::ServingCert>,
+    /// Where Services are served, for webhook calls.
+    routes: Mutex<admission::ServiceRoutes>,
     /// Bumped by `stop`: a watch of an older generation sends nothing more, even before its
     /// aborted connection is gone, so an outage takes effect at once.
     generation: std::sync::atomic::AtomicU64,
@@ -124,6 +127,7 @@ impl ApiServer {
             None
         };
         let shared = Arc::new(Shared {
+            routes: Mutex::new(Default::default()),
             generation: std::sync::atomic::AtomicU64::new(0),
             tls,
             store: Store::new(config.history),
@@ -215,6 +219,16 @@ impl ApiServer {
 
     pub fn store(&self) -> &Store {
         &self.shared.store
+    }
+
+    /// Serve the Service `namespace/name:port` at `addr` (webhooks configured by Service are
+    /// called there).
+    pub fn route_service(&self, namespace: &str, name: &str, port: i64, addr: SocketAddr) {
+        self.shared
+            .routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((namespace.into(), name.into(), port), addr);
     }
 
     pub fn inject(&self, fault: Fault) {
@@ -555,7 +569,9 @@ async fn resource(
             }
             ("get", Some("status")) => Ok(respond(200, &store.get(&t.rt, &ns, t.name.as_deref().unwrap_or(""))?)),
             ("create", None) => {
-                let w = store.create(&t.rt, &ns, parse_body(&body)?, &query.write_options())?;
+                let opts = query.write_options();
+                let object = admit(shared, &t.rt, "CREATE", &ns, parse_body(&body)?, None, opts.dry_run).await?;
+                let w = store.create(&t.rt, &ns, object, &opts)?;
                 Ok(with_warnings(respond(201, &w.object), &w.warnings))
             }
             ("update", sub @ (None | Some("status"))) => {
@@ -563,7 +579,14 @@ async fn resource(
                 if sub == Subresource::Status && !t.rt.status {
                     return Err(ApiError::new(404, "NotFound", "the server could not find the requested resource"));
                 }
-                let w = store.update(&t.rt, &ns, t.name.as_deref().unwrap_or(""), parse_body(&body)?, sub, &query.write_options())?;
+                let name = t.name.as_deref().unwrap_or("");
+                let opts = query.write_options();
+                let mut object = parse_body(&body)?;
+                if sub == Subresource::Main {
+                    let old = store.get(&t.rt, &ns, name).ok();
+                    object = admit(shared, &t.rt, "UPDATE", &ns, object, old, opts.dry_run).await?;
+                }
+                let w = store.update(&t.rt, &ns, name, object, sub, &opts)?;
                 Ok(with_warnings(respond(200, &w.object), &w.warnings))
             }
             ("patch", sub @ (None | Some("status"))) => {
@@ -572,7 +595,31 @@ async fn resource(
                     return Err(ApiError::new(404, "NotFound", "the server could not find the requested resource"));
                 }
                 let patch_type = patch_type(content_type, &t.rt)?;
-                let w = store.patch(&t.rt, &ns, t.name.as_deref().unwrap_or(""), patch_type, &parse_body(&body)?, sub, &query.write_options())?;
+                let name = t.name.as_deref().unwrap_or("");
+                let opts = query.write_options();
+                let patch_body = parse_body(&body)?;
+                let manager = opts.field_manager.clone().unwrap_or_default();
+                let w = match sub {
+                    Subresource::Main if has_webhooks(shared) => {
+                        // The webhook sees the patched object; what it returns is written under the
+                        // old resourceVersion, so a concurrent change is a conflict, not lost.
+                        let (candidate, old) = store.preview_patch(&t.rt, &ns, name, patch_type, &patch_body, &manager)?;
+                        let operation = if old.is_some() { "UPDATE" } else { "CREATE" };
+                        let mut object = admit(shared, &t.rt, operation, &ns, candidate, old.clone(), opts.dry_run).await?;
+                        let written = match old {
+                            None => store.create(&t.rt, &ns, object, &opts)?,
+                            Some(old) => {
+                                object["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
+                                store.update(&t.rt, &ns, name, object, Subresource::Main, &opts)?
+                            }
+                        };
+                        if patch_type == PatchType::Apply && !opts.dry_run {
+                            store.record_applied(&t.rt, &ns, name, &manager, &patch_body);
+                        }
+                        written
+                    }
+                    _ => store.patch(&t.rt, &ns, name, patch_type, &patch_body, sub, &opts)?,
+                };
                 Ok(with_warnings(respond(if w.created { 201 } else { 200 }, &w.object), &w.warnings))
             }
             ("get" | "update" | "patch", Some("scale")) if t.rt.scale => scale(store, &t, verb, content_type, &body, query),
@@ -606,6 +653,36 @@ async fn resource(
     }
     .await;
     result.unwrap_or_else(|e| error(&e))
+}
+
+fn has_webhooks(shared: &Shared) -> bool {
+    let store = &shared.store;
+    store
+        .find_type("admissionregistration.k8s.io", "v1", "mutatingwebhookconfigurations")
+        .is_some_and(|t| {
+            !store
+                .list(&t, None, &Default::default(), &Default::default())
+                .0
+                .is_empty()
+        })
+}
+
+/// Mutating admission: the object after every matching webhook, or the refusal.
+async fn admit(
+    shared: &Shared,
+    rt: &ResourceType,
+    operation: &str,
+    namespace: &str,
+    object: Value,
+    old: Option<Value>,
+    dry_run: bool,
+) -> Result<Value, ApiError> {
+    let hooks = admission::matching(&shared.store, rt, operation, namespace, &object, old.as_ref());
+    if hooks.is_empty() {
+        return Ok(object);
+    }
+    let routes = shared.routes.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    admission::mutate(&hooks, &routes, rt, operation, namespace, object, old, dry_run).await
 }
 
 fn take_fault(shared: &Shared, verb: &str, plural: &str) -> Option<u16> {

@@ -639,31 +639,48 @@ impl Store {
             }
             return Ok(written);
         };
-        let mut target = old.clone();
-        match patch_type {
-            PatchType::Merge => patch::json_merge(&mut target, body),
-            PatchType::Strategic => patch::strategic_merge(&mut target, body),
-            PatchType::Json => patch::json_patch(&mut target, body).map_err(|e| {
-                ApiError::new(
-                    422,
-                    "Invalid",
-                    format!("the server rejected our request due to an error in our request: {e}"),
-                )
-            })?,
-            PatchType::Apply => {
-                let previous = s.applied.get(&(key.clone(), manager.clone())).cloned();
-                patch::apply(&mut target, previous.as_ref(), body);
-            }
-        }
-        let patched_rv = target["metadata"]["resourceVersion"].as_str().unwrap_or("");
-        if patched_rv != old["metadata"]["resourceVersion"].as_str().unwrap_or("") {
-            return Err(ApiError::conflict(rt, name));
-        }
+        let previous = s.applied.get(&(key.clone(), manager.clone())).cloned();
+        let target = patched(rt, name, &old, patch_type, body, previous.as_ref())?;
         let written = self.write_existing(&mut s, rt, key.clone(), old, target, sub, opts)?;
         if patch_type == PatchType::Apply && !opts.dry_run {
             s.applied.insert((key, manager), body.clone());
         }
         Ok(written)
+    }
+
+    /// What a patch would make of the object, without storing it: the candidate an admission
+    /// webhook sees. `None` as the old object means an apply that would create it.
+    pub fn preview_patch(
+        &self,
+        rt: &ResourceType,
+        namespace: &str,
+        name: &str,
+        patch_type: PatchType,
+        body: &Value,
+        field_manager: &str,
+    ) -> Result<(Value, Option<Value>)> {
+        let s = self.lock();
+        let key = Self::key(rt, namespace, name);
+        match s.objects.get(&key).cloned() {
+            None if patch_type == PatchType::Apply => {
+                let mut object = body.clone();
+                object["metadata"]["name"] = json!(name);
+                Ok((object, None))
+            }
+            None => Err(ApiError::not_found(rt, name)),
+            Some(old) => {
+                let previous = s.applied.get(&(key, field_manager.to_string())).cloned();
+                Ok((patched(rt, name, &old, patch_type, body, previous.as_ref())?, Some(old)))
+            }
+        }
+    }
+
+    /// Record a server-side apply configuration written through another path (after admission).
+    pub fn record_applied(&self, rt: &ResourceType, namespace: &str, name: &str, field_manager: &str, config: &Value) {
+        let key = Self::key(rt, namespace, name);
+        self.lock()
+            .applied
+            .insert((key, field_manager.to_string()), config.clone());
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -843,6 +860,35 @@ impl Store {
         let orphan = options["propagationPolicy"].as_str() == Some("Orphan");
         Ok(s.delete_internal(&self.tx, self.history_limit, &key, !orphan))
     }
+}
+
+/// `old` with a patch applied (not stored); a patch carrying a stale resourceVersion conflicts.
+fn patched(
+    rt: &ResourceType,
+    name: &str,
+    old: &Value,
+    patch_type: PatchType,
+    body: &Value,
+    previous_apply: Option<&Value>,
+) -> Result<Value> {
+    let mut target = old.clone();
+    match patch_type {
+        PatchType::Merge => patch::json_merge(&mut target, body),
+        PatchType::Strategic => patch::strategic_merge(&mut target, body),
+        PatchType::Json => patch::json_patch(&mut target, body).map_err(|e| {
+            ApiError::new(
+                422,
+                "Invalid",
+                format!("the server rejected our request due to an error in our request: {e}"),
+            )
+        })?,
+        PatchType::Apply => patch::apply(&mut target, previous_apply, body),
+    }
+    let patched_rv = target["metadata"]["resourceVersion"].as_str().unwrap_or("");
+    if patched_rv != old["metadata"]["resourceVersion"].as_str().unwrap_or("") {
+        return Err(ApiError::conflict(rt, name));
+    }
+    Ok(target)
 }
 
 fn validate(rt: &ResourceType, name: &str, object: &mut Value, opts: &WriteOptions) -> Result<Vec<String>> {
