@@ -29,8 +29,9 @@ pub async fn mutate_pvc(State(state): State<Arc<AdmissionState>>, body: Bytes) -
     axum::Json(response.into_review()).into_response()
 }
 
-/// The response and its result label, or why the body is not an AdmissionReview.
-fn review(state: &AdmissionState, body: &[u8]) -> Result<(AdmissionResponse, &'static str), String> {
+/// The response and its result label, or why the body is not an AdmissionReview. Public for
+/// the fuzz target, which feeds it arbitrary bytes.
+pub fn review(state: &AdmissionState, body: &[u8]) -> Result<(AdmissionResponse, &'static str), String> {
     let review: AdmissionReview<DynamicObject> =
         serde_json::from_slice(body).map_err(|e| format!("not an admission.k8s.io/v1 AdmissionReview: {e}"))?;
     let request: AdmissionRequest<DynamicObject> = review

@@ -11,7 +11,7 @@ use crate::config::RunConfig;
 use crate::controller::{self, context::Context};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::server::{admin, tls};
+use crate::server::{admin, tls, webhook};
 use crate::telemetry;
 
 pub async fn run(args: &RunArgs) -> Result<()> {
@@ -34,11 +34,8 @@ pub async fn run(args: &RunArgs) -> Result<()> {
         metrics: metrics.clone(),
     }));
     let webhook_listener = std::net::TcpListener::bind(config.webhook_addr)
-        .and_then(|l| l.set_nonblocking(true).map(|()| l))
         .map_err(|e| Error::Cluster(format!("cannot listen on --webhook-addr {}: {e}", config.webhook_addr)))?;
-    let webhook = axum_server::from_tcp_rustls(webhook_listener, rustls_config.clone())
-        .map_err(|e| Error::Cluster(format!("webhook listener: {e}")))?
-        .serve(webhook_router.into_make_service());
+    let webhook = webhook::serve(webhook_listener, rustls_config.clone(), webhook_router);
     let reloader = {
         let rustls_config = rustls_config.clone();
         tls::watch(config.tls.clone(), config.tls_reload, move |new| {
