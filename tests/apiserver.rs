@@ -377,7 +377,7 @@ async fn faults_outages_and_counts() {
     assert_eq!(stats.writes(), 3);
     assert_eq!(stats.count("get"), 0);
 
-    s.stop();
+    s.stop().await;
     assert!(
         tokio::net::TcpStream::connect(a).await.is_err(),
         "port closed while stopped"

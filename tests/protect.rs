@@ -417,7 +417,7 @@ async fn peer_outage_crash_mid_protect_and_conflicts() {
     let _b = DrProcess::start(&pair, SECONDARY, &[]).await;
 
     // The peer goes away; protection starts and stops halfway: key kept here, PVC Degraded.
-    pair.b.stop();
+    pair.b.stop().await;
     pair.create_bound_pvc(PRIMARY, pvc_json("p1", &[("volsync-dr.io/protect", "true")]))
         .await;
     wait_annotation(&pair, PRIMARY, "p1", "volsync-dr.io/state", "Degraded").await;
@@ -474,7 +474,7 @@ async fn peer_outage_crash_mid_protect_and_conflicts() {
     );
 
     // An outage while protected: the local side keeps its RS, the PVC shows Degraded, then recovers.
-    pair.b.stop();
+    pair.b.stop().await;
     patch_pvc(
         &pair,
         PRIMARY,

@@ -88,7 +88,7 @@ async fn reflector_follows_changes_through_outage_and_compaction() {
     eventually(10, "live events", || names(&reader) == ["c", "d"]).await;
 
     // Outage: changes made meanwhile, history compacted, so the resume point is gone (410).
-    server.stop();
+    server.stop().await;
     let rt = server
         .store()
         .find_type("", "v1", "persistentvolumeclaims")

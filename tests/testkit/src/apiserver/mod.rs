@@ -176,17 +176,26 @@ impl ApiServer {
         *self.serving.lock().unwrap_or_else(|p| p.into_inner()) = Some(tasks);
     }
 
-    /// Stop serving: the port closes and every open connection (watches included) drops.
-    pub fn stop(&self) {
-        self.shared.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        if let Some(mut tasks) = self.serving.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            tasks.abort_all();
+    /// Stop serving: the port is closed when this returns, and every open connection (watches
+    /// included) drops.
+    pub async fn stop(&self) {
+        let tasks = self.abort();
+        if let Some(mut tasks) = tasks {
+            // Wait for the accept loop to be gone, so its listener (and the port) is closed.
+            while tasks.join_next().await.is_some() {}
         }
+    }
+
+    fn abort(&self) -> Option<JoinSet<()>> {
+        self.shared.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut tasks = self.serving.lock().unwrap_or_else(|p| p.into_inner()).take()?;
+        tasks.abort_all();
+        Some(tasks)
     }
 
     /// Serve again on the same port, with the same objects.
     pub async fn restart(&self) -> std::io::Result<()> {
-        self.stop();
+        self.stop().await;
         let addr = self.addr();
         // The old listener may take a moment to release the port.
         let mut last = None;
@@ -277,7 +286,7 @@ impl ApiServer {
 
 impl Drop for ApiServer {
     fn drop(&mut self) {
-        self.stop();
+        self.abort();
     }
 }
 
