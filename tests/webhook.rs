@@ -194,18 +194,7 @@ async fn the_running_process_serves_over_tls_and_reloads_a_rotated_certificate()
 
     // Rotate: new CA and certificate written over the files, as a Secret volume would.
     let certs = pair.dir.path().join(format!("certs-{PRIMARY}"));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_volsync-dr"))
-        .args([
-            "certs",
-            "--out-dir",
-            certs.to_str().expect("path"),
-            "--extra-name",
-            "127.0.0.1",
-        ])
-        .output()
-        .expect("certs");
-    assert!(out.status.success());
-    let new_ca = std::fs::read_to_string(certs.join("ca.crt")).expect("new ca");
+    let new_ca = support::generate_certs(&certs);
     assert_ne!(new_ca, old_ca);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
@@ -228,11 +217,7 @@ async fn the_running_process_serves_over_tls_and_reloads_a_rotated_certificate()
 
     // A half-written pair (a key that does not match) is not loaded: the good one keeps serving.
     let stray = tempfile::tempdir().expect("tempdir");
-    let other = std::process::Command::new(env!("CARGO_BIN_EXE_volsync-dr"))
-        .args(["certs", "--out-dir", stray.path().to_str().expect("path")])
-        .output()
-        .expect("certs");
-    assert!(other.status.success());
+    support::generate_certs(stray.path());
     std::fs::copy(stray.path().join("tls.key"), certs.join("tls.key")).expect("replace key only");
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(

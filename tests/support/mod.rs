@@ -20,6 +20,22 @@ pub struct DrProcess {
     kubeconfig: PathBuf,
 }
 
+/// `volsync-dr certs` into `dir` (127.0.0.1 included); returns the CA's PEM.
+pub fn generate_certs(dir: &std::path::Path) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_volsync-dr"))
+        .args([
+            "certs",
+            "--out-dir",
+            dir.to_str().expect("path"),
+            "--extra-name",
+            "127.0.0.1",
+        ])
+        .output()
+        .expect("volsync-dr certs");
+    assert!(out.status.success(), "certs: {}", String::from_utf8_lossy(&out.stderr));
+    std::fs::read_to_string(dir.join("ca.crt")).expect("ca.crt")
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -34,21 +50,7 @@ impl DrProcess {
         let admin: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let webhook: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let certs = pair.dir.path().join(format!("certs-{cluster}"));
-        let generated = std::process::Command::new(env!("CARGO_BIN_EXE_volsync-dr"))
-            .args([
-                "certs",
-                "--out-dir",
-                certs.to_str().expect("path"),
-                "--extra-name",
-                "127.0.0.1",
-            ])
-            .output()
-            .expect("volsync-dr certs");
-        assert!(
-            generated.status.success(),
-            "certs: {}",
-            String::from_utf8_lossy(&generated.stderr)
-        );
+        generate_certs(&certs);
         let mut args: Vec<String> = [
             "run",
             "--cluster-name",
