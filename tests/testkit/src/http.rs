@@ -130,6 +130,25 @@ impl TlsConnection {
     }
 
     pub async fn request(&mut self, method: &str, path: &str, body: &str) -> Reply {
+        let (status, headers, bytes) = self.exchange(method, path, body).await;
+        let body =
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+        Reply { status, headers, body }
+    }
+
+    /// Status and raw body, not decoded (for load tests, where the client's own JSON parsing
+    /// would be measured too).
+    pub async fn request_raw(&mut self, method: &str, path: &str, body: &str) -> (u16, Bytes) {
+        let (status, _, bytes) = self.exchange(method, path, body).await;
+        (status, bytes)
+    }
+
+    async fn exchange(&mut self, method: &str, path: &str, body: &str) -> (u16, hyper::HeaderMap, Bytes) {
+        // HTTP/1: the previous exchange must be finished before the next request goes out.
+        self.sender
+            .ready()
+            .await
+            .expect("connection ready for the next request");
         let req = hyper::Request::builder()
             .method(method)
             .uri(path)
@@ -144,8 +163,6 @@ impl TlsConnection {
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-        let body =
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
-        Reply { status, headers, body }
+        (status, headers, bytes)
     }
 }
