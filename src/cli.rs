@@ -95,6 +95,9 @@ pub struct RunArgs {
     /// How often a protected PVC is checked again with nothing changed, in seconds.
     #[arg(long, default_value_t = 300, env = "VOLSYNC_DR_RESYNC_SECONDS")]
     pub resync_seconds: u64,
+    /// Longest an action waits for one sync before it fails, in seconds.
+    #[arg(long, default_value_t = 3600, env = "VOLSYNC_DR_ACTION_SYNC_TIMEOUT_SECONDS")]
+    pub action_sync_timeout_seconds: u64,
     /// How many PVCs are reconciled at once.
     #[arg(long, default_value_t = 16, env = "VOLSYNC_DR_CONCURRENCY")]
     pub concurrency: u16,

@@ -26,6 +26,8 @@ pub struct RunConfig {
     pub tls_reload: Duration,
     pub peer_timeout: Duration,
     pub resync: Duration,
+    /// Longest an action may wait for one sync.
+    pub action_sync_timeout: Duration,
     pub concurrency: u16,
     pub log_format: LogFormat,
 }
@@ -105,6 +107,7 @@ impl RunConfig {
             tls_reload: positive("--tls-reload-seconds", args.tls_reload_seconds)?,
             peer_timeout: positive("--peer-timeout-seconds", args.peer_timeout_seconds)?,
             resync: positive("--resync-seconds", args.resync_seconds)?,
+            action_sync_timeout: positive("--action-sync-timeout-seconds", args.action_sync_timeout_seconds)?,
             concurrency: args.concurrency,
             log_format: args.log_format,
         })

@@ -18,4 +18,5 @@ pub mod metrics;
 pub mod model;
 pub mod plan;
 pub mod server;
+pub mod steps;
 pub mod telemetry;

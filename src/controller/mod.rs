@@ -2,6 +2,7 @@
 //! for all), woken also by changes of the ReplicationSources and ReplicationDestinations it
 //! manages here, so VolSync's status reaches the PVC without waiting for a resync.
 
+pub mod actions;
 pub mod apply;
 pub mod context;
 pub mod error;

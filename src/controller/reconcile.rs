@@ -13,10 +13,12 @@ use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::{Value, json};
 
+use super::actions;
 use super::apply::{Outcome, delete_if_present, ensure};
 use super::context::Context;
 use super::error::Error;
 use crate::cluster::peer::PeerError;
+use crate::model::action::{Verb, is_pending};
 use crate::model::keys;
 use crate::model::names::{Names, volsync_rsync_tls_service};
 use crate::model::protection::{ProtectionSpec, Role, State};
@@ -71,10 +73,32 @@ async fn reconcile_inner(
             return Ok(Action::await_change());
         }
     };
+    let deleting = pvc.metadata.deletion_timestamp.is_some();
+    let annotations = pvc.annotations();
+    let pending = match &spec.action {
+        Some(request)
+            if !deleting
+                && is_pending(
+                    annotations.get(keys::ACTION).map(String::as_str),
+                    annotations.get(keys::LAST_ACTION).map(String::as_str),
+                ) =>
+        {
+            Some(request.clone())
+        }
+        _ => None,
+    };
     if spec.role == Some(Role::Secondary) {
+        if let Some(request) = &pending {
+            let why = match request.verb {
+                Verb::SyncNow | Verb::Migrate => {
+                    format!("{} runs on the primary; this PVC is the secondary", request.verb)
+                }
+                _ => format!("{} is not built in this version of volsync-dr yet", request.verb),
+            };
+            return actions::refuse(pvc, ctx, &request.to_string(), &why).await;
+        }
         return mirror_secondary(pvc, &pvcs, namespace, name, ctx).await;
     }
-    let deleting = pvc.metadata.deletion_timestamp.is_some();
     let has_finalizer = pvc.finalizers().iter().any(|f| f == keys::FINALIZER);
     tracing::debug!(namespace, name, protect = ?spec.protect, deleting, has_finalizer, "reconcile");
     if spec.is_protected() && !deleting {
@@ -86,7 +110,15 @@ async fn reconcile_inner(
                 .map_err(Error::local("add finalizer and label"))?;
             return Ok(Action::await_change());
         }
-        return protect(pvc, &pvcs, namespace, name, ctx).await;
+        let after_protect = protect(pvc, &pvcs, namespace, name, ctx).await?;
+        return match &pending {
+            Some(request) => super::actions::run(pvc, request, ctx).await,
+            None => Ok(after_protect),
+        };
+    }
+    if let (Some(request), false) = (&pending, has_finalizer) {
+        let why = format!("the PVC is not protected ({} is not \"true\")", keys::PROTECT);
+        return actions::refuse(pvc, ctx, &request.to_string(), &why).await;
     }
     if has_finalizer {
         unprotect(pvc, namespace, name, ctx).await?;
@@ -493,7 +525,7 @@ async fn write_status(
 }
 
 /// Publish an Event on the PVC. An Event that cannot be written is logged, not fatal.
-async fn publish(ctx: &Context, pvc: &PersistentVolumeClaim, type_: EventType, reason: &str, note: &str) {
+pub(super) async fn publish(ctx: &Context, pvc: &PersistentVolumeClaim, type_: EventType, reason: &str, note: &str) {
     let event = Event {
         type_,
         reason: reason.to_string(),

@@ -24,6 +24,8 @@ pub const LAST_ACTION: &str = "volsync-dr.io/last-action";
 pub const ACTION_PHASE: &str = "volsync-dr.io/action-phase";
 pub const ACTION_STEP: &str = "volsync-dr.io/action-step";
 pub const ACTION_MESSAGE: &str = "volsync-dr.io/action-message";
+/// When the current step started (RFC 3339): its timeout survives a restart.
+pub const ACTION_STEP_STARTED: &str = "volsync-dr.io/action-step-started";
 /// Full name of the application PVC on every object created for it (the label may be hashed).
 pub const PVC_NAME: &str = "volsync-dr.io/pvc-name";
 
@@ -54,6 +56,7 @@ pub const STATUS_ANNOTATIONS: &[&str] = &[
     ACTION_PHASE,
     ACTION_STEP,
     ACTION_MESSAGE,
+    ACTION_STEP_STARTED,
     PVC_NAME,
 ];
 

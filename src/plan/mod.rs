@@ -4,6 +4,7 @@
 //! and the destination's address are inputs, so the same inputs always give the same plan and
 //! the controller can compare plan and cluster to decide whether to write at all.
 
+pub mod action;
 pub mod protect;
 pub mod status;
 
