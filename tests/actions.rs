@@ -5,7 +5,7 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::DrProcess;
+use support::{DrProcess, annotation, wait_annotation};
 use testkit::apiserver::store::{PatchType, Subresource};
 use testkit::pair::{ClusterPair, PRIMARY, SECONDARY};
 
@@ -41,19 +41,6 @@ fn annotate(pair: &ClusterPair, cluster: &str, name: &str, key: &str, value: &st
             &Default::default(),
         )
         .expect("annotate");
-}
-
-fn annotation(pair: &ClusterPair, cluster: &str, name: &str, key: &str) -> Option<String> {
-    pair.get(cluster, "", "v1", "persistentvolumeclaims", NS, name)?["metadata"]["annotations"][key]
-        .as_str()
-        .map(str::to_string)
-}
-
-async fn wait_annotation(pair: &ClusterPair, cluster: &str, name: &str, key: &str, want: &str) {
-    pair.wait_for(30, &format!("{cluster}/{name} {key}={want}"), |p| {
-        (annotation(p, cluster, name, key).as_deref() == Some(want)).then_some(())
-    })
-    .await;
 }
 
 fn one_time_source(pair: &ClusterPair, name: &str) -> Option<Value> {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use serde_json::{Value, json};
-use support::DrProcess;
+use support::{DrProcess, annotation, wait_annotation};
 use testkit::apiserver::Fault;
 use testkit::apiserver::store::{PatchType, Subresource};
 use testkit::pair::{ClusterPair, PRIMARY, SECONDARY};
@@ -33,19 +33,6 @@ fn get(pair: &ClusterPair, cluster: &str, group: &str, plural: &str, name: &str)
         _ => "v1",
     };
     pair.get(cluster, group, version, plural, NS, name)
-}
-
-fn annotation(pair: &ClusterPair, cluster: &str, pvc: &str, key: &str) -> Option<String> {
-    get(pair, cluster, "", "persistentvolumeclaims", pvc)?["metadata"]["annotations"][key]
-        .as_str()
-        .map(str::to_string)
-}
-
-async fn wait_annotation(pair: &ClusterPair, cluster: &str, pvc: &str, key: &str, want: &str) {
-    pair.wait_for(30, &format!("{cluster}/{pvc} {key}={want}"), |p| {
-        (annotation(p, cluster, pvc, key).as_deref() == Some(want)).then_some(())
-    })
-    .await;
 }
 
 fn patch_pvc(pair: &ClusterPair, cluster: &str, name: &str, body: Value) {

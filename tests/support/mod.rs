@@ -36,6 +36,21 @@ pub fn generate_certs(dir: &std::path::Path) -> String {
     std::fs::read_to_string(dir.join("ca.crt")).expect("ca.crt")
 }
 
+/// An annotation of the PVC `default/<pvc>` on a cluster of the pair.
+pub fn annotation(pair: &ClusterPair, cluster: &str, pvc: &str, key: &str) -> Option<String> {
+    pair.get(cluster, "", "v1", "persistentvolumeclaims", "default", pvc)?["metadata"]["annotations"][key]
+        .as_str()
+        .map(str::to_string)
+}
+
+/// Wait (30 s at most) until that annotation has the value `want`.
+pub async fn wait_annotation(pair: &ClusterPair, cluster: &str, pvc: &str, key: &str, want: &str) {
+    pair.wait_for(30, &format!("{cluster}/{pvc} {key}={want}"), |p| {
+        (annotation(p, cluster, pvc, key).as_deref() == Some(want)).then_some(())
+    })
+    .await;
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
