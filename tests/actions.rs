@@ -5,8 +5,7 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::{DrProcess, annotation, wait_annotation};
-use testkit::apiserver::store::{PatchType, Subresource};
+use support::{DrProcess, annotation, patch_pvc, wait_annotation};
 use testkit::pair::{ClusterPair, PRIMARY, SECONDARY};
 
 const NS: &str = "default";
@@ -23,24 +22,7 @@ fn pvc(name: &str, protect: bool) -> Value {
 }
 
 fn annotate(pair: &ClusterPair, cluster: &str, name: &str, key: &str, value: &str) {
-    let server = pair.server(cluster);
-    let rt = server
-        .store()
-        .find_type("", "v1", "persistentvolumeclaims")
-        .expect("type");
-    let body = json!({"metadata": {"annotations": {key: value}}});
-    server
-        .store()
-        .patch(
-            &rt,
-            NS,
-            name,
-            PatchType::Merge,
-            &body,
-            Subresource::Main,
-            &Default::default(),
-        )
-        .expect("annotate");
+    patch_pvc(pair, cluster, name, json!({"metadata": {"annotations": {key: value}}}));
 }
 
 fn one_time_source(pair: &ClusterPair, name: &str) -> Option<Value> {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use serde_json::{Value, json};
-use support::{DrProcess, annotation, wait_annotation};
+use support::{DrProcess, annotation, patch_pvc, wait_annotation};
 use testkit::apiserver::Fault;
 use testkit::apiserver::store::{PatchType, Subresource};
 use testkit::pair::{ClusterPair, PRIMARY, SECONDARY};
@@ -33,26 +33,6 @@ fn get(pair: &ClusterPair, cluster: &str, group: &str, plural: &str, name: &str)
         _ => "v1",
     };
     pair.get(cluster, group, version, plural, NS, name)
-}
-
-fn patch_pvc(pair: &ClusterPair, cluster: &str, name: &str, body: Value) {
-    let server = pair.server(cluster);
-    let rt = server
-        .store()
-        .find_type("", "v1", "persistentvolumeclaims")
-        .expect("pvc type");
-    server
-        .store()
-        .patch(
-            &rt,
-            NS,
-            name,
-            PatchType::Merge,
-            &body,
-            Subresource::Main,
-            &Default::default(),
-        )
-        .expect("patch PVC");
 }
 
 fn instance() -> InstanceSettings {

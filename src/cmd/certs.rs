@@ -28,7 +28,7 @@ pub struct Generated {
 
 pub fn generate(names: Vec<String>, days: u32) -> Result<Generated> {
     let err = |e: rcgen::Error| Error::Output(format!("cannot generate certificates: {e}"));
-    let now = time_now();
+    let now = std::time::SystemTime::now();
     let until = now + std::time::Duration::from_secs(u64::from(days) * 86_400);
     let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
     ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
@@ -54,10 +54,6 @@ pub fn generate(names: Vec<String>, days: u32) -> Result<Generated> {
         cert_pem: cert.pem(),
         key_pem: key.serialize_pem(),
     })
-}
-
-fn time_now() -> std::time::SystemTime {
-    std::time::SystemTime::now()
 }
 
 fn write(path: &Path, content: &str, private: bool) -> Result<()> {

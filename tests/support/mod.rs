@@ -36,6 +36,28 @@ pub fn generate_certs(dir: &std::path::Path) -> String {
     std::fs::read_to_string(dir.join("ca.crt")).expect("ca.crt")
 }
 
+/// A JSON merge patch on the PVC `default/<pvc>`, straight into a cluster's store.
+pub fn patch_pvc(pair: &ClusterPair, cluster: &str, pvc: &str, body: serde_json::Value) {
+    use testkit::apiserver::store::{PatchType, Subresource};
+    let server = pair.server(cluster);
+    let rt = server
+        .store()
+        .find_type("", "v1", "persistentvolumeclaims")
+        .expect("pvc type");
+    server
+        .store()
+        .patch(
+            &rt,
+            "default",
+            pvc,
+            PatchType::Merge,
+            &body,
+            Subresource::Main,
+            &Default::default(),
+        )
+        .expect("patch PVC");
+}
+
 /// An annotation of the PVC `default/<pvc>` on a cluster of the pair.
 pub fn annotation(pair: &ClusterPair, cluster: &str, pvc: &str, key: &str) -> Option<String> {
     pair.get(cluster, "", "v1", "persistentvolumeclaims", "default", pvc)?["metadata"]["annotations"][key]
