@@ -98,6 +98,13 @@ pub struct RunArgs {
     /// Longest an action waits for one sync before it fails, in seconds.
     #[arg(long, default_value_t = 3600, env = "VOLSYNC_DR_ACTION_SYNC_TIMEOUT_SECONDS")]
     pub action_sync_timeout_seconds: u64,
+    /// Longest any other action step may take (scaling, creating, deleting), in seconds.
+    #[arg(long, default_value_t = 600, env = "VOLSYNC_DR_ACTION_STEP_TIMEOUT_SECONDS")]
+    pub action_step_timeout_seconds: u64,
+    /// Fault injection for the crash tests: `VERB/STEP` makes the action engine stop (and wait
+    /// to be killed) right after it records that step as started, before the step acts.
+    #[arg(long, env = "VOLSYNC_DR_TEST_HOLD_AT_STEP", hide = true)]
+    pub test_hold_at_step: Option<String>,
     /// How many PVCs are reconciled at once.
     #[arg(long, default_value_t = 16, env = "VOLSYNC_DR_CONCURRENCY")]
     pub concurrency: u16,

@@ -28,6 +28,10 @@ pub struct RunConfig {
     pub resync: Duration,
     /// Longest an action may wait for one sync.
     pub action_sync_timeout: Duration,
+    /// Longest any other action step may take.
+    pub action_step_timeout: Duration,
+    /// Crash-test hook: hold the action engine right after this `VERB/STEP` starts.
+    pub test_hold_at_step: Option<String>,
     pub concurrency: u16,
     pub log_format: LogFormat,
 }
@@ -108,6 +112,8 @@ impl RunConfig {
             peer_timeout: positive("--peer-timeout-seconds", args.peer_timeout_seconds)?,
             resync: positive("--resync-seconds", args.resync_seconds)?,
             action_sync_timeout: positive("--action-sync-timeout-seconds", args.action_sync_timeout_seconds)?,
+            action_step_timeout: positive("--action-step-timeout-seconds", args.action_step_timeout_seconds)?,
+            test_hold_at_step: args.test_hold_at_step.clone(),
             concurrency: args.concurrency,
             log_format: args.log_format,
         })

@@ -13,6 +13,14 @@ pub struct Metrics {
     admission: Family<Labels, Counter>,
     admission_seconds: Histogram,
     reconciles: Family<Labels, Counter>,
+    action_seconds: Family<Labels, Histogram>,
+    app_down_seconds: Family<Labels, Histogram>,
+    action_steps: Family<Labels, Counter>,
+}
+
+/// 0.5 s to ~2.3 h: actions last from seconds (a small sync) to hours (a large one).
+fn action_buckets() -> Histogram {
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.5, 2.0, 15))
 }
 
 impl Metrics {
@@ -35,11 +43,32 @@ impl Metrics {
         );
         let reconciles = Family::<Labels, Counter>::default();
         registry.register("reconciles", "PVC reconciles, by result and reason", reconciles.clone());
+        let action_seconds = Family::<Labels, Histogram>::new_with_constructor(action_buckets as fn() -> Histogram);
+        registry.register(
+            "action_duration_seconds",
+            "Time from an action's start to its end, by verb and outcome",
+            action_seconds.clone(),
+        );
+        let app_down_seconds = Family::<Labels, Histogram>::new_with_constructor(action_buckets as fn() -> Histogram);
+        registry.register(
+            "action_app_down_seconds",
+            "Time an action kept the application scaled down (the outage users see), by verb",
+            app_down_seconds.clone(),
+        );
+        let action_steps = Family::<Labels, Counter>::default();
+        registry.register(
+            "action_steps",
+            "Action steps finished, by verb and step",
+            action_steps.clone(),
+        );
         Metrics {
             registry,
             admission,
             admission_seconds,
             reconciles,
+            action_seconds,
+            app_down_seconds,
+            action_steps,
         }
     }
 
@@ -56,6 +85,24 @@ impl Metrics {
                 ("result".into(), result.into()),
                 ("reason".into(), reason.into()),
             ])
+            .inc();
+    }
+
+    pub fn action_finished(&self, verb: &str, outcome: &str, seconds: f64) {
+        self.action_seconds
+            .get_or_create(&vec![("verb".into(), verb.into()), ("outcome".into(), outcome.into())])
+            .observe(seconds);
+    }
+
+    pub fn app_down(&self, verb: &str, seconds: f64) {
+        self.app_down_seconds
+            .get_or_create(&vec![("verb".into(), verb.into())])
+            .observe(seconds);
+    }
+
+    pub fn step_finished(&self, verb: &str, step: &str) {
+        self.action_steps
+            .get_or_create(&vec![("verb".into(), verb.into()), ("step".into(), step.into())])
             .inc();
     }
 

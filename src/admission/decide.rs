@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 
-use crate::model::action::{Verb, is_pending};
+use crate::model::action::{is_pending, refusal_for_role};
 use crate::model::keys;
 use crate::model::protection::{ProtectionSpec, Role};
 use crate::model::schedule;
@@ -148,19 +148,7 @@ fn refuse_action(
     if !spec.is_protected() {
         return refuse(format!("the PVC is not protected ({} is not \"true\")", keys::PROTECT));
     }
-    let role = spec.role.unwrap_or(Role::Primary);
-    match (action.verb, role) {
-        (Verb::Failover, Role::Primary) => {
-            refuse("failover runs on the secondary (volsync-dr.io/role=secondary); this PVC is the primary".into())
-        }
-        (Verb::Failback, Role::Secondary) => refuse(
-            "failback runs on the cluster that took over after a failover (volsync-dr.io/role=primary); this PVC is the secondary".into(),
-        ),
-        (Verb::Migrate | Verb::SyncNow, Role::Secondary) => {
-            refuse(format!("{} runs on the primary; this PVC is the secondary", action.verb))
-        }
-        _ => None,
-    }
+    refusal_for_role(action.verb, spec.role.unwrap_or(Role::Primary)).and_then(refuse)
 }
 
 #[cfg(test)]

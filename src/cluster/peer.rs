@@ -74,6 +74,10 @@ impl Peer {
         })
     }
 
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
     pub fn namespaced<K>(&self, namespace: &str) -> Api<K>
     where
         K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,

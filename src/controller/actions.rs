@@ -1,10 +1,15 @@
-//! Executes the action step machines (`steps`): reads where an action stands from the PVC,
-//! performs one step's effect, persists the step before returning, and so resumes after a
-//! restart. Every step is checked against the clusters first (no destructive step twice) and
-//! bounded by a timeout recorded on the PVC.
+//! The action engine: runs the step machines of `steps` against the clusters.
+//!
+//! A step is recorded on the PVC (`action-step`, with its start time) before it acts, and the
+//! next one is recorded when the clusters show the step finished; so a restart at any point
+//! re-reads the step from the PVC, finds its effect done or not by looking, and goes on
+//! without repeating a destructive step. Every step has a timeout; a failure finishes the
+//! request (`last-action`) with a message saying what state the clusters are in and how to go
+//! on.
 
 use std::time::Duration;
 
+use jiff::Timestamp;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -12,38 +17,39 @@ use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 use serde_json::{Map, Value, json};
 
-use super::apply::{delete_if_present, ensure};
+use super::clusters::ClusterRef;
 use super::context::Context;
 use super::error::Error;
+use super::execute::Job;
 use super::reconcile::publish;
 use crate::model::action::{ActionRequest, Verb};
 use crate::model::keys;
 use crate::model::names::Names;
-use crate::model::volsync::ReplicationSource;
-use crate::plan::action::one_time_source;
-use crate::steps::sync_now::{self, OneTimeSource, Step};
-use crate::steps::{Phase, Progress, Transition, timed_out};
+use crate::steps::{Phase, Progress, Step, Transition, after_failure, flow, next, seconds_between, timed_out};
 
-/// How soon a running action looks again.
-const POLL: Duration = Duration::from_secs(1);
+/// How soon a waiting step looks again. Syncs wake the PVC through the watch on our
+/// ReplicationSources; pods and workloads are not watched, so those waits poll faster.
+const POLL_SYNC: Duration = Duration::from_secs(1);
+const POLL: Duration = Duration::from_millis(300);
+/// Effects and advances in one pass before yielding to other PVCs.
+const MAX_MOVES_PER_PASS: usize = 24;
 
-fn now() -> jiff::Timestamp {
-    jiff::Timestamp::now()
+fn field_manager() -> PatchParams {
+    PatchParams {
+        field_manager: Some(keys::FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    }
 }
 
-/// Write action annotations (None removes one), with the field manager.
+/// Write action annotations (None removes one).
 async fn record(pvcs: &Api<PersistentVolumeClaim>, name: &str, fields: &[(&str, Option<String>)]) -> Result<(), Error> {
     let annotations: Map<String, Value> = fields
         .iter()
         .map(|(k, v)| (k.to_string(), v.clone().map_or(Value::Null, Value::String)))
         .collect();
-    let params = PatchParams {
-        field_manager: Some(keys::FIELD_MANAGER.into()),
-        ..PatchParams::default()
-    };
     pvcs.patch(
         name,
-        &params,
+        &field_manager(),
         &Patch::Merge(json!({"metadata": {"annotations": annotations}})),
     )
     .await
@@ -51,171 +57,276 @@ async fn record(pvcs: &Api<PersistentVolumeClaim>, name: &str, fields: &[(&str, 
     Ok(())
 }
 
-/// Finish the request: `last-action` set, so it does not run again until its ID changes.
+/// Finish the request `text`: `last-action` set, so it does not run again until its ID
+/// changes. A different request made meanwhile (past the webhook) is refused with it.
 async fn finish(
     pvc: &PersistentVolumeClaim,
-    pvcs: &Api<PersistentVolumeClaim>,
     ctx: &Context,
     text: &str,
+    progress: &Progress,
     phase: Phase,
     message: &str,
 ) -> Result<Action, Error> {
-    record(
-        pvcs,
-        &pvc.name_any(),
-        &[
-            (keys::LAST_ACTION, Some(text.to_string())),
-            (keys::ACTION_PHASE, Some(phase.as_str().to_string())),
-            (keys::ACTION_MESSAGE, Some(message.to_string())),
-            (keys::ACTION_STEP, None),
-            (keys::ACTION_STEP_STARTED, None),
-        ],
-    )
-    .await?;
+    let namespace = pvc.namespace().ok_or(Error::Missing("namespace"))?;
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.local.clone(), &namespace);
+    let mut last = text.to_string();
+    let mut message = message.to_string();
+    if let Some(newer) = pvc.annotations().get(keys::ACTION).filter(|a| *a != text) {
+        message.push_str(&format!(
+            "; the request {newer} made while {text} ran was refused: request it again with a new ID"
+        ));
+        last = newer.clone();
+    }
+    let mut fields: Vec<(&str, Option<String>)> = vec![
+        (keys::LAST_ACTION, Some(last)),
+        (keys::ACTION_PHASE, Some(phase.as_str().to_string())),
+        (keys::ACTION_MESSAGE, Some(message.clone())),
+    ];
+    fields.extend(keys::ACTION_BOOKKEEPING.iter().map(|k| (*k, None)));
+    record(&pvcs, &pvc.name_any(), &fields).await?;
+    let verb = text.split(':').next().unwrap_or(text);
+    let outcome = if phase == Phase::Succeeded { "succeeded" } else { "failed" };
+    if let Some(started) = progress.action_started {
+        ctx.metrics
+            .action_finished(verb, outcome, seconds_between(started, Timestamp::now()));
+    }
     let (type_, reason) = match phase {
         Phase::Failed => (EventType::Warning, "ActionFailed"),
         _ => (EventType::Normal, "ActionSucceeded"),
     };
     publish(ctx, pvc, type_, reason, &format!("{text}: {message}")).await;
+    tracing::info!(namespace, pvc = pvc.name_any(), request = text, outcome, message, "action finished");
     Ok(Action::await_change())
 }
 
 /// Refuse a request without changing anything on the clusters.
 pub async fn refuse(pvc: &PersistentVolumeClaim, ctx: &Context, text: &str, why: &str) -> Result<Action, Error> {
-    let namespace = pvc.namespace().ok_or(Error::Missing("namespace"))?;
-    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.local.clone(), &namespace);
+    let progress = Progress::read(pvc.annotations());
     finish(
         pvc,
-        &pvcs,
         ctx,
         text,
+        &progress,
         Phase::Failed,
         &format!("refused: {why}; nothing was changed"),
     )
     .await
 }
 
-/// Run (or resume) the pending request on a protected primary.
-pub async fn run(pvc: &PersistentVolumeClaim, request: &ActionRequest, ctx: &Context) -> Result<Action, Error> {
-    let namespace = pvc.namespace().ok_or(Error::Missing("namespace"))?;
-    let name = pvc.name_any();
-    let text = request.to_string();
-    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.local.clone(), &namespace);
-    if request.verb != Verb::SyncNow {
-        return refuse(
-            pvc,
-            ctx,
-            &text,
-            &format!("{} is not built in this version of volsync-dr yet", request.verb),
-        )
-        .await;
-    }
-    let names = Names::for_pvc(&name);
-    let sources: Api<ReplicationSource> = Api::namespaced(ctx.local.clone(), &namespace);
+/// Stop the running action because the PVC is going away.
+pub async fn abandon(pvc: &PersistentVolumeClaim, ctx: &Context) -> Result<(), Error> {
     let progress = Progress::read(pvc.annotations());
-    let step = match (progress.phase, progress.step.as_deref().and_then(Step::parse)) {
-        (Some(Phase::Running), Some(step)) => step,
-        _ => {
-            // Start: record the first step before doing anything, so a restart resumes here.
-            if sources
-                .get_opt(&names.replication_source)
-                .await
-                .map_err(Error::local("read ReplicationSource"))?
-                .is_none()
-            {
-                return refuse(
-                    pvc,
-                    ctx,
-                    &text,
-                    "sync-now needs the PVC protected first (no scheduled ReplicationSource yet)",
-                )
-                .await;
-            }
-            start_step(&pvcs, &name, Step::FIRST, "starting").await?;
-            publish(
-                ctx,
-                pvc,
-                EventType::Normal,
-                "ActionStarted",
-                &format!("{text}: step {}", Step::FIRST.as_str()),
-            )
-            .await;
-            return Ok(Action::requeue(Duration::from_millis(100)));
-        }
+    let Some(text) = progress.in_flight().map(str::to_string) else {
+        return Ok(());
     };
-    let limit = step.timeout(ctx.config.action_sync_timeout);
-    if timed_out(progress.step_started, now().as_second(), limit) {
-        delete_if_present(&sources, &names.replication_source_latest)
-            .await
-            .map_err(Error::local("delete one-time ReplicationSource"))?;
-        let message = format!(
-            "step {} did not finish within {}s; the one-time ReplicationSource was removed and scheduled protection goes on; request the action again with a new ID",
-            step.as_str(),
-            limit.as_secs()
-        );
-        return finish(pvc, &pvcs, ctx, &text, Phase::Failed, &message).await;
-    }
-    let one_time = sources
-        .get_opt(&names.replication_source_latest)
-        .await
-        .map_err(Error::local("read one-time ReplicationSource"))?;
-    let observed = one_time.as_ref().map(|rs| OneTimeSource {
-        trigger: rs.spec.trigger.as_ref().and_then(|t| t.manual.clone()),
-        last_manual_sync: rs.last_manual_sync().map(str::to_string),
-    });
-    match sync_now::next(step, observed.as_ref(), &text) {
-        Transition::Act(Step::CreateOneTimeSync) => {
-            let scheduled = sources
-                .get_opt(&names.replication_source)
-                .await
-                .map_err(Error::local("read ReplicationSource"))?
-                .ok_or(Error::Missing("scheduled ReplicationSource"))?;
-            let once = one_time_source(&scheduled, &names.replication_source_latest, &text);
-            ensure(&sources, &once)
-                .await
-                .map_err(Error::local("apply one-time ReplicationSource"))?;
-            Ok(Action::requeue(POLL))
-        }
-        Transition::Act(Step::DeleteOneTimeSync) => {
-            delete_if_present(&sources, &names.replication_source_latest)
-                .await
-                .map_err(Error::local("delete one-time ReplicationSource"))?;
-            Ok(Action::requeue(POLL))
-        }
-        Transition::Act(Step::WaitForSync) | Transition::Wait(..) => {
-            let message = "waiting for VolSync to finish the one-time sync";
-            if pvc.annotations().get(keys::ACTION_MESSAGE).map(String::as_str) != Some(message) {
-                record(&pvcs, &name, &[(keys::ACTION_MESSAGE, Some(message.to_string()))]).await?;
-            }
-            Ok(Action::requeue(POLL))
-        }
-        Transition::Advance(next) => {
-            publish(
-                ctx,
-                pvc,
-                EventType::Normal,
-                "ActionStep",
-                &format!("{text}: step {} finished, next {}", step.as_str(), next.as_str()),
-            )
-            .await;
-            start_step(&pvcs, &name, next, "").await?;
-            Ok(Action::requeue(Duration::from_millis(100)))
-        }
-        Transition::Done => finish(pvc, &pvcs, ctx, &text, Phase::Succeeded, "one-time sync finished").await,
-        Transition::Fail(message) => finish(pvc, &pvcs, ctx, &text, Phase::Failed, &message).await,
+    let step = progress.step.clone().unwrap_or_default();
+    finish(
+        pvc,
+        ctx,
+        &text,
+        &progress,
+        Phase::Failed,
+        &format!("the PVC is being deleted; the action stopped at step {step}"),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Crash-test hook: stop right after `step` was recorded, until the process is killed.
+async fn hold_if_asked(ctx: &Context, verb: Verb, step: Step) {
+    let here = format!("{verb}/{}", step.as_str());
+    if ctx.config.test_hold_at_step.as_deref() == Some(here.as_str()) {
+        tracing::warn!(step = here, "test hook: holding right after the step started");
+        std::future::pending::<()>().await;
     }
 }
 
-async fn start_step(pvcs: &Api<PersistentVolumeClaim>, name: &str, step: Step, message: &str) -> Result<(), Error> {
-    record(
-        pvcs,
-        name,
-        &[
+/// The summary of a successful action.
+fn success_message(verb: Verb, progress: &Progress, now: Timestamp) -> String {
+    let took = progress
+        .action_started
+        .map(|s| format!(" in {:.1}s", seconds_between(s, now)))
+        .unwrap_or_default();
+    let down = progress.app_down_seconds;
+    match (verb, down) {
+        (Verb::SyncNow, _) => format!("one-time sync finished{took}"),
+        (Verb::Failover, Some(d)) => format!(
+            "failover finished{took}; the application was started here {d:.1}s after the failover began, on the last complete copy"
+        ),
+        (_, Some(d)) => format!("{verb} finished{took}; the application was down for {d:.1}s"),
+        (_, None) => format!("{verb} finished{took}; no workload mounts the PVC, nothing was scaled"),
+    }
+}
+
+/// Run (or resume) the request in flight on this PVC, or start the pending one (the caller
+/// has checked that it may run here).
+pub async fn run(pvc: &PersistentVolumeClaim, ctx: &Context) -> Result<Action, Error> {
+    let namespace = pvc.namespace().ok_or(Error::Missing("namespace"))?;
+    let name = pvc.name_any();
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.local.clone(), &namespace);
+    let mut progress = Progress::read(pvc.annotations());
+    let text = match progress.in_flight() {
+        Some(text) => text.to_string(),
+        None => pvc
+            .annotations()
+            .get(keys::ACTION)
+            .cloned()
+            .ok_or(Error::Missing("action annotation"))?,
+    };
+    let request: ActionRequest = match text.parse() {
+        Ok(r) => r,
+        Err(e) => {
+            let message = format!("the request {text:?} cannot be read ({e}); nothing more was done");
+            return finish(pvc, ctx, &text, &progress, Phase::Failed, &message).await;
+        }
+    };
+    let verb = request.verb;
+    let steps = flow(verb);
+    let job = Job {
+        ctx,
+        verb,
+        trigger: text.clone(),
+        namespace: namespace.clone(),
+        names: Names::for_pvc(&name),
+        here: ClusterRef::here(ctx),
+        peer: ClusterRef::peer(ctx),
+    };
+    let (here, peer) = (job.here.name.clone(), job.peer.name.clone());
+
+    if progress.in_flight().is_none() {
+        let first = steps[0];
+        let now = Timestamp::now();
+        let mut fields: Vec<(&str, Option<String>)> = keys::ACTION_BOOKKEEPING.iter().map(|k| (*k, None)).collect();
+        fields.extend([
             (keys::ACTION_PHASE, Some(Phase::Running.as_str().to_string())),
-            (keys::ACTION_STEP, Some(step.as_str().to_string())),
-            (keys::ACTION_STEP_STARTED, Some(now().to_string())),
-            (keys::ACTION_MESSAGE, Some(message.to_string())),
-        ],
-    )
-    .await
+            (keys::ACTION_RUNNING, Some(text.clone())),
+            (keys::ACTION_STEP, Some(first.as_str().to_string())),
+            (keys::ACTION_STEP_STARTED, Some(now.to_string())),
+            (keys::ACTION_STARTED, Some(now.to_string())),
+            (keys::ACTION_MESSAGE, Some(String::new())),
+        ]);
+        record(&pvcs, &name, &fields).await?;
+        publish(
+            ctx,
+            pvc,
+            EventType::Normal,
+            "ActionStarted",
+            &format!("{text}: started; step {}", first.as_str()),
+        )
+        .await;
+        tracing::info!(namespace, pvc = name, request = text, "action started");
+        progress = Progress {
+            phase: Some(Phase::Running),
+            running: Some(text.clone()),
+            step: Some(first.as_str().to_string()),
+            step_started: Some(now),
+            action_started: Some(now),
+            app_down_since: None,
+            app_down_seconds: None,
+        };
+        hold_if_asked(ctx, verb, first).await;
+    } else if let Some(newer) = pvc.annotations().get(keys::ACTION).filter(|a| **a != text) {
+        publish(
+            ctx,
+            pvc,
+            EventType::Warning,
+            "ActionRefused",
+            &format!("{newer}: refused, {text} is still running; request it again with a new ID once it has finished"),
+        )
+        .await;
+    }
+
+    let mut shown_message = pvc.annotations().get(keys::ACTION_MESSAGE).cloned();
+    for _ in 0..MAX_MOVES_PER_PASS {
+        let recorded = progress.step.clone().unwrap_or_default();
+        let Some(step) = Step::parse(&recorded).filter(|s| steps.contains(s)) else {
+            let message = format!(
+                "the recorded step {recorded:?} is not a step of {verb}; nothing more was done: request the action again with a new ID"
+            );
+            return finish(pvc, ctx, &text, &progress, Phase::Failed, &message).await;
+        };
+        let limit = step.timeout(ctx.config.action_sync_timeout, ctx.config.action_step_timeout);
+        if timed_out(progress.step_started, Timestamp::now(), limit) {
+            if let Err(e) = job.clean_up_after_failure(step).await {
+                tracing::warn!(namespace, pvc = name, error = %e, "cleanup after a timed-out step failed");
+            }
+            let message = format!(
+                "step {} did not finish within {}s; {}",
+                step.as_str(),
+                limit.as_secs(),
+                after_failure(verb, step, &here, &peer)
+            );
+            return finish(pvc, ctx, &text, &progress, Phase::Failed, &message).await;
+        }
+        let observed = job.observe(step).await?;
+        match next(steps, step, &observed, &text) {
+            Transition::Act => {
+                tracing::debug!(namespace, pvc = name, step = step.as_str(), "acting");
+                job.act(step).await?;
+            }
+            Transition::Wait(message) => {
+                if shown_message.as_deref() != Some(message.as_str()) {
+                    record(&pvcs, &name, &[(keys::ACTION_MESSAGE, Some(message))]).await?;
+                }
+                let poll = match step {
+                    Step::WaitForSync | Step::WaitForLocalSync => POLL_SYNC,
+                    _ => POLL,
+                };
+                return Ok(Action::requeue(poll));
+            }
+            Transition::Advance(following) => {
+                let now = Timestamp::now();
+                let mut fields: Vec<(&str, Option<String>)> = vec![
+                    (keys::ACTION_STEP, Some(following.as_str().to_string())),
+                    (keys::ACTION_STEP_STARTED, Some(now.to_string())),
+                    (keys::ACTION_MESSAGE, Some(String::new())),
+                ];
+                if following.scales_down() && progress.app_down_since.is_none() {
+                    fields.push((keys::APP_DOWN_SINCE, Some(now.to_string())));
+                    progress.app_down_since = Some(now);
+                }
+                if step.scales_up() && progress.app_down_seconds.is_none() {
+                    // Failover: the application was down (with its cluster) before; count
+                    // from the request.
+                    if let Some(since) = progress.app_down_since.or(progress.action_started) {
+                        let down = seconds_between(since, now);
+                        fields.push((keys::APP_DOWN_SECONDS, Some(format!("{down:.3}"))));
+                        progress.app_down_seconds = Some(down);
+                        ctx.metrics.app_down(verb.as_str(), down);
+                    }
+                }
+                record(&pvcs, &name, &fields).await?;
+                shown_message = Some(String::new());
+                ctx.metrics.step_finished(verb.as_str(), step.as_str());
+                publish(
+                    ctx,
+                    pvc,
+                    EventType::Normal,
+                    "ActionStep",
+                    &format!("{text}: step {} finished; next {}", step.as_str(), following.as_str()),
+                )
+                .await;
+                progress.step = Some(following.as_str().to_string());
+                progress.step_started = Some(now);
+                hold_if_asked(ctx, verb, following).await;
+            }
+            Transition::Done => {
+                ctx.metrics.step_finished(verb.as_str(), step.as_str());
+                let message = success_message(verb, &progress, Timestamp::now());
+                return finish(pvc, ctx, &text, &progress, Phase::Succeeded, &message).await;
+            }
+            Transition::Fail(why) => {
+                if let Err(e) = job.clean_up_after_failure(step).await {
+                    tracing::warn!(namespace, pvc = name, error = %e, "cleanup after a failed step failed");
+                }
+                let message = format!(
+                    "step {} failed: {why}; {}",
+                    step.as_str(),
+                    after_failure(verb, step, &here, &peer)
+                );
+                return finish(pvc, ctx, &text, &progress, Phase::Failed, &message).await;
+            }
+        }
+    }
+    Ok(Action::requeue(Duration::from_millis(10)))
 }

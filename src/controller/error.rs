@@ -19,6 +19,9 @@ pub enum Error {
     Missing(&'static str),
     #[error("cannot generate a pre-shared key: {0}")]
     Random(String),
+    /// Something a step needs is not there yet (it comes by itself; look again later).
+    #[error("waiting for {0}")]
+    Waiting(String),
 }
 
 impl Error {
@@ -36,11 +39,15 @@ impl Error {
             Error::Plan(_) | Error::Annotations(_) => "InvalidSettings",
             Error::Missing(_) => "InvalidObject",
             Error::Random(_) => "KeyGenerationFailed",
+            Error::Waiting(_) => "Waiting",
         }
     }
 
     /// Whether the same reconcile may succeed later without the object changing.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Local { .. } | Error::Peer { .. } | Error::Random(_))
+        matches!(
+            self,
+            Error::Local { .. } | Error::Peer { .. } | Error::Random(_) | Error::Waiting(_)
+        )
     }
 }

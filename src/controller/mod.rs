@@ -4,9 +4,12 @@
 
 pub mod actions;
 pub mod apply;
+pub mod clusters;
 pub mod context;
 pub mod error;
+pub mod execute;
 pub mod reconcile;
+pub mod workloads;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -18,7 +18,8 @@ use super::apply::{Outcome, delete_if_present, ensure};
 use super::context::Context;
 use super::error::Error;
 use crate::cluster::peer::PeerError;
-use crate::model::action::{Verb, is_pending};
+use crate::model::action::{is_pending, refusal_for_role};
+use crate::steps::Progress;
 use crate::model::keys;
 use crate::model::names::{Names, volsync_rsync_tls_service};
 use crate::model::protection::{ProtectionSpec, Role, State};
@@ -75,6 +76,15 @@ async fn reconcile_inner(
     };
     let deleting = pvc.metadata.deletion_timestamp.is_some();
     let annotations = pvc.annotations();
+    let has_finalizer = pvc.finalizers().iter().any(|f| f == keys::FINALIZER);
+    // An action in flight owns the PVC and its objects, whatever the annotations say now
+    // (its own steps change the role): protection waits until it has finished.
+    if Progress::read(annotations).in_flight().is_some() {
+        if !deleting {
+            return actions::run(pvc, ctx).await;
+        }
+        actions::abandon(pvc, ctx).await?;
+    }
     let pending = match &spec.action {
         Some(request)
             if !deleting
@@ -87,19 +97,32 @@ async fn reconcile_inner(
         }
         _ => None,
     };
-    if spec.role == Some(Role::Secondary) {
-        if let Some(request) = &pending {
-            let why = match request.verb {
-                Verb::SyncNow | Verb::Migrate => {
-                    format!("{} runs on the primary; this PVC is the secondary", request.verb)
-                }
-                _ => format!("{} is not built in this version of volsync-dr yet", request.verb),
-            };
+    let role = spec.role.unwrap_or(Role::Primary);
+    if let Some(request) = &pending {
+        let refusal = if spec.is_protected() {
+            refusal_for_role(request.verb, role)
+        } else {
+            Some(format!("the PVC is not protected ({} is not \"true\")", keys::PROTECT))
+        };
+        if let Some(why) = refusal {
             return actions::refuse(pvc, ctx, &request.to_string(), &why).await;
+        }
+        if role == Role::Secondary || (has_finalizer && pvc.labels().get(keys::PROTECTED_LABEL).map(String::as_str) == Some("true")) {
+            return actions::run(pvc, ctx).await;
+        }
+        // A primary gets its finalizer and label first (below); the action starts after.
+    }
+    if spec.role == Some(Role::Secondary) {
+        if has_finalizer {
+            // Left from when this side was primary: a secondary holds none (the primary drives
+            // its cleanup), and it must not block the PVC's deletion.
+            pvcs.patch(name, &PatchParams::default(), &Patch::Json::<()>(release_patch(pvc)))
+                .await
+                .map_err(Error::local("remove finalizer"))?;
+            return Ok(Action::await_change());
         }
         return mirror_secondary(pvc, &pvcs, namespace, name, ctx).await;
     }
-    let has_finalizer = pvc.finalizers().iter().any(|f| f == keys::FINALIZER);
     tracing::debug!(namespace, name, protect = ?spec.protect, deleting, has_finalizer, "reconcile");
     if spec.is_protected() && !deleting {
         if !has_finalizer || pvc.labels().get(keys::PROTECTED_LABEL).map(String::as_str) != Some("true") {
@@ -110,11 +133,7 @@ async fn reconcile_inner(
                 .map_err(Error::local("add finalizer and label"))?;
             return Ok(Action::await_change());
         }
-        let after_protect = protect(pvc, &pvcs, namespace, name, ctx).await?;
-        return match &pending {
-            Some(request) => super::actions::run(pvc, request, ctx).await,
-            None => Ok(after_protect),
-        };
+        return protect(pvc, &pvcs, namespace, name, ctx).await;
     }
     if let (Some(request), false) = (&pending, has_finalizer) {
         let why = format!("the PVC is not protected ({} is not \"true\")", keys::PROTECT);
@@ -180,7 +199,7 @@ fn stamp_patch(pvc: &PersistentVolumeClaim) -> json_patch::Patch {
 }
 
 /// JSON patch removing our finalizer, guarded the same way.
-fn release_patch(pvc: &PersistentVolumeClaim) -> json_patch::Patch {
+pub(super) fn release_patch(pvc: &PersistentVolumeClaim) -> json_patch::Patch {
     let finalizers = pvc.finalizers();
     let rest: Vec<&String> = finalizers.iter().filter(|f| *f != keys::FINALIZER).collect();
     serde_json::from_value(json!([
@@ -254,11 +273,15 @@ async fn protect(
 
     let peer_side = async {
         peer_key?;
-        ensure_peer(ctx, namespace, &protect_plan).await
+        ensure_peer(ctx, pvc, namespace, &protect_plan).await
     }
     .await;
     let (state, action, reason) = match peer_side {
-        Ok(Some(endpoint)) => {
+        Ok(PeerSide::HandedOff(why)) => {
+            report(pvc, pvcs, ctx, State::Degraded, SyncTimes::default(), Some(why)).await?;
+            return Ok(Action::requeue(HANDED_OFF_RETRY));
+        }
+        Ok(PeerSide::Destination(Some(endpoint))) => {
             let with_source = plan::protect(pvc, &ctx.config.instance(), &psk, Some(&endpoint))?;
             if let Some(rs) = &with_source.replication_source {
                 let outcome = ensure(&local_sources, rs)
@@ -270,7 +293,7 @@ async fn protect(
             }
             (State::Protected, Action::requeue(ctx.config.resync), None)
         }
-        Ok(None) => (State::Pending, Action::requeue(PENDING_RETRY), None),
+        Ok(PeerSide::Destination(None)) => (State::Pending, Action::requeue(PENDING_RETRY), None),
         Err(source) => {
             let error = Error::Peer {
                 peer: ctx.peer.name.clone(),
@@ -307,13 +330,26 @@ async fn protect(
 }
 
 /// The peer's side: Secret, counterpart PVC, RD; then the RD's endpoint if it is known.
-async fn ensure_peer(ctx: &Context, namespace: &str, p: &plan::ProtectPlan) -> Result<Option<Endpoint>, PeerError> {
+async fn ensure_peer(
+    ctx: &Context,
+    pvc: &PersistentVolumeClaim,
+    namespace: &str,
+    p: &plan::ProtectPlan,
+) -> Result<PeerSide, PeerError> {
+    let pvcs: Api<PersistentVolumeClaim> = ctx.peer.namespaced(namespace);
+    let existing = ctx.peer.call("read PVC", pvcs.get_opt(&p.names.pvc)).await?;
+    // The peer's copy may have taken over (failover) or be taking over: then it is not ours
+    // to overwrite, whatever this side's annotations say.
+    if let Some(reason) = existing
+        .as_ref()
+        .and_then(|peer_pvc| plan::protect::hand_off_reason(pvc.annotations(), peer_pvc.annotations(), &ctx.peer.name))
+    {
+        return Ok(PeerSide::HandedOff(reason));
+    }
     let secrets: Api<Secret> = ctx.peer.namespaced(namespace);
     ctx.peer
         .call("apply Secret", ensure(&secrets, &p.secondary_secret))
         .await?;
-    let pvcs: Api<PersistentVolumeClaim> = ctx.peer.namespaced(namespace);
-    let existing = ctx.peer.call("read PVC", pvcs.get_opt(&p.names.pvc)).await?;
     match existing {
         None => {
             ctx.peer.call("create PVC", ensure(&pvcs, &p.secondary_pvc)).await?;
@@ -337,19 +373,43 @@ async fn ensure_peer(ctx: &Context, namespace: &str, p: &plan::ProtectPlan) -> R
     ctx.peer
         .call("apply ReplicationDestination", ensure(&rds, &p.replication_destination))
         .await?;
+    Ok(PeerSide::Destination(
+        destination_endpoint(ctx, namespace, &p.names, p.settings.service_type).await?,
+    ))
+}
+
+/// How the peer's side of a protection stands.
+enum PeerSide {
+    /// Ours; the RD's endpoint once it is known.
+    Destination(Option<Endpoint>),
+    /// The peer's PVC is primary too, or fails over: this side leaves the pair alone.
+    HandedOff(String),
+}
+
+/// How soon a primary that handed off looks at the peer again (the peer's change that ends it,
+/// a failback, is not watched from here).
+const HANDED_OFF_RETRY: Duration = Duration::from_secs(15);
+
+/// Where this cluster reaches the peer's `rd-P`, if it exists and its address is known.
+pub(super) async fn destination_endpoint(
+    ctx: &Context,
+    namespace: &str,
+    names: &Names,
+    service_type: ServiceType,
+) -> Result<Option<Endpoint>, PeerError> {
+    let rds: Api<ReplicationDestination> = ctx.peer.namespaced(namespace);
     let rd = ctx
         .peer
         .call(
             "read ReplicationDestination",
-            rds.get_opt(&p.names.replication_destination),
+            rds.get_opt(&names.replication_destination),
         )
         .await?;
     let Some(rd) = rd else { return Ok(None) };
     let published = rd.published_address().map(str::to_string);
-    let service_type = p.settings.service_type;
     let (node_address, node_port) = if service_type == ServiceType::NodePort {
         let services: Api<Service> = ctx.peer.namespaced(namespace);
-        let service_name = volsync_rsync_tls_service(&p.names.replication_destination);
+        let service_name = volsync_rsync_tls_service(&names.replication_destination);
         // The node port changes whenever the RD is re-created, so it is read every time.
         let service = ctx
             .peer

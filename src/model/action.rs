@@ -84,6 +84,24 @@ impl fmt::Display for ActionRequest {
     }
 }
 
+/// Why `verb` cannot run on a PVC of this role, if it cannot. The webhook and the controller
+/// both ask this, so they refuse the same requests with the same words.
+pub fn refusal_for_role(verb: Verb, role: super::protection::Role) -> Option<String> {
+    use super::protection::Role;
+    match (verb, role) {
+        (Verb::Failover, Role::Primary) => {
+            Some("failover runs on the secondary (volsync-dr.io/role=secondary); this PVC is the primary".into())
+        }
+        (Verb::Failback, Role::Secondary) => Some(
+            "failback runs on the cluster that took over after a failover (volsync-dr.io/role=primary); this PVC is the secondary".into(),
+        ),
+        (Verb::Migrate | Verb::SyncNow, Role::Secondary) => {
+            Some(format!("{verb} runs on the primary; this PVC is the secondary"))
+        }
+        _ => None,
+    }
+}
+
 /// An action is pending when the request differs from the last one finished.
 pub fn is_pending(action: Option<&str>, last_action: Option<&str>) -> bool {
     matches!(action, Some(a) if Some(a) != last_action)
@@ -122,6 +140,28 @@ mod tests {
         for (text, why) in cases {
             let err = text.parse::<ActionRequest>().expect_err(text).to_string();
             assert!(err.contains(why), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn which_role_runs_which_verb() {
+        use crate::model::protection::Role;
+        let cases = [
+            (Verb::SyncNow, Role::Primary, None),
+            (Verb::Migrate, Role::Primary, None),
+            (Verb::Failback, Role::Primary, None),
+            (Verb::Failover, Role::Secondary, None),
+            (Verb::Failover, Role::Primary, Some("failover runs on the secondary")),
+            (Verb::Failback, Role::Secondary, Some("failback runs on the cluster that took over")),
+            (Verb::SyncNow, Role::Secondary, Some("sync-now runs on the primary")),
+            (Verb::Migrate, Role::Secondary, Some("migrate runs on the primary")),
+        ];
+        for (verb, role, want) in cases {
+            let got = refusal_for_role(verb, role);
+            match want {
+                None => assert_eq!(got, None, "{verb} on {role:?}"),
+                Some(w) => assert!(got.as_deref().is_some_and(|g| g.contains(w)), "{verb} on {role:?}: {got:?}"),
+            }
         }
     }
 

@@ -26,6 +26,18 @@ pub const ACTION_STEP: &str = "volsync-dr.io/action-step";
 pub const ACTION_MESSAGE: &str = "volsync-dr.io/action-message";
 /// When the current step started (RFC 3339): its timeout survives a restart.
 pub const ACTION_STEP_STARTED: &str = "volsync-dr.io/action-step-started";
+/// The request an action engine is running (the `action` annotation may change meanwhile).
+pub const ACTION_RUNNING: &str = "volsync-dr.io/action-running";
+/// When the running action started (RFC 3339), for its duration.
+pub const ACTION_STARTED: &str = "volsync-dr.io/action-started";
+/// When the running action scaled the application down (RFC 3339), for the outage it caused.
+pub const APP_DOWN_SINCE: &str = "volsync-dr.io/app-down-since";
+/// How long the running action kept the application down, once it is back (seconds).
+pub const APP_DOWN_SECONDS: &str = "volsync-dr.io/app-down-seconds";
+/// On a Deployment or StatefulSet: the replica count volsync-dr restores when it scales the
+/// workload up (recorded when it scaled it down; a user may set it on a standby workload to
+/// say how many replicas a failover starts).
+pub const REPLICAS: &str = "volsync-dr.io/replicas";
 /// Full name of the application PVC on every object created for it (the label may be hashed).
 pub const PVC_NAME: &str = "volsync-dr.io/pvc-name";
 
@@ -57,8 +69,15 @@ pub const STATUS_ANNOTATIONS: &[&str] = &[
     ACTION_STEP,
     ACTION_MESSAGE,
     ACTION_STEP_STARTED,
+    ACTION_RUNNING,
+    ACTION_STARTED,
+    APP_DOWN_SINCE,
+    APP_DOWN_SECONDS,
     PVC_NAME,
 ];
+
+/// Bookkeeping of a running action, removed when it finishes.
+pub const ACTION_BOOKKEEPING: &[&str] = &[ACTION_STEP, ACTION_STEP_STARTED, ACTION_RUNNING, ACTION_STARTED, APP_DOWN_SINCE, APP_DOWN_SECONDS];
 
 // --- Labels ---
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";

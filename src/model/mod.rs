@@ -7,3 +7,4 @@ pub mod names;
 pub mod protection;
 pub mod schedule;
 pub mod volsync;
+pub mod workload;

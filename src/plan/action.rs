@@ -1,6 +1,87 @@
 //! Objects the actions create, pure.
 
-use crate::model::volsync::{ReplicationSource, ReplicationSourceTriggerSpec};
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, PersistentVolumeClaimSpec, TypedObjectReference};
+use kube::api::ObjectMeta;
+use serde_json::{Value, json};
+
+use crate::model::keys;
+use crate::model::names::{Names, RSYNC_TLS_PORT};
+use crate::model::volsync::{
+    CopyMethod, MoverConfig, ReplicationSource, ReplicationSourceRsyncTlsSpec, ReplicationSourceSpec,
+    ReplicationSourceTriggerSpec,
+};
+
+fn meta(names: &Names, namespace: &str, name: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_string()),
+        namespace: Some(namespace.to_string()),
+        labels: Some(names.labels()),
+        annotations: Some(names.annotations()),
+        ..ObjectMeta::default()
+    }
+}
+
+/// `restored-P`: a PVC like the application's, filled by VolSync's volume populator from the
+/// ReplicationDestination's latest image (the last complete sync).
+pub fn restored_pvc(pvc: &PersistentVolumeClaim, names: &Names, namespace: &str) -> PersistentVolumeClaim {
+    let spec = pvc.spec.clone().unwrap_or_default();
+    PersistentVolumeClaim {
+        metadata: meta(names, namespace, &names.restored_pvc),
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: spec.access_modes,
+            resources: spec.resources,
+            storage_class_name: spec.storage_class_name,
+            volume_mode: spec.volume_mode,
+            data_source_ref: Some(TypedObjectReference {
+                api_group: Some("volsync.backube".into()),
+                kind: "ReplicationDestination".into(),
+                name: names.replication_destination.clone(),
+                namespace: None,
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// `rs-P-local`: copies `restored-P` into the ReplicationDestination on the same cluster
+/// (its published in-cluster address, port 8000), once, for the request `trigger`. Direct:
+/// restored-P is not in use, so no point-in-time copy of it is needed.
+pub fn local_source(names: &Names, namespace: &str, rd_address: &str, trigger: &str) -> ReplicationSource {
+    ReplicationSource {
+        metadata: meta(names, namespace, &names.replication_source_local),
+        spec: ReplicationSourceSpec {
+            source_pvc: Some(names.restored_pvc.clone()),
+            trigger: Some(ReplicationSourceTriggerSpec {
+                schedule: None,
+                manual: Some(trigger.to_string()),
+            }),
+            paused: None,
+            rsync_tls: Some(ReplicationSourceRsyncTlsSpec {
+                address: Some(rd_address.to_string()),
+                port: Some(RSYNC_TLS_PORT),
+                key_secret: Some(names.secret.clone()),
+                copy_method: Some(CopyMethod::Direct),
+                mover: MoverConfig {
+                    mover_security_context: Some(super::protect::mover_security_context()),
+                    ..MoverConfig::default()
+                },
+                ..ReplicationSourceRsyncTlsSpec::default()
+            }),
+        },
+        status: None,
+    }
+}
+
+/// Merge patch that keeps a snapshot when its ReplicationDestination is deleted, and labels it
+/// as ours so it is found and removed at the end of the failover.
+pub fn keep_snapshot_patch(names: &Names) -> Value {
+    let mut labels: BTreeMap<String, String> = names.labels();
+    labels.insert(keys::VOLSYNC_DO_NOT_DELETE.to_string(), "true".to_string());
+    json!({"metadata": {"labels": labels}})
+}
 
 /// The one-time ReplicationSource: the scheduled one's spec with a manual trigger instead of the
 /// schedule (VolSync syncs once per new trigger value).
@@ -26,7 +107,41 @@ pub fn one_time_source(scheduled: &ReplicationSource, name: &str, trigger: &str)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::volsync::ReplicationSourceSpec;
+
+    #[test]
+    fn restore_objects() {
+        let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
+            "metadata": {"name": "db", "namespace": "n", "annotations": {"volsync-dr.io/protect": "true"}},
+            "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "fast", "volumeMode": "Filesystem",
+                     "resources": {"requests": {"storage": "5Gi"}}, "volumeName": "pv-1"}
+        }))
+        .expect("pvc");
+        let names = Names::for_pvc("db");
+        let restored = serde_json::to_value(restored_pvc(&pvc, &names, "n")).expect("json");
+        assert_eq!(restored["metadata"]["name"], "restored-db");
+        assert_eq!(restored["metadata"]["labels"][keys::MANAGED_BY], "volsync-dr");
+        assert!(restored["metadata"]["annotations"].get(keys::PROTECT).is_none(), "never protected itself");
+        assert_eq!(
+            restored["spec"]["dataSourceRef"],
+            json!({"apiGroup": "volsync.backube", "kind": "ReplicationDestination", "name": "rd-db"})
+        );
+        assert_eq!(restored["spec"]["storageClassName"], "fast");
+        assert_eq!(restored["spec"]["resources"]["requests"]["storage"], "5Gi");
+        assert!(restored["spec"].get("volumeName").is_none(), "a new volume");
+
+        let local = serde_json::to_value(local_source(&names, "n", "10.96.0.12", "failover:1")).expect("json");
+        assert_eq!(local["metadata"]["name"], "rs-db-local");
+        assert_eq!(local["spec"]["sourcePVC"], "restored-db");
+        assert_eq!(local["spec"]["trigger"], json!({"manual": "failover:1"}));
+        let tls = &local["spec"]["rsyncTLS"];
+        assert_eq!(
+            (&tls["address"], &tls["port"], &tls["keySecret"], &tls["copyMethod"]),
+            (&json!("10.96.0.12"), &json!(8000), &json!("volsync-dr-db"), &json!("Direct"))
+        );
+        let keep = keep_snapshot_patch(&names);
+        assert_eq!(keep["metadata"]["labels"][keys::VOLSYNC_DO_NOT_DELETE], "true");
+        assert_eq!(keep["metadata"]["labels"][keys::PVC_LABEL], "db");
+    }
 
     #[test]
     fn same_endpoint_manual_trigger() {

@@ -1,0 +1,583 @@
+//! The effect of each action step, and what the clusters show for it. `observe` only reads;
+//! `act` writes, idempotently (running it twice leaves the clusters as running it once). The
+//! decision between them is `steps::next`, pure.
+
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt};
+use serde_json::json;
+
+use super::apply::{delete_if_present, ensure};
+use super::clusters::ClusterRef;
+use super::context::Context;
+use super::error::Error;
+use super::reconcile::{destination_endpoint, release_patch};
+use super::workloads::{self, Usage};
+use crate::model::action::Verb;
+use crate::model::keys;
+use crate::model::names::Names;
+use crate::model::protection::Role;
+use crate::model::volsync::{ReplicationDestination, ReplicationSource};
+use crate::model::workload::{CountFrom, Workload, WorkloadId, missing_on_target, scale_up_patch, scale_up_targets};
+use crate::plan::action::{keep_snapshot_patch, local_source, one_time_source, restored_pvc};
+use crate::plan::{self, Psk};
+use crate::steps::{Observed, OneTimeSource, RestorePoint, Step};
+
+/// One running action: what it is, where, and the two clusters.
+pub struct Job<'a> {
+    pub ctx: &'a Context,
+    pub verb: Verb,
+    /// The request's text: the manual trigger of its syncs.
+    pub trigger: String,
+    pub namespace: String,
+    pub names: Names,
+    pub here: ClusterRef,
+    pub peer: ClusterRef,
+}
+
+fn field_manager() -> PatchParams {
+    PatchParams {
+        field_manager: Some(keys::FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    }
+}
+
+fn snapshots(on: &ClusterRef, namespace: &str) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk("snapshot.storage.k8s.io", "v1", "VolumeSnapshot");
+    on.dynamic(namespace, &ApiResource::from_gvk(&gvk))
+}
+
+fn role_of(pvc: &PersistentVolumeClaim) -> Option<&str> {
+    pvc.annotations().get(keys::ROLE).map(String::as_str)
+}
+
+fn has_finalizer(pvc: &PersistentVolumeClaim) -> bool {
+    pvc.finalizers().iter().any(|f| f == keys::FINALIZER)
+}
+
+impl Job<'_> {
+    async fn pvc_on(&self, on: &ClusterRef) -> Result<Option<PersistentVolumeClaim>, Error> {
+        on.call("read PVC", on.api::<PersistentVolumeClaim>(&self.namespace).get_opt(&self.names.pvc))
+            .await
+    }
+
+    async fn pvc_here(&self) -> Result<PersistentVolumeClaim, Error> {
+        self.pvc_on(&self.here).await?.ok_or(Error::Missing("PVC (it was deleted)"))
+    }
+
+    async fn source(&self, on: &ClusterRef, name: &str) -> Result<Option<ReplicationSource>, Error> {
+        on.call("read ReplicationSource", on.api(&self.namespace).get_opt(name))
+            .await
+    }
+
+    async fn destination(&self, on: &ClusterRef) -> Result<Option<ReplicationDestination>, Error> {
+        on.call(
+            "read ReplicationDestination",
+            on.api(&self.namespace).get_opt(&self.names.replication_destination),
+        )
+        .await
+    }
+
+    async fn usage(&self, on: &ClusterRef) -> Result<Usage, Error> {
+        workloads::usage(on, &self.namespace, &self.names.pvc).await
+    }
+
+    /// The pair's key, from this cluster's Secret (written there when protection began).
+    async fn psk(&self) -> Result<Psk, Error> {
+        let secret = self
+            .here
+            .call("read Secret", self.here.api::<Secret>(&self.namespace).get_opt(&self.names.secret))
+            .await?;
+        secret
+            .as_ref()
+            .and_then(|s| s.data.as_ref()?.get(keys::PSK_KEY))
+            .and_then(|b| std::str::from_utf8(&b.0).ok())
+            .and_then(Psk::parse)
+            .ok_or(Error::Missing("pre-shared key Secret"))
+    }
+
+    /// Protection planned from this cluster, as the PVC here says now.
+    async fn plan(&self, endpoint: Option<&plan::Endpoint>) -> Result<plan::ProtectPlan, Error> {
+        let pvc = self.pvc_here().await?;
+        Ok(plan::protect(&pvc, &self.ctx.config.instance(), &self.psk().await?, endpoint)?)
+    }
+
+    async fn peer_endpoint(&self) -> Result<Option<plan::Endpoint>, Error> {
+        let settings = self.plan(None).await?.settings;
+        destination_endpoint(self.ctx, &self.namespace, &self.names, settings.service_type)
+            .await
+            .map_err(|source| Error::Peer {
+                peer: self.peer.name.clone(),
+                source,
+            })
+    }
+
+    async fn one_time(&self, name: &str) -> Result<Observed, Error> {
+        let rs = self.source(&self.here, name).await?;
+        Ok(Observed::OneTime(rs.map(|rs| {
+            let mover = rs.status.as_ref().and_then(|s| s.latest_mover_status.as_ref());
+            OneTimeSource {
+                trigger: rs.spec.trigger.as_ref().and_then(|t| t.manual.clone()),
+                last_manual_sync: rs.last_manual_sync().map(str::to_string),
+                last_error: mover
+                    .filter(|m| m.result.as_deref() == Some("Failed"))
+                    .map(|m| m.logs.clone().unwrap_or_else(|| "failed".into())),
+            }
+        })))
+    }
+
+    /// What is left of objects a delete step removes.
+    async fn present(&self, on: &ClusterRef, sources: &[&str], destination: bool) -> Result<Observed, Error> {
+        let mut left = Vec::new();
+        for name in sources {
+            if self.source(on, name).await?.is_some() {
+                left.push(format!("ReplicationSource {name} on {}", on.name));
+            }
+        }
+        if destination && self.destination(on).await?.is_some() {
+            left.push(format!(
+                "ReplicationDestination {} on {}",
+                self.names.replication_destination, on.name
+            ));
+        }
+        Ok(Observed::Present(left))
+    }
+
+    /// Snapshots a failover kept (labelled ours and do-not-delete).
+    async fn kept_snapshots(&self) -> Result<Vec<String>, Error> {
+        let selector = format!("{},{}", self.names.selector(), keys::VOLSYNC_DO_NOT_DELETE);
+        let list = self
+            .here
+            .call(
+                "list VolumeSnapshots",
+                snapshots(&self.here, &self.namespace).list(&ListParams::default().labels(&selector)),
+            )
+            .await?;
+        Ok(list.items.iter().map(|s| s.name_any()).collect())
+    }
+
+    async fn restore_point(&self) -> Result<RestorePoint, Error> {
+        let Some(rd) = self.destination(&self.here).await? else {
+            return Ok(RestorePoint::NoDestination);
+        };
+        let Some(image) = rd.latest_image() else {
+            return Ok(RestorePoint::NoImage);
+        };
+        if image.kind != "VolumeSnapshot" {
+            // copyMethod Direct: the image is the PVC itself; there is no snapshot to keep.
+            return Ok(RestorePoint::Image {
+                name: image.name.clone(),
+                kept: true,
+            });
+        }
+        let snapshot = self
+            .here
+            .call(
+                "read VolumeSnapshot",
+                snapshots(&self.here, &self.namespace).get_opt(&image.name),
+            )
+            .await?;
+        Ok(match snapshot {
+            None => RestorePoint::NoImage,
+            Some(s) => RestorePoint::Image {
+                name: image.name.clone(),
+                kept: s.labels().contains_key(keys::VOLSYNC_DO_NOT_DELETE),
+            },
+        })
+    }
+
+    /// The scale-up of this step: target cluster, its usage, and what each workload gets.
+    async fn scale_up_plan(&self, step: Step) -> Result<(ClusterRef, Vec<Workload>, Vec<(WorkloadId, i32)>), Error> {
+        if step == Step::ScaleUpHere {
+            let target = self.usage(&self.here).await?.workloads;
+            let todo = scale_up_targets(CountFrom::OwnOrOne, &target, &[]);
+            return Ok((self.here.clone(), target, todo));
+        }
+        let target = self.usage(&self.peer).await?.workloads;
+        let source = self.usage(&self.here).await?.workloads;
+        let todo = scale_up_targets(CountFrom::SourceThenOwn, &target, &source);
+        Ok((self.peer.clone(), target, todo))
+    }
+
+    /// Preconditions that need the clusters; an unreachable peer is a refusal, not a retry.
+    async fn problems(&self) -> Result<Vec<String>, Error> {
+        let (here, peer) = (&self.here.name, &self.peer.name);
+        if self.verb == Verb::SyncNow {
+            let scheduled = self.source(&self.here, &self.names.replication_source).await?;
+            return Ok(if scheduled.is_none() {
+                vec![format!(
+                    "sync-now needs the PVC protected first: there is no scheduled ReplicationSource {} yet (wait for volsync-dr.io/state=Protected)",
+                    self.names.replication_source
+                )]
+            } else {
+                vec![]
+            });
+        }
+        let peer_pvc = match self.pvc_on(&self.peer).await {
+            Ok(p) => p,
+            Err(Error::Peer { source, .. }) => {
+                return Ok(vec![format!(
+                    "cluster {peer} is unreachable ({source}): {} needs it",
+                    self.verb
+                )]);
+            }
+            Err(e) => return Err(e),
+        };
+        let mut problems = Vec::new();
+        let Some(peer_pvc) = peer_pvc else {
+            return Ok(vec![format!(
+                "there is no PVC {}/{} on cluster {peer}",
+                self.namespace, self.names.pvc
+            )]);
+        };
+        let peer_role = role_of(&peer_pvc).unwrap_or("none");
+        match self.verb {
+            Verb::Migrate if peer_role != Role::Secondary.as_str() => problems.push(format!(
+                "the PVC on cluster {peer} is not the secondary (volsync-dr.io/role={peer_role})"
+            )),
+            Verb::Migrate => match self.peer_endpoint().await {
+                Ok(Some(_)) => {}
+                Ok(None) => problems.push(format!(
+                    "the ReplicationDestination on cluster {peer} has no address yet; wait for volsync-dr.io/state=Protected"
+                )),
+                Err(e) => problems.push(format!("cannot read the destination on cluster {peer}: {e}")),
+            },
+            Verb::Failback if peer_role != Role::Primary.as_str() => problems.push(format!(
+                "failback returns the application after a failover, but the PVC on cluster {peer} is not primary \
+                 (volsync-dr.io/role={peer_role}); to move the application, request migrate"
+            )),
+            _ => {}
+        }
+        let here_usage = self.usage(&self.here).await?;
+        let peer_usage = match self.usage(&self.peer).await {
+            Ok(u) => u,
+            Err(e) => {
+                problems.push(format!("cannot list workloads on cluster {peer}: {e}"));
+                return Ok(problems);
+            }
+        };
+        for id in missing_on_target(&here_usage.workloads, &peer_usage.workloads) {
+            problems.push(format!(
+                "{id} mounts the PVC on {here} but does not exist on cluster {peer}: create it there (it may have 0 replicas) so the application can start"
+            ));
+        }
+        Ok(problems)
+    }
+
+    /// What the clusters show for `step`.
+    pub async fn observe(&self, step: Step) -> Result<Observed, Error> {
+        let names = &self.names;
+        Ok(match step {
+            Step::CheckPreconditions => Observed::Problems(self.problems().await?),
+            Step::ScaleDownHere | Step::ScaleDownPeer => {
+                let on = if step == Step::ScaleDownHere { &self.here } else { &self.peer };
+                let usage = self.usage(on).await?;
+                Observed::ScaleDown {
+                    running: usage
+                        .workloads
+                        .iter()
+                        .filter(|w| w.replicas > 0)
+                        .map(|w| format!("{} on {}", w.id, on.name))
+                        .collect(),
+                    pods: usage.pods.iter().map(|p| format!("{p} on {}", on.name)).collect(),
+                }
+            }
+            Step::ScaleUpHere | Step::ScaleUpPeer => {
+                let (on, target, todo) = self.scale_up_plan(step).await?;
+                Observed::ScaleUp {
+                    to_scale: todo.iter().map(|(id, n)| format!("{id} to {n} on {}", on.name)).collect(),
+                    not_ready: target
+                        .iter()
+                        .filter(|w| w.ready < w.replicas)
+                        .map(|w| format!("{} ({}/{} ready) on {}", w.id, w.ready, w.replicas, on.name))
+                        .collect(),
+                }
+            }
+            Step::DeleteScheduledSync => self.present(&self.here, &[&names.replication_source], false).await?,
+            Step::DeleteStaleSyncOnPeer => {
+                self.present(
+                    &self.peer,
+                    &[&names.replication_source, &names.replication_source_latest],
+                    false,
+                )
+                .await?
+            }
+            Step::DeleteOneTimeSync => {
+                self.present(&self.here, &[&names.replication_source_latest], false)
+                    .await?
+            }
+            Step::DeleteDestinationOnPeer => self.present(&self.peer, &[], true).await?,
+            Step::DeleteLocalSync => {
+                self.present(&self.here, &[&names.replication_source_local], false)
+                    .await?
+            }
+            Step::DeleteDestination => self.present(&self.here, &[], true).await?,
+            Step::DeleteRestored => {
+                let mut left = self.kept_snapshots().await?;
+                if self.restored().await?.is_some() {
+                    left.push(names.restored_pvc.clone());
+                }
+                Observed::Present(left)
+            }
+            Step::CreateDestinationOnPeer => {
+                let exists = self.destination(&self.peer).await?.is_some();
+                let address = exists && self.peer_endpoint().await?.is_some();
+                Observed::Destination { exists, address }
+            }
+            Step::CreateOneTimeSync | Step::WaitForSync => self.one_time(&names.replication_source_latest).await?,
+            Step::CreateLocalSync | Step::WaitForLocalSync => self.one_time(&names.replication_source_local).await?,
+            Step::KeepSnapshot => Observed::Snapshot(self.restore_point().await?),
+            Step::RestoreSnapshot => Observed::Restored {
+                exists: self.restored().await?.is_some(),
+            },
+            Step::SwapRoles | Step::RestoreRoles => {
+                let here = self.pvc_here().await?;
+                let peer = self.pvc_on(&self.peer).await?;
+                let here_done = role_of(&here) == Some(Role::Secondary.as_str()) && !has_finalizer(&here);
+                let peer_done = peer.as_ref().and_then(role_of) == Some(Role::Primary.as_str());
+                Observed::Roles {
+                    done: here_done && peer_done,
+                }
+            }
+            Step::TakeOver => Observed::Roles {
+                done: role_of(&self.pvc_here().await?) == Some(Role::Primary.as_str()),
+            },
+            Step::WaitForProtection => {
+                let peer = self.pvc_on(&self.peer).await?;
+                let state = peer
+                    .as_ref()
+                    .and_then(|p| p.annotations().get(keys::STATE).cloned());
+                let primary = peer.as_ref().and_then(role_of) == Some(Role::Primary.as_str());
+                let scheduled = self.source(&self.peer, &names.replication_source).await?.is_some();
+                Observed::Protection {
+                    protected: primary && scheduled && state.as_deref() == Some("Protected"),
+                    state,
+                }
+            }
+        })
+    }
+
+    async fn restored(&self) -> Result<Option<PersistentVolumeClaim>, Error> {
+        self.here
+            .call(
+                "read restored PVC",
+                self.here
+                    .api::<PersistentVolumeClaim>(&self.namespace)
+                    .get_opt(&self.names.restored_pvc),
+            )
+            .await
+    }
+
+    async fn delete_source(&self, on: &ClusterRef, name: &str) -> Result<(), Error> {
+        on.call(
+            "delete ReplicationSource",
+            delete_if_present(&on.api::<ReplicationSource>(&self.namespace), name),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_destination(&self, on: &ClusterRef) -> Result<(), Error> {
+        on.call(
+            "delete ReplicationDestination",
+            delete_if_present(
+                &on.api::<ReplicationDestination>(&self.namespace),
+                &self.names.replication_destination,
+            ),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Merge-patch annotations of the PVC on a cluster.
+    async fn annotate(&self, on: &ClusterRef, annotations: serde_json::Value) -> Result<(), Error> {
+        on.call(
+            "write PVC roles",
+            on.api::<PersistentVolumeClaim>(&self.namespace).patch(
+                &self.names.pvc,
+                &field_manager(),
+                &Patch::Merge(json!({"metadata": {"annotations": annotations}})),
+            ),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// This PVC becomes the secondary: role, and no finalizer (a secondary holds none; its
+    /// cleanup is driven from the primary).
+    async fn become_secondary(&self) -> Result<(), Error> {
+        self.annotate(&self.here, json!({keys::ROLE: Role::Secondary.as_str()}))
+            .await?;
+        let pvc = self.pvc_here().await?;
+        if has_finalizer(&pvc) {
+            self.here
+                .call(
+                    "remove finalizer",
+                    self.here.api::<PersistentVolumeClaim>(&self.namespace).patch(
+                        &self.names.pvc,
+                        &PatchParams::default(),
+                        &Patch::Json::<()>(release_patch(&pvc)),
+                    ),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Perform `step`'s effect.
+    pub async fn act(&self, step: Step) -> Result<(), Error> {
+        let names = &self.names;
+        let ns = &self.namespace;
+        match step {
+            Step::CheckPreconditions | Step::WaitForSync | Step::WaitForLocalSync | Step::WaitForProtection => {}
+            Step::ScaleDownHere | Step::ScaleDownPeer => {
+                let on = if step == Step::ScaleDownHere { &self.here } else { &self.peer };
+                for w in self.usage(on).await?.workloads {
+                    if let Some(body) = w.scale_down_patch() {
+                        workloads::patch(on, ns, &w.id, &body).await?;
+                        tracing::info!(namespace = ns, workload = %w.id, cluster = on.name, replicas = w.replicas, "scaled down");
+                    }
+                }
+            }
+            Step::ScaleUpHere | Step::ScaleUpPeer => {
+                let (on, _, todo) = self.scale_up_plan(step).await?;
+                for (id, replicas) in todo {
+                    workloads::patch(&on, ns, &id, &scale_up_patch(replicas)).await?;
+                    tracing::info!(namespace = ns, workload = %id, cluster = on.name, replicas, "scaled up");
+                }
+            }
+            Step::DeleteScheduledSync => self.delete_source(&self.here, &names.replication_source).await?,
+            Step::DeleteStaleSyncOnPeer => {
+                self.delete_source(&self.peer, &names.replication_source).await?;
+                self.delete_source(&self.peer, &names.replication_source_latest)
+                    .await?;
+            }
+            Step::DeleteOneTimeSync => {
+                self.delete_source(&self.here, &names.replication_source_latest)
+                    .await?
+            }
+            Step::DeleteDestinationOnPeer => self.delete_destination(&self.peer).await?,
+            Step::DeleteLocalSync => {
+                self.delete_source(&self.here, &names.replication_source_local)
+                    .await?
+            }
+            Step::DeleteDestination => self.delete_destination(&self.here).await?,
+            Step::DeleteRestored => {
+                let pvcs = self.here.api::<PersistentVolumeClaim>(ns);
+                self.here
+                    .call("delete restored PVC", delete_if_present(&pvcs, &names.restored_pvc))
+                    .await?;
+                let api = snapshots(&self.here, ns);
+                for snapshot in self.kept_snapshots().await? {
+                    self.here
+                        .call("delete kept VolumeSnapshot", delete_if_present(&api, &snapshot))
+                        .await?;
+                }
+            }
+            Step::CreateDestinationOnPeer => {
+                let p = self.plan(None).await?;
+                self.peer
+                    .call(
+                        "apply Secret",
+                        ensure(&self.peer.api::<Secret>(ns), &p.secondary_secret),
+                    )
+                    .await?;
+                self.peer
+                    .call(
+                        "apply ReplicationDestination",
+                        ensure(&self.peer.api(ns), &p.replication_destination),
+                    )
+                    .await?;
+            }
+            Step::CreateOneTimeSync => {
+                let endpoint = self.peer_endpoint().await?.ok_or_else(|| {
+                    Error::Waiting(format!("the address of the destination on cluster {}", self.peer.name))
+                })?;
+                let scheduled = self
+                    .plan(Some(&endpoint))
+                    .await?
+                    .replication_source
+                    .ok_or(Error::Missing("destination endpoint"))?;
+                let once = one_time_source(&scheduled, &names.replication_source_latest, &self.trigger);
+                self.here
+                    .call("apply one-time ReplicationSource", ensure(&self.here.api(ns), &once))
+                    .await?;
+            }
+            Step::CreateLocalSync => {
+                let rd = self
+                    .destination(&self.here)
+                    .await?
+                    .ok_or(Error::Missing("ReplicationDestination here"))?;
+                let address = rd
+                    .published_address()
+                    .ok_or_else(|| Error::Waiting("the ReplicationDestination's address here".into()))?;
+                let local = local_source(names, ns, address, &self.trigger);
+                self.here
+                    .call("apply local ReplicationSource", ensure(&self.here.api(ns), &local))
+                    .await?;
+            }
+            Step::KeepSnapshot => {
+                if let RestorePoint::Image { name, .. } = self.restore_point().await? {
+                    self.here
+                        .call(
+                            "label VolumeSnapshot",
+                            snapshots(&self.here, ns).patch(
+                                &name,
+                                &field_manager(),
+                                &Patch::Merge(keep_snapshot_patch(names)),
+                            ),
+                        )
+                        .await?;
+                }
+            }
+            Step::RestoreSnapshot => {
+                if self.restored().await?.is_none() {
+                    let pvc = self.pvc_here().await?;
+                    let restored = restored_pvc(&pvc, names, ns);
+                    let pvcs = self.here.api::<PersistentVolumeClaim>(ns);
+                    match pvcs.create(&PostParams::default(), &restored).await {
+                        Ok(_) => {}
+                        Err(kube::Error::Api(s)) if s.code == 409 => {}
+                        Err(e) => return Err(Error::local("create restored PVC")(e)),
+                    }
+                }
+            }
+            Step::SwapRoles => {
+                // Here first: when the peer's instance sees its PVC become primary, this side
+                // already says secondary, so it protects toward here at once.
+                self.become_secondary().await?;
+                self.annotate(&self.peer, json!({keys::ROLE: Role::Primary.as_str()}))
+                    .await?;
+            }
+            Step::TakeOver => {
+                self.annotate(&self.here, json!({keys::ROLE: Role::Primary.as_str()}))
+                    .await?
+            }
+            Step::RestoreRoles => {
+                self.become_secondary().await?;
+                // Touch the peer's PVC so its instance looks again now: its protection resumes.
+                self.annotate(
+                    &self.peer,
+                    json!({keys::ROLE: Role::Primary.as_str(), keys::STATE: "Pending"}),
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// After a failure at `step`: remove a one-time sync that would otherwise still run later.
+    pub async fn clean_up_after_failure(&self, step: Step) -> Result<(), Error> {
+        match step {
+            Step::CreateOneTimeSync | Step::WaitForSync => {
+                self.delete_source(&self.here, &self.names.replication_source_latest)
+                    .await
+            }
+            Step::CreateLocalSync | Step::WaitForLocalSync => {
+                self.delete_source(&self.here, &self.names.replication_source_local)
+                    .await
+            }
+            _ => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! `failback` (on the cluster that took over, once the original primary is back): return the
+//! application there with the writes made here since the failover. The old primary's own
+//! writes made while it was cut off are replaced, as in the runbook.
+//!
+//! Check → scale the application down on the peer (it restarted with its cluster) → delete the
+//! peer's stale `rs-P` → scale it down here too, so nothing is written after the final sync
+//! (the runbook scales down here only after the sync, and loses those writes) → Secret and
+//! `rd-P` on the peer → one-time sync from here → delete it → delete the peer's `rd-P` →
+//! roles as before the failure → scale the application up on the peer → wait until the peer
+//! protects the PVC back to here.
+
+use super::Step;
+
+pub const STEPS: &[Step] = &[
+    Step::CheckPreconditions,
+    Step::ScaleDownPeer,
+    Step::DeleteStaleSyncOnPeer,
+    Step::ScaleDownHere,
+    Step::CreateDestinationOnPeer,
+    Step::CreateOneTimeSync,
+    Step::WaitForSync,
+    Step::DeleteOneTimeSync,
+    Step::DeleteDestinationOnPeer,
+    Step::RestoreRoles,
+    Step::ScaleUpPeer,
+    Step::WaitForProtection,
+];
+
+pub fn after_failure(step: Step, here: &str, peer: &str) -> String {
+    match step {
+        Step::CheckPreconditions => "nothing was changed".into(),
+        Step::RestoreRoles | Step::ScaleUpPeer | Step::WaitForProtection => format!(
+            "{peer} is the primary again with the data from {here}; scale the application up there if it is \
+             not (the counts are in volsync-dr.io/replicas on the workloads)"
+        ),
+        _ => format!(
+            "{here} is still the primary; the application may be scaled down on {peer} and here (the counts \
+             are in volsync-dr.io/replicas on each workload): scale it up here to keep serving from {here}, \
+             and request failback again with a new ID to retry"
+        ),
+    }
+}
