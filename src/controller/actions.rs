@@ -85,7 +85,11 @@ async fn finish(
     fields.extend(keys::ACTION_BOOKKEEPING.iter().map(|k| (*k, None)));
     record(&pvcs, &pvc.name_any(), &fields).await?;
     let verb = text.split(':').next().unwrap_or(text);
-    let outcome = if phase == Phase::Succeeded { "succeeded" } else { "failed" };
+    let outcome = if phase == Phase::Succeeded {
+        "succeeded"
+    } else {
+        "failed"
+    };
     if let Some(started) = progress.action_started {
         ctx.metrics
             .action_finished(verb, outcome, seconds_between(started, Timestamp::now()));
@@ -95,7 +99,14 @@ async fn finish(
         _ => (EventType::Normal, "ActionSucceeded"),
     };
     publish(ctx, pvc, type_, reason, &format!("{text}: {message}")).await;
-    tracing::info!(namespace, pvc = pvc.name_any(), request = text, outcome, message, "action finished");
+    tracing::info!(
+        namespace,
+        pvc = pvc.name_any(),
+        request = text,
+        outcome,
+        message,
+        "action finished"
+    );
     Ok(Action::await_change())
 }
 

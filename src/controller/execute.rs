@@ -57,12 +57,18 @@ fn has_finalizer(pvc: &PersistentVolumeClaim) -> bool {
 
 impl Job<'_> {
     async fn pvc_on(&self, on: &ClusterRef) -> Result<Option<PersistentVolumeClaim>, Error> {
-        on.call("read PVC", on.api::<PersistentVolumeClaim>(&self.namespace).get_opt(&self.names.pvc))
-            .await
+        on.call(
+            "read PVC",
+            on.api::<PersistentVolumeClaim>(&self.namespace)
+                .get_opt(&self.names.pvc),
+        )
+        .await
     }
 
     async fn pvc_here(&self) -> Result<PersistentVolumeClaim, Error> {
-        self.pvc_on(&self.here).await?.ok_or(Error::Missing("PVC (it was deleted)"))
+        self.pvc_on(&self.here)
+            .await?
+            .ok_or(Error::Missing("PVC (it was deleted)"))
     }
 
     async fn source(&self, on: &ClusterRef, name: &str) -> Result<Option<ReplicationSource>, Error> {
@@ -86,7 +92,10 @@ impl Job<'_> {
     async fn psk(&self) -> Result<Psk, Error> {
         let secret = self
             .here
-            .call("read Secret", self.here.api::<Secret>(&self.namespace).get_opt(&self.names.secret))
+            .call(
+                "read Secret",
+                self.here.api::<Secret>(&self.namespace).get_opt(&self.names.secret),
+            )
             .await?;
         secret
             .as_ref()
@@ -99,7 +108,12 @@ impl Job<'_> {
     /// Protection planned from this cluster, as the PVC here says now.
     async fn plan(&self, endpoint: Option<&plan::Endpoint>) -> Result<plan::ProtectPlan, Error> {
         let pvc = self.pvc_here().await?;
-        Ok(plan::protect(&pvc, &self.ctx.config.instance(), &self.psk().await?, endpoint)?)
+        Ok(plan::protect(
+            &pvc,
+            &self.ctx.config.instance(),
+            &self.psk().await?,
+            endpoint,
+        )?)
     }
 
     async fn peer_endpoint(&self) -> Result<Option<plan::Endpoint>, Error> {
@@ -270,7 +284,11 @@ impl Job<'_> {
         Ok(match step {
             Step::CheckPreconditions => Observed::Problems(self.problems().await?),
             Step::ScaleDownHere | Step::ScaleDownPeer => {
-                let on = if step == Step::ScaleDownHere { &self.here } else { &self.peer };
+                let on = if step == Step::ScaleDownHere {
+                    &self.here
+                } else {
+                    &self.peer
+                };
                 let usage = self.usage(on).await?;
                 Observed::ScaleDown {
                     running: usage
@@ -285,7 +303,10 @@ impl Job<'_> {
             Step::ScaleUpHere | Step::ScaleUpPeer => {
                 let (on, target, todo) = self.scale_up_plan(step).await?;
                 Observed::ScaleUp {
-                    to_scale: todo.iter().map(|(id, n)| format!("{id} to {n} on {}", on.name)).collect(),
+                    to_scale: todo
+                        .iter()
+                        .map(|(id, n)| format!("{id} to {n} on {}", on.name))
+                        .collect(),
                     not_ready: target
                         .iter()
                         .filter(|w| w.ready < w.replicas)
@@ -344,9 +365,7 @@ impl Job<'_> {
             },
             Step::WaitForProtection => {
                 let peer = self.pvc_on(&self.peer).await?;
-                let state = peer
-                    .as_ref()
-                    .and_then(|p| p.annotations().get(keys::STATE).cloned());
+                let state = peer.as_ref().and_then(|p| p.annotations().get(keys::STATE).cloned());
                 let primary = peer.as_ref().and_then(role_of) == Some(Role::Primary.as_str());
                 let scheduled = self.source(&self.peer, &names.replication_source).await?.is_some();
                 Observed::Protection {
@@ -431,7 +450,11 @@ impl Job<'_> {
         match step {
             Step::CheckPreconditions | Step::WaitForSync | Step::WaitForLocalSync | Step::WaitForProtection => {}
             Step::ScaleDownHere | Step::ScaleDownPeer => {
-                let on = if step == Step::ScaleDownHere { &self.here } else { &self.peer };
+                let on = if step == Step::ScaleDownHere {
+                    &self.here
+                } else {
+                    &self.peer
+                };
                 for w in self.usage(on).await?.workloads {
                     if let Some(body) = w.scale_down_patch() {
                         workloads::patch(on, ns, &w.id, &body).await?;
@@ -449,18 +472,11 @@ impl Job<'_> {
             Step::DeleteScheduledSync => self.delete_source(&self.here, &names.replication_source).await?,
             Step::DeleteStaleSyncOnPeer => {
                 self.delete_source(&self.peer, &names.replication_source).await?;
-                self.delete_source(&self.peer, &names.replication_source_latest)
-                    .await?;
+                self.delete_source(&self.peer, &names.replication_source_latest).await?;
             }
-            Step::DeleteOneTimeSync => {
-                self.delete_source(&self.here, &names.replication_source_latest)
-                    .await?
-            }
+            Step::DeleteOneTimeSync => self.delete_source(&self.here, &names.replication_source_latest).await?,
             Step::DeleteDestinationOnPeer => self.delete_destination(&self.peer).await?,
-            Step::DeleteLocalSync => {
-                self.delete_source(&self.here, &names.replication_source_local)
-                    .await?
-            }
+            Step::DeleteLocalSync => self.delete_source(&self.here, &names.replication_source_local).await?,
             Step::DeleteDestination => self.delete_destination(&self.here).await?,
             Step::DeleteRestored => {
                 let pvcs = self.here.api::<PersistentVolumeClaim>(ns);

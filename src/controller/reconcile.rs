@@ -19,13 +19,13 @@ use super::context::Context;
 use super::error::Error;
 use crate::cluster::peer::PeerError;
 use crate::model::action::{is_pending, refusal_for_role};
-use crate::steps::Progress;
 use crate::model::keys;
 use crate::model::names::{Names, volsync_rsync_tls_service};
 use crate::model::protection::{ProtectionSpec, Role, State};
 use crate::model::volsync::{ReplicationDestination, ReplicationSource, ServiceType};
 use crate::plan::status::{StatusView, SyncTimes, clear_status_patch, pick_node_address, status_patch};
 use crate::plan::{self, Endpoint, Psk, resolve_endpoint};
+use crate::steps::Progress;
 
 /// How soon a PVC waiting for the destination's address is looked at again.
 const PENDING_RETRY: Duration = Duration::from_secs(2);
@@ -107,7 +107,9 @@ async fn reconcile_inner(
         if let Some(why) = refusal {
             return actions::refuse(pvc, ctx, &request.to_string(), &why).await;
         }
-        if role == Role::Secondary || (has_finalizer && pvc.labels().get(keys::PROTECTED_LABEL).map(String::as_str) == Some("true")) {
+        if role == Role::Secondary
+            || (has_finalizer && pvc.labels().get(keys::PROTECTED_LABEL).map(String::as_str) == Some("true"))
+        {
             return actions::run(pvc, ctx).await;
         }
         // A primary gets its finalizer and label first (below); the action starts after.

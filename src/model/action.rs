@@ -152,7 +152,11 @@ mod tests {
             (Verb::Failback, Role::Primary, None),
             (Verb::Failover, Role::Secondary, None),
             (Verb::Failover, Role::Primary, Some("failover runs on the secondary")),
-            (Verb::Failback, Role::Secondary, Some("failback runs on the cluster that took over")),
+            (
+                Verb::Failback,
+                Role::Secondary,
+                Some("failback runs on the cluster that took over"),
+            ),
             (Verb::SyncNow, Role::Secondary, Some("sync-now runs on the primary")),
             (Verb::Migrate, Role::Secondary, Some("migrate runs on the primary")),
         ];
@@ -160,7 +164,10 @@ mod tests {
             let got = refusal_for_role(verb, role);
             match want {
                 None => assert_eq!(got, None, "{verb} on {role:?}"),
-                Some(w) => assert!(got.as_deref().is_some_and(|g| g.contains(w)), "{verb} on {role:?}: {got:?}"),
+                Some(w) => assert!(
+                    got.as_deref().is_some_and(|g| g.contains(w)),
+                    "{verb} on {role:?}: {got:?}"
+                ),
             }
         }
     }

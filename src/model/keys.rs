@@ -77,7 +77,14 @@ pub const STATUS_ANNOTATIONS: &[&str] = &[
 ];
 
 /// Bookkeeping of a running action, removed when it finishes.
-pub const ACTION_BOOKKEEPING: &[&str] = &[ACTION_STEP, ACTION_STEP_STARTED, ACTION_RUNNING, ACTION_STARTED, APP_DOWN_SINCE, APP_DOWN_SECONDS];
+pub const ACTION_BOOKKEEPING: &[&str] = &[
+    ACTION_STEP,
+    ACTION_STEP_STARTED,
+    ACTION_RUNNING,
+    ACTION_STARTED,
+    APP_DOWN_SINCE,
+    APP_DOWN_SECONDS,
+];
 
 // --- Labels ---
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";

@@ -188,13 +188,17 @@ mod tests {
 
     #[test]
     fn which_workloads_mount_the_pvc() {
-        let d = Workload::from_deployment(&deployment("data", Some(3), &[(keys::REPLICAS, "2")]), "data")
-            .expect("mounts");
+        let d =
+            Workload::from_deployment(&deployment("data", Some(3), &[(keys::REPLICAS, "2")]), "data").expect("mounts");
         assert_eq!((d.replicas, d.recorded), (3, Some(2)));
         assert!(Workload::from_deployment(&deployment("other", Some(3), &[]), "data").is_none());
-        let unset = Workload::from_deployment(&deployment("data", None, &[(keys::REPLICAS, "-1")]), "data")
-            .expect("mounts");
-        assert_eq!((unset.replicas, unset.recorded), (1, None), "defaults, bad record ignored");
+        let unset =
+            Workload::from_deployment(&deployment("data", None, &[(keys::REPLICAS, "-1")]), "data").expect("mounts");
+        assert_eq!(
+            (unset.replicas, unset.recorded),
+            (1, None),
+            "defaults, bad record ignored"
+        );
 
         let set: StatefulSet = serde_json::from_value(json!({
             "metadata": {"name": "db"},
@@ -250,13 +254,33 @@ mod tests {
         type Case = (CountFrom, Vec<Workload>, Vec<Workload>, Vec<(WorkloadId, i32)>);
         let cases: Vec<Case> = vec![
             // Migrate: the count the source ran at.
-            (CountFrom::SourceThenOwn, vec![app(0, None)], vec![app(0, Some(3))], vec![(id.clone(), 3)]),
+            (
+                CountFrom::SourceThenOwn,
+                vec![app(0, None)],
+                vec![app(0, Some(3))],
+                vec![(id.clone(), 3)],
+            ),
             // Done: target at 3 with no record of its own.
-            (CountFrom::SourceThenOwn, vec![app(3, None)], vec![app(0, Some(3))], vec![]),
+            (
+                CountFrom::SourceThenOwn,
+                vec![app(3, None)],
+                vec![app(0, Some(3))],
+                vec![],
+            ),
             // The target's stale record goes with the scale-up.
-            (CountFrom::SourceThenOwn, vec![app(3, Some(1))], vec![app(0, Some(3))], vec![(id.clone(), 3)]),
+            (
+                CountFrom::SourceThenOwn,
+                vec![app(3, Some(1))],
+                vec![app(0, Some(3))],
+                vec![(id.clone(), 3)],
+            ),
             // No count on the source: the target's own record.
-            (CountFrom::SourceThenOwn, vec![app(0, Some(2))], vec![app(0, None)], vec![(id.clone(), 2)]),
+            (
+                CountFrom::SourceThenOwn,
+                vec![app(0, Some(2))],
+                vec![app(0, None)],
+                vec![(id.clone(), 2)],
+            ),
             // Not running anywhere and nothing recorded: left alone.
             (CountFrom::SourceThenOwn, vec![app(0, None)], vec![app(0, None)], vec![]),
             // A workload of another kind is another application.
@@ -267,7 +291,12 @@ mod tests {
                 vec![],
             ),
             // Failover: own record, else 1; a running workload is left as it is.
-            (CountFrom::OwnOrOne, vec![app(0, Some(4))], vec![], vec![(id.clone(), 4)]),
+            (
+                CountFrom::OwnOrOne,
+                vec![app(0, Some(4))],
+                vec![],
+                vec![(id.clone(), 4)],
+            ),
             (CountFrom::OwnOrOne, vec![app(0, None)], vec![], vec![(id.clone(), 1)]),
             (CountFrom::OwnOrOne, vec![app(2, None)], vec![], vec![]),
         ];

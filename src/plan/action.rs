@@ -120,7 +120,10 @@ mod tests {
         let restored = serde_json::to_value(restored_pvc(&pvc, &names, "n")).expect("json");
         assert_eq!(restored["metadata"]["name"], "restored-db");
         assert_eq!(restored["metadata"]["labels"][keys::MANAGED_BY], "volsync-dr");
-        assert!(restored["metadata"]["annotations"].get(keys::PROTECT).is_none(), "never protected itself");
+        assert!(
+            restored["metadata"]["annotations"].get(keys::PROTECT).is_none(),
+            "never protected itself"
+        );
         assert_eq!(
             restored["spec"]["dataSourceRef"],
             json!({"apiGroup": "volsync.backube", "kind": "ReplicationDestination", "name": "rd-db"})
@@ -136,7 +139,12 @@ mod tests {
         let tls = &local["spec"]["rsyncTLS"];
         assert_eq!(
             (&tls["address"], &tls["port"], &tls["keySecret"], &tls["copyMethod"]),
-            (&json!("10.96.0.12"), &json!(8000), &json!("volsync-dr-db"), &json!("Direct"))
+            (
+                &json!("10.96.0.12"),
+                &json!(8000),
+                &json!("volsync-dr-db"),
+                &json!("Direct")
+            )
         );
         let keep = keep_snapshot_patch(&names);
         assert_eq!(keep["metadata"]["labels"][keys::VOLSYNC_DO_NOT_DELETE], "true");

@@ -425,7 +425,10 @@ mod tests {
         assert_eq!(hand_off_reason(&primary, &secondary, "b"), None);
         assert_eq!(hand_off_reason(&primary, &map(&[]), "b"), None);
         let stale = hand_off_reason(&primary, &primary, "b").expect("both primary");
-        assert!(stale.contains("this copy is stale") && stale.contains("failback on b"), "{stale}");
+        assert!(
+            stale.contains("this copy is stale") && stale.contains("failback on b"),
+            "{stale}"
+        );
         let took_over = map(&[
             (keys::ROLE, "primary"),
             (keys::LAST_ACTION, "failover:1"),

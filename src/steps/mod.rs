@@ -275,7 +275,10 @@ pub enum Observed {
     /// Scale-down: workloads still with replicas, pods still mounting the PVC.
     ScaleDown { running: Vec<String>, pods: Vec<String> },
     /// Scale-up: workloads not yet at their count, workloads not yet ready.
-    ScaleUp { to_scale: Vec<String>, not_ready: Vec<String> },
+    ScaleUp {
+        to_scale: Vec<String>,
+        not_ready: Vec<String>,
+    },
     /// Delete steps: what is still there.
     Present(Vec<String>),
     /// CreateDestinationOnPeer: whether `rd-P` exists and has published its address.
@@ -478,7 +481,11 @@ mod tests {
         let m = migrate::STEPS;
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         let cases: Vec<(Step, Observed, Transition)> = vec![
-            (Step::CheckPreconditions, O::Problems(vec![]), T::Advance(Step::ScaleDownHere)),
+            (
+                Step::CheckPreconditions,
+                O::Problems(vec![]),
+                T::Advance(Step::ScaleDownHere),
+            ),
             (
                 Step::CheckPreconditions,
                 O::Problems(s(&["peer unreachable", "no Deployment/app"])),
@@ -594,8 +601,16 @@ mod tests {
         let t = "failover:1";
         let f = failover::STEPS;
         let cases: Vec<(Step, Observed, Transition)> = vec![
-            (Step::KeepSnapshot, O::Snapshot(RestorePoint::NoDestination), T::Fail(String::new())),
-            (Step::KeepSnapshot, O::Snapshot(RestorePoint::NoImage), T::Fail(String::new())),
+            (
+                Step::KeepSnapshot,
+                O::Snapshot(RestorePoint::NoDestination),
+                T::Fail(String::new()),
+            ),
+            (
+                Step::KeepSnapshot,
+                O::Snapshot(RestorePoint::NoImage),
+                T::Fail(String::new()),
+            ),
             (
                 Step::KeepSnapshot,
                 O::Snapshot(RestorePoint::Image {
@@ -619,13 +634,17 @@ mod tests {
                 T::Advance(Step::CreateLocalSync),
             ),
             (Step::CreateLocalSync, rs(t, None), T::Advance(Step::WaitForLocalSync)),
-            (Step::WaitForLocalSync, rs(t, Some(t)), T::Advance(Step::DeleteLocalSync)),
-            (Step::WaitForLocalSync, O::OneTime(None), T::Advance(Step::CreateLocalSync)),
             (
-                Step::DeleteRestored,
-                O::Present(vec!["restored-p".into()]),
-                T::Act,
+                Step::WaitForLocalSync,
+                rs(t, Some(t)),
+                T::Advance(Step::DeleteLocalSync),
             ),
+            (
+                Step::WaitForLocalSync,
+                O::OneTime(None),
+                T::Advance(Step::CreateLocalSync),
+            ),
+            (Step::DeleteRestored, O::Present(vec!["restored-p".into()]), T::Act),
             (Step::DeleteRestored, O::Present(vec![]), T::Advance(Step::TakeOver)),
             (
                 Step::ScaleUpHere,

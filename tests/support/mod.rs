@@ -18,6 +18,8 @@ pub struct DrProcess {
     child: Option<Child>,
     args: Vec<String>,
     kubeconfig: PathBuf,
+    /// Extra environment for the next starts (e.g. the crash-test hold hook).
+    env: Vec<(String, String)>,
 }
 
 /// `volsync-dr certs` into `dir` (127.0.0.1 included); returns the CA's PEM.
@@ -63,6 +65,31 @@ pub fn annotation(pair: &ClusterPair, cluster: &str, pvc: &str, key: &str) -> Op
     pair.get(cluster, "", "v1", "persistentvolumeclaims", "default", pvc)?["metadata"]["annotations"][key]
         .as_str()
         .map(str::to_string)
+}
+
+/// A Deployment `name` in `default` whose pods mount the PVC `pvc`.
+pub fn deployment(name: &str, pvc: &str, replicas: i32, annotations: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": "default", "annotations": annotations},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name}},
+                              "spec": {"containers": [{"name": "app", "image": "busybox"}],
+                                       "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": pvc}}]}}}
+    })
+}
+
+/// A Deployment's `spec.replicas` and its `volsync-dr.io/replicas` annotation.
+pub fn replicas(pair: &ClusterPair, cluster: &str, name: &str) -> (i64, Option<String>) {
+    let d = pair
+        .get(cluster, "apps", "v1", "deployments", "default", name)
+        .unwrap_or_else(|| panic!("no Deployment {name} on {cluster}"));
+    (
+        d["spec"]["replicas"].as_i64().unwrap_or(-1),
+        d["metadata"]["annotations"]["volsync-dr.io/replicas"]
+            .as_str()
+            .map(str::to_string),
+    )
 }
 
 /// Wait (30 s at most) until that annotation has the value `want`.
@@ -122,6 +149,7 @@ impl DrProcess {
             child: None,
             args,
             kubeconfig: pair.kubeconfig(cluster),
+            env: Vec::new(),
         };
         p.spawn().await;
         p
@@ -137,6 +165,7 @@ impl DrProcess {
             .args(&self.args)
             .env("KUBECONFIG", &self.kubeconfig)
             .env("RUST_LOG", "info,volsync_dr=debug")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -179,6 +208,34 @@ impl DrProcess {
     pub async fn restart(&mut self) {
         self.kill().await;
         self.spawn().await;
+    }
+
+    /// Kill, then start again with exactly this extra environment.
+    pub async fn restart_with_env(&mut self, env: &[(&str, &str)]) {
+        self.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        self.restart().await;
+    }
+
+    /// Start again after `kill` (or when the cluster it runs in comes back).
+    pub async fn start_again(&mut self) {
+        self.spawn().await;
+    }
+
+    /// Wait (60 s at most) until the log has said `needle` at least `count` times.
+    pub async fn wait_log(&self, needle: &str, count: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if self.log_text().matches(needle).count() >= count {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "volsync-dr on {} never logged {needle:?} {count} times; log tail:\n{}",
+                self.cluster,
+                self.log_text().lines().rev().take(30).collect::<Vec<_>>().join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     pub fn pid(&self) -> Option<u32> {

@@ -27,8 +27,11 @@ impl ClusterPair {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut servers = Vec::new();
         let mut sims = Vec::new();
-        for (name, node_address) in [(PRIMARY, "192.0.2.101"), (SECONDARY, "192.0.2.102")] {
+        for (name, node_address, service_network) in
+            [(PRIMARY, "192.0.2.101", "10.96"), (SECONDARY, "192.0.2.102", "10.97")]
+        {
             let server = Arc::new(ApiServer::start(Config::default()).await.expect("start API server"));
+            server.store().set_cluster_ip_prefix(service_network);
             install_crds(&server, &crate::cluster::crd_dir()).expect("install CRDs");
             add_node(&server, &format!("{name}-node-1"), node_address);
             server

@@ -203,6 +203,8 @@ struct State {
     applied: HashMap<(Key, String), Value>,
     next_node_port: u32,
     next_cluster_ip: u32,
+    /// First two octets of cluster IPs: clusters of a pair get distinct service networks.
+    cluster_ip_prefix: String,
 }
 
 pub struct Store {
@@ -268,6 +270,11 @@ fn valid_dns_subdomain(name: &str) -> bool {
 }
 
 impl Store {
+    /// Allocate cluster IPs as `<prefix>.x.y` (default `10.96`).
+    pub fn set_cluster_ip_prefix(&self, prefix: &str) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).cluster_ip_prefix = prefix.to_string();
+    }
+
     pub fn new(history_limit: usize) -> Self {
         let (tx, _) = broadcast::channel(16_384);
         let store = Store {
@@ -280,6 +287,7 @@ impl Store {
                 applied: HashMap::new(),
                 next_node_port: 30000,
                 next_cluster_ip: 10,
+                cluster_ip_prefix: "10.96".into(),
             }),
             tx,
             history_limit,
@@ -1203,7 +1211,7 @@ impl State {
                 if object["spec"].get("clusterIP").is_none() {
                     let n = self.next_cluster_ip;
                     self.next_cluster_ip += 1;
-                    let ip = format!("10.96.{}.{}", n / 250, n % 250 + 1);
+                    let ip = format!("{}.{}.{}", self.cluster_ip_prefix, n / 250, n % 250 + 1);
                     object["spec"]["clusterIP"] = json!(ip);
                     object["spec"]["clusterIPs"] = json!([ip]);
                 }
