@@ -1,11 +1,11 @@
 //! Actions with real `volsync-dr run` processes: `sync-now` moves the newest data, survives a
-//! SIGKILL in the middle, times out cleanly; refusals without the webhook. (migrate, failover
-//! and failback are not built yet; requesting them is refused without changing anything.)
+//! SIGKILL in the middle, times out cleanly; every refusal without the webhook, with its
+//! message and nothing changed. (The flows themselves are in `flows.rs`.)
 
 mod support;
 
 use serde_json::{Value, json};
-use support::{DrProcess, annotation, patch_pvc, wait_annotation};
+use support::{DrProcess, annotation, deployment, patch_pvc, replicas, wait_annotation};
 use testkit::pair::{ClusterPair, PRIMARY, SECONDARY};
 
 const NS: &str = "default";
@@ -119,6 +119,30 @@ async fn a_step_that_times_out_fails_cleanly_and_a_new_id_runs_again() {
     );
 }
 
+fn message(pair: &ClusterPair, cluster: &str, name: &str) -> String {
+    annotation(pair, cluster, name, "volsync-dr.io/action-message").unwrap_or_default()
+}
+
+async fn wait_failed(pair: &ClusterPair, cluster: &str, name: &str, request: &str) -> String {
+    wait_annotation(pair, cluster, name, "volsync-dr.io/last-action", request).await;
+    assert_eq!(
+        annotation(pair, cluster, name, "volsync-dr.io/action-phase").as_deref(),
+        Some("Failed")
+    );
+    message(pair, cluster, name)
+}
+
+fn scheduled_source(pair: &ClusterPair, name: &str) -> Option<Value> {
+    pair.get(
+        PRIMARY,
+        "volsync.backube",
+        "v1alpha1",
+        "replicationsources",
+        NS,
+        &format!("rs-{name}"),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_without_the_webhook() {
     let pair = ClusterPair::start().await;
@@ -126,36 +150,136 @@ async fn refusals_without_the_webhook() {
     let _b = DrProcess::start(&pair, SECONDARY, &[]).await;
     pair.create_bound_pvc(PRIMARY, pvc("plain", false)).await;
     annotate(&pair, PRIMARY, "plain", "volsync-dr.io/action", "sync-now:1");
-    wait_annotation(&pair, PRIMARY, "plain", "volsync-dr.io/action-phase", "Failed").await;
-    let message = annotation(&pair, PRIMARY, "plain", "volsync-dr.io/action-message").unwrap_or_default();
+    let text = wait_failed(&pair, PRIMARY, "plain", "sync-now:1").await;
     assert!(
-        message.contains("not protected") && message.contains("nothing was changed"),
-        "{message}"
+        text.contains("not protected") && text.contains("nothing was changed"),
+        "{text}"
     );
 
     pair.create_bound_pvc(PRIMARY, pvc("db", true)).await;
+    pair.create(PRIMARY, deployment("app", "db", 1, json!({})));
     wait_annotation(&pair, PRIMARY, "db", "volsync-dr.io/state", "Protected").await;
-    annotate(&pair, PRIMARY, "db", "volsync-dr.io/action", "migrate:1");
-    wait_annotation(&pair, PRIMARY, "db", "volsync-dr.io/action-phase", "Failed").await;
-    let message = annotation(&pair, PRIMARY, "db", "volsync-dr.io/action-message").unwrap_or_default();
-    assert!(message.contains("migrate is not built"), "{message}");
+
+    // Failover on the primary.
+    annotate(&pair, PRIMARY, "db", "volsync-dr.io/action", "failover:1");
+    let text = wait_failed(&pair, PRIMARY, "db", "failover:1").await;
+    assert!(text.contains("failover runs on the secondary"), "{text}");
+
+    // Failback with no failover behind it.
+    annotate(&pair, PRIMARY, "db", "volsync-dr.io/action", "failback:1");
+    let text = wait_failed(&pair, PRIMARY, "db", "failback:1").await;
     assert!(
-        pair.get(
-            PRIMARY,
-            "volsync.backube",
-            "v1alpha1",
-            "replicationsources",
-            NS,
-            "rs-db"
-        )
-        .is_some(),
-        "protection untouched"
+        text.contains("is not primary") && text.contains("request migrate") && text.contains("nothing was changed"),
+        "{text}"
     );
+
+    // Migrate to a cluster where the application does not exist: refused before any change.
+    annotate(&pair, PRIMARY, "db", "volsync-dr.io/action", "migrate:1");
+    let text = wait_failed(&pair, PRIMARY, "db", "migrate:1").await;
+    assert!(
+        text.contains("Deployment/app mounts the PVC on cluster-a but does not exist on cluster cluster-b")
+            && text.contains("nothing was changed"),
+        "{text}"
+    );
+    assert_eq!(replicas(&pair, PRIMARY, "app"), (1, None), "the application untouched");
+    assert!(scheduled_source(&pair, "db").is_some(), "protection untouched");
 
     // On the secondary, sync-now is refused by the secondary's own instance.
     wait_annotation(&pair, SECONDARY, "db", "volsync-dr.io/role", "secondary").await;
     annotate(&pair, SECONDARY, "db", "volsync-dr.io/action", "sync-now:2");
-    wait_annotation(&pair, SECONDARY, "db", "volsync-dr.io/action-phase", "Failed").await;
-    let message = annotation(&pair, SECONDARY, "db", "volsync-dr.io/action-message").unwrap_or_default();
-    assert!(message.contains("runs on the primary"), "{message}");
+    let text = wait_failed(&pair, SECONDARY, "db", "sync-now:2").await;
+    assert!(text.contains("runs on the primary"), "{text}");
+
+    // Migrate with the peer unreachable.
+    pair.create(SECONDARY, deployment("app", "db", 0, json!({})));
+    pair.b.stop().await;
+    annotate(&pair, PRIMARY, "db", "volsync-dr.io/action", "migrate:2");
+    let text = wait_failed(&pair, PRIMARY, "db", "migrate:2").await;
+    assert!(
+        text.contains("cluster cluster-b is unreachable") && text.contains("nothing was changed"),
+        "{text}"
+    );
+    assert_eq!(replicas(&pair, PRIMARY, "app"), (1, None), "the application untouched");
+    assert!(scheduled_source(&pair, "db").is_some(), "protection untouched");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_request_while_one_runs_is_refused() {
+    let pair = ClusterPair::start().await;
+    let _a = DrProcess::start(&pair, PRIMARY, &[]).await;
+    let _b = DrProcess::start(&pair, SECONDARY, &[]).await;
+    pair.create_bound_pvc(PRIMARY, pvc("db", true)).await;
+    wait_annotation(&pair, PRIMARY, "db", "volsync-dr.io/state", "Protected").await;
+    pair.simulator.pause(PRIMARY);
+    annotate(&pair, PRIMARY, "db", "volsync-dr.io/action", "sync-now:1");
+    wait_annotation(&pair, PRIMARY, "db", "volsync-dr.io/action-step", "wait-for-sync").await;
+    // Past the webhook (it is not running here), the request changes mid-run.
+    annotate(&pair, PRIMARY, "db", "volsync-dr.io/action", "sync-now:2");
+    pair.wait_for(30, "ActionRefused Event", |p| {
+        let rt = p.server(PRIMARY).store().find_type("events.k8s.io", "v1", "events")?;
+        let (events, _) = p
+            .server(PRIMARY)
+            .store()
+            .list(&rt, Some(NS), &Default::default(), &Default::default());
+        events.iter().any(|e| e["reason"] == "ActionRefused").then_some(())
+    })
+    .await;
+    assert_eq!(
+        annotation(&pair, PRIMARY, "db", "volsync-dr.io/action-running").as_deref(),
+        Some("sync-now:1"),
+        "the running request keeps its steps"
+    );
+    pair.simulator.resume(PRIMARY);
+    wait_annotation(&pair, PRIMARY, "db", "volsync-dr.io/last-action", "sync-now:2").await;
+    let text = message(&pair, PRIMARY, "db");
+    assert!(
+        text.contains("one-time sync finished") && text.contains("sync-now:2 made while sync-now:1 ran was refused"),
+        "{text}"
+    );
+    assert_eq!(
+        annotation(&pair, PRIMARY, "db", "volsync-dr.io/action-phase").as_deref(),
+        Some("Succeeded")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failback_with_the_old_primary_unreachable_is_refused() {
+    let pair = ClusterPair::start().await;
+    let mut a = DrProcess::start(&pair, PRIMARY, &[]).await;
+    let _b = DrProcess::start(&pair, SECONDARY, &[]).await;
+    pair.create_bound_pvc(PRIMARY, pvc("db", true)).await;
+    pair.write(PRIMARY, NS, "db", "table", "v1");
+    pair.wait_for(30, "first sync", |p| {
+        let rd = p.get(
+            SECONDARY,
+            "volsync.backube",
+            "v1alpha1",
+            "replicationdestinations",
+            NS,
+            "rd-db",
+        )?;
+        rd["status"]["latestImage"]["name"].as_str().map(|_| ())
+    })
+    .await;
+    a.kill().await;
+    pair.a.stop().await;
+    pair.simulator.pause(PRIMARY);
+    annotate(&pair, SECONDARY, "db", "volsync-dr.io/action", "failover:1");
+    wait_annotation(&pair, SECONDARY, "db", "volsync-dr.io/action-phase", "Succeeded").await;
+    assert!(
+        message(&pair, SECONDARY, "db").contains("no workload mounts the PVC"),
+        "{}",
+        message(&pair, SECONDARY, "db")
+    );
+    annotate(&pair, SECONDARY, "db", "volsync-dr.io/action", "failback:1");
+    let text = wait_failed(&pair, SECONDARY, "db", "failback:1").await;
+    assert!(
+        text.contains("cluster cluster-a is unreachable") && text.contains("failback needs it"),
+        "{text}"
+    );
+    assert_eq!(
+        annotation(&pair, SECONDARY, "db", "volsync-dr.io/role").as_deref(),
+        Some("primary"),
+        "still the primary"
+    );
 }
