@@ -42,11 +42,11 @@ impl Timeline {
     }
 
     fn app_down(&self) -> Option<f64> {
-        let text = self.message.split("down for ").nth(1).or_else(|| {
-            self.message
-                .split("started here ")
-                .nth(1)
-        })?;
+        let text = self
+            .message
+            .split("down for ")
+            .nth(1)
+            .or_else(|| self.message.split("started here ").nth(1))?;
         text.split('s').next()?.parse().ok()
     }
 }
@@ -104,12 +104,27 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
     let mut rows = vec![
-        Row { verb: "sync-now", runs: vec![] },
-        Row { verb: "migrate", runs: vec![] },
-        Row { verb: "failover", runs: vec![] },
-        Row { verb: "failback", runs: vec![] },
+        Row {
+            verb: "sync-now",
+            runs: vec![],
+        },
+        Row {
+            verb: "migrate",
+            runs: vec![],
+        },
+        Row {
+            verb: "failover",
+            runs: vec![],
+        },
+        Row {
+            verb: "failback",
+            runs: vec![],
+        },
     ];
     for i in 0..runs {
         let pair = ClusterPair::start().await;
@@ -122,9 +137,19 @@ async fn main() {
         }
         wait_annotation(&pair, PRIMARY, "db", "volsync-dr.io/state", "Protected").await;
         wait_annotation(&pair, SECONDARY, "db", "volsync-dr.io/role", "secondary").await;
-        pair.create(SECONDARY, deployment("app", "db", 0, json!({"volsync-dr.io/replicas": "2"})));
+        pair.create(
+            SECONDARY,
+            deployment("app", "db", 0, json!({"volsync-dr.io/replicas": "2"})),
+        );
         pair.wait_for(30, "first sync", |p| {
-            let rd = p.get(SECONDARY, "volsync.backube", "v1alpha1", "replicationdestinations", NS, "rd-db")?;
+            let rd = p.get(
+                SECONDARY,
+                "volsync.backube",
+                "v1alpha1",
+                "replicationdestinations",
+                NS,
+                "rd-db",
+            )?;
             rd["status"]["latestImage"]["name"].as_str().map(|_| ())
         })
         .await;
@@ -136,7 +161,14 @@ async fn main() {
         run(&pair, SECONDARY, &format!("migrate:back-{i}")).await;
         wait_annotation(&pair, PRIMARY, "db", "volsync-dr.io/state", "Protected").await;
         pair.wait_for(30, "a snapshot on B", |p| {
-            let rd = p.get(SECONDARY, "volsync.backube", "v1alpha1", "replicationdestinations", NS, "rd-db")?;
+            let rd = p.get(
+                SECONDARY,
+                "volsync.backube",
+                "v1alpha1",
+                "replicationdestinations",
+                NS,
+                "rd-db",
+            )?;
             rd["status"]["latestImage"]["name"].as_str().map(|_| ())
         })
         .await;
@@ -159,14 +191,13 @@ async fn main() {
     for row in &rows {
         let total = median(row.runs.iter().map(|t| t.total.as_secs_f64()).collect());
         let sync = median(row.runs.iter().map(|t| t.sync().as_secs_f64()).collect());
-        let overhead = median(
-            row.runs
-                .iter()
-                .map(|t| (t.total - t.sync()).as_secs_f64())
-                .collect(),
-        );
+        let overhead = median(row.runs.iter().map(|t| (t.total - t.sync()).as_secs_f64()).collect());
         let down = median(row.runs.iter().filter_map(Timeline::app_down).collect());
-        let down = if down.is_nan() { "-".to_string() } else { format!("{down:.2}") };
+        let down = if down.is_nan() {
+            "-".to_string()
+        } else {
+            format!("{down:.2}")
+        };
         println!(
             "| {} | {} | {total:.2} | {sync:.2} | {overhead:.2} | {down} |",
             row.verb,

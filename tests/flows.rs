@@ -263,7 +263,10 @@ async fn cut_off_and_lose_a(s: &mut Stage) {
 }
 
 async fn assert_failed_over(pair: &ClusterPair, message: &str, standby: i64) {
-    assert!(message.contains("failover finished"), "{message}");
+    assert!(
+        message.contains("failover finished") && message.contains("the application was started here"),
+        "{message}"
+    );
     assert_eq!(
         files(pair, SECONDARY),
         data(V1),

@@ -25,7 +25,9 @@ use super::reconcile::publish;
 use crate::model::action::{ActionRequest, Verb};
 use crate::model::keys;
 use crate::model::names::Names;
-use crate::steps::{Phase, Progress, Step, Transition, after_failure, flow, next, seconds_between, timed_out};
+use crate::steps::{
+    Observed, Phase, Progress, Step, Transition, after_failure, flow, next, seconds_between, timed_out,
+};
 
 /// How soon a waiting step looks again. Syncs wake the PVC through the watch on our
 /// ReplicationSources; pods and workloads are not watched, so those waits poll faster.
@@ -152,6 +154,27 @@ async fn hold_if_asked(ctx: &Context, verb: Verb, step: Step) {
     }
 }
 
+/// When a scale-up step has finished: how long the application was down (once per action).
+/// Failover counts from the request: the application went down with its cluster before.
+fn application_back(
+    ctx: &Context,
+    verb: Verb,
+    step: Step,
+    observed: &Observed,
+    progress: &mut Progress,
+    now: Timestamp,
+) -> Option<f64> {
+    let started_something = matches!(observed, Observed::ScaleUp { workloads, .. } if *workloads > 0);
+    if !step.scales_up() || !started_something || progress.app_down_seconds.is_some() {
+        return None;
+    }
+    let since = progress.app_down_since.or(progress.action_started)?;
+    let down = seconds_between(since, now);
+    progress.app_down_seconds = Some(down);
+    ctx.metrics.app_down(verb.as_str(), down);
+    Some(down)
+}
+
 /// The summary of a successful action.
 fn success_message(verb: Verb, progress: &Progress, now: Timestamp) -> String {
     let took = progress
@@ -236,7 +259,9 @@ pub async fn run(pvc: &PersistentVolumeClaim, ctx: &Context) -> Result<Action, E
             app_down_seconds: None,
         };
         hold_if_asked(ctx, verb, first).await;
-    } else if let Some(newer) = pvc.annotations().get(keys::ACTION).filter(|a| **a != text) {
+    } else if let Some(newer) = pvc.annotations().get(keys::ACTION).filter(|a| **a != text)
+        && ctx.first_time(format!("refused {namespace}/{name} {newer} during {text}"))
+    {
         publish(
             ctx,
             pvc,
@@ -296,15 +321,8 @@ pub async fn run(pvc: &PersistentVolumeClaim, ctx: &Context) -> Result<Action, E
                     fields.push((keys::APP_DOWN_SINCE, Some(now.to_string())));
                     progress.app_down_since = Some(now);
                 }
-                if step.scales_up() && progress.app_down_seconds.is_none() {
-                    // Failover: the application was down (with its cluster) before; count
-                    // from the request.
-                    if let Some(since) = progress.app_down_since.or(progress.action_started) {
-                        let down = seconds_between(since, now);
-                        fields.push((keys::APP_DOWN_SECONDS, Some(format!("{down:.3}"))));
-                        progress.app_down_seconds = Some(down);
-                        ctx.metrics.app_down(verb.as_str(), down);
-                    }
+                if let Some(down) = application_back(ctx, verb, step, &observed, &mut progress, now) {
+                    fields.push((keys::APP_DOWN_SECONDS, Some(format!("{down:.3}"))));
                 }
                 record(&pvcs, &name, &fields).await?;
                 shown_message = Some(String::new());
@@ -323,6 +341,7 @@ pub async fn run(pvc: &PersistentVolumeClaim, ctx: &Context) -> Result<Action, E
             }
             Transition::Done => {
                 ctx.metrics.step_finished(verb.as_str(), step.as_str());
+                application_back(ctx, verb, step, &observed, &mut progress, Timestamp::now());
                 let message = success_message(verb, &progress, Timestamp::now());
                 return finish(pvc, ctx, &text, &progress, Phase::Succeeded, &message).await;
             }

@@ -20,6 +20,8 @@ pub struct Context {
     failures: Mutex<HashMap<(String, String), u32>>,
     /// A peer node's address for NodePort, with when it was looked up.
     node_address: Mutex<Option<(Instant, String)>>,
+    /// Notices already published by this process (each is said once, not on every pass).
+    said: Mutex<std::collections::HashSet<String>>,
 }
 
 /// How long a looked-up peer node address is reused.
@@ -42,6 +44,7 @@ impl Context {
             config,
             failures: Mutex::new(HashMap::new()),
             node_address: Mutex::new(None),
+            said: Mutex::new(std::collections::HashSet::new()),
         }
     }
 
@@ -59,6 +62,11 @@ impl Context {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&(namespace.to_string(), name.to_string()));
+    }
+
+    /// True the first time `key` is seen by this process.
+    pub fn first_time(&self, key: String) -> bool {
+        self.said.lock().unwrap_or_else(|p| p.into_inner()).insert(key)
     }
 
     pub fn cached_node_address(&self) -> Option<String> {

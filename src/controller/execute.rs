@@ -312,6 +312,7 @@ impl Job<'_> {
                         .filter(|w| w.ready < w.replicas)
                         .map(|w| format!("{} ({}/{} ready) on {}", w.id, w.ready, w.replicas, on.name))
                         .collect(),
+                    workloads: target.len(),
                 }
             }
             Step::DeleteScheduledSync => self.present(&self.here, &[&names.replication_source], false).await?,

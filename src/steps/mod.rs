@@ -274,10 +274,12 @@ pub enum Observed {
     Problems(Vec<String>),
     /// Scale-down: workloads still with replicas, pods still mounting the PVC.
     ScaleDown { running: Vec<String>, pods: Vec<String> },
-    /// Scale-up: workloads not yet at their count, workloads not yet ready.
+    /// Scale-up: workloads not yet at their count, workloads not yet ready, and how many
+    /// workloads mount the PVC on the target (0: there is no application to start).
     ScaleUp {
         to_scale: Vec<String>,
         not_ready: Vec<String>,
+        workloads: usize,
     },
     /// Delete steps: what is still there.
     Present(Vec<String>),
@@ -339,7 +341,7 @@ pub fn next(steps: &[Step], step: Step, observed: &Observed, trigger: &str) -> T
                 finished()
             }
         }
-        (Step::ScaleUpHere | Step::ScaleUpPeer, Observed::ScaleUp { to_scale, not_ready }) => {
+        (Step::ScaleUpHere | Step::ScaleUpPeer, Observed::ScaleUp { to_scale, not_ready, .. }) => {
             if !to_scale.is_empty() {
                 Transition::Act
             } else if !not_ready.is_empty() {
@@ -547,6 +549,7 @@ mod tests {
                 O::ScaleUp {
                     to_scale: s(&["Deployment/app"]),
                     not_ready: vec![],
+                    workloads: 1,
                 },
                 T::Act,
             ),
@@ -555,6 +558,7 @@ mod tests {
                 O::ScaleUp {
                     to_scale: vec![],
                     not_ready: s(&["Deployment/app"]),
+                    workloads: 1,
                 },
                 T::Wait("waiting for workloads to be ready: Deployment/app".into()),
             ),
@@ -563,6 +567,7 @@ mod tests {
                 O::ScaleUp {
                     to_scale: vec![],
                     not_ready: vec![],
+                    workloads: 1,
                 },
                 T::Advance(Step::WaitForProtection),
             ),
@@ -651,6 +656,7 @@ mod tests {
                 O::ScaleUp {
                     to_scale: vec![],
                     not_ready: vec![],
+                    workloads: 1,
                 },
                 T::Done,
             ),
