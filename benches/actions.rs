@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{DrProcess, annotation, deployment, patch_pvc, wait_annotation};
+use support::{DrProcess, annotate, annotation, deployment, wait_annotation, wait_latest_image};
 use testkit::pair::{ClusterPair, PRIMARY, SECONDARY};
 
 const NS: &str = "default";
@@ -53,12 +53,7 @@ impl Timeline {
 
 /// Request `request` on `cluster` and follow it until it has finished.
 async fn run(pair: &ClusterPair, cluster: &str, request: &str) -> Timeline {
-    patch_pvc(
-        pair,
-        cluster,
-        "db",
-        json!({"metadata": {"annotations": {"volsync-dr.io/action": request}}}),
-    );
+    annotate(pair, cluster, "db", "volsync-dr.io/action", request);
     let start = Instant::now();
     let mut per_step: BTreeMap<String, Duration> = BTreeMap::new();
     let mut current: Option<(String, Instant)> = None;
@@ -141,18 +136,7 @@ async fn main() {
             SECONDARY,
             deployment("app", "db", 0, json!({"volsync-dr.io/replicas": "2"})),
         );
-        pair.wait_for(30, "first sync", |p| {
-            let rd = p.get(
-                SECONDARY,
-                "volsync.backube",
-                "v1alpha1",
-                "replicationdestinations",
-                NS,
-                "rd-db",
-            )?;
-            rd["status"]["latestImage"]["name"].as_str().map(|_| ())
-        })
-        .await;
+        wait_latest_image(&pair, "db").await;
 
         rows[0].runs.push(run(&pair, PRIMARY, &format!("sync-now:{i}")).await);
         // Migrate to B and back to A, so the next verbs start from A again.
@@ -160,18 +144,7 @@ async fn main() {
         wait_annotation(&pair, SECONDARY, "db", "volsync-dr.io/state", "Protected").await;
         run(&pair, SECONDARY, &format!("migrate:back-{i}")).await;
         wait_annotation(&pair, PRIMARY, "db", "volsync-dr.io/state", "Protected").await;
-        pair.wait_for(30, "a snapshot on B", |p| {
-            let rd = p.get(
-                SECONDARY,
-                "volsync.backube",
-                "v1alpha1",
-                "replicationdestinations",
-                NS,
-                "rd-db",
-            )?;
-            rd["status"]["latestImage"]["name"].as_str().map(|_| ())
-        })
-        .await;
+        wait_latest_image(&pair, "db").await;
 
         a.kill().await;
         pair.a.stop().await;

@@ -5,7 +5,7 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::{DrProcess, annotation, deployment, patch_pvc, replicas, wait_annotation};
+use support::{DrProcess, annotate, annotation, deployment, replicas, wait_annotation, wait_latest_image};
 use testkit::pair::{ClusterPair, PRIMARY, SECONDARY};
 
 const NS: &str = "default";
@@ -19,10 +19,6 @@ fn pvc(name: &str, protect: bool) -> Value {
     json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
            "metadata": {"name": name, "namespace": NS, "annotations": annotations},
            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})
-}
-
-fn annotate(pair: &ClusterPair, cluster: &str, name: &str, key: &str, value: &str) {
-    patch_pvc(pair, cluster, name, json!({"metadata": {"annotations": {key: value}}}));
 }
 
 fn one_time_source(pair: &ClusterPair, name: &str) -> Option<Value> {
@@ -249,18 +245,7 @@ async fn failback_with_the_old_primary_unreachable_is_refused() {
     let _b = DrProcess::start(&pair, SECONDARY, &[]).await;
     pair.create_bound_pvc(PRIMARY, pvc("db", true)).await;
     pair.write(PRIMARY, NS, "db", "table", "v1");
-    pair.wait_for(30, "first sync", |p| {
-        let rd = p.get(
-            SECONDARY,
-            "volsync.backube",
-            "v1alpha1",
-            "replicationdestinations",
-            NS,
-            "rd-db",
-        )?;
-        rd["status"]["latestImage"]["name"].as_str().map(|_| ())
-    })
-    .await;
+    wait_latest_image(&pair, "db").await;
     a.kill().await;
     pair.a.stop().await;
     pair.simulator.pause(PRIMARY);

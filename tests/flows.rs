@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde_json::{Value, json};
-use support::{DrProcess, annotation, deployment, patch_pvc, replicas, wait_annotation};
+use support::{DrProcess, annotate, annotation, deployment, replicas, wait_annotation};
 use testkit::pair::{ClusterPair, PRIMARY, SECONDARY};
 use volsync_dr::model::action::Verb;
 use volsync_dr::steps::flow;
@@ -21,10 +21,6 @@ fn pvc(name: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
            "metadata": {"name": name, "namespace": NS, "annotations": {"volsync-dr.io/protect": "true"}},
            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})
-}
-
-fn annotate(pair: &ClusterPair, cluster: &str, key: &str, value: &str) {
-    patch_pvc(pair, cluster, "db", json!({"metadata": {"annotations": {key: value}}}));
 }
 
 /// Every file of a volume, by relative path.
@@ -120,7 +116,7 @@ async fn with_a_crash_at_every_step(
         let hold = format!("{verb}/{}", step.as_str());
         runner.restart_with_env(&[(HOLD, &hold)]).await;
         if i == 0 {
-            annotate(pair, cluster, "volsync-dr.io/action", request);
+            annotate(pair, cluster, "db", "volsync-dr.io/action", request);
         }
         runner
             .wait_log(&format!("holding right after the step started step=\"{hold}\""), 1)
@@ -209,7 +205,7 @@ async fn assert_migrated(pair: &ClusterPair, expected: &BTreeMap<String, String>
 async fn migrate_moves_the_application_and_reverses_protection() {
     let s = stage(json!({})).await;
     let expected = before_migrate(&s.pair);
-    annotate(&s.pair, PRIMARY, "volsync-dr.io/action", "migrate:1");
+    annotate(&s.pair, PRIMARY, "db", "volsync-dr.io/action", "migrate:1");
     let message = wait_finished(&s.pair, PRIMARY, "migrate:1").await;
     assert_migrated(&s.pair, &expected, &message).await;
 
@@ -311,7 +307,7 @@ async fn failover_starts_the_application_on_the_last_complete_copy() {
     // The standby says how many replicas a failover starts.
     let mut s = stage(json!({"volsync-dr.io/replicas": "3"})).await;
     cut_off_and_lose_a(&mut s).await;
-    annotate(&s.pair, SECONDARY, "volsync-dr.io/action", "failover:1");
+    annotate(&s.pair, SECONDARY, "db", "volsync-dr.io/action", "failover:1");
     let message = wait_finished(&s.pair, SECONDARY, "failover:1").await;
     assert_failed_over(&s.pair, &message, 3).await;
     // With A gone, B reports it cannot replicate.
@@ -337,7 +333,7 @@ async fn failed_over_and_back(s: &mut Stage) -> BTreeMap<String, String> {
     s.a.kill().await;
     pair.a.stop().await;
     pair.simulator.pause(PRIMARY);
-    annotate(pair, SECONDARY, "volsync-dr.io/action", "failover:1");
+    annotate(pair, SECONDARY, "db", "volsync-dr.io/action", "failover:1");
     wait_finished(pair, SECONDARY, "failover:1").await;
     pair.write(SECONDARY, NS, "db", "b1", "written on B after the failover");
     pair.write(SECONDARY, NS, "db", "a2", "changed on B");
@@ -405,7 +401,7 @@ async fn assert_failed_back(pair: &ClusterPair, expected: &BTreeMap<String, Stri
 async fn failback_returns_the_application_with_the_writes_made_after_failover() {
     let mut s = stage(json!({"volsync-dr.io/replicas": "2"})).await;
     let expected = failed_over_and_back(&mut s).await;
-    annotate(&s.pair, SECONDARY, "volsync-dr.io/action", "failback:1");
+    annotate(&s.pair, SECONDARY, "db", "volsync-dr.io/action", "failback:1");
     let message = wait_finished(&s.pair, SECONDARY, "failback:1").await;
     assert!(message.contains("the application was down for"), "{message}");
     assert_failed_back(&s.pair, &expected, &message).await;

@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 
 use crate::model::action::{is_pending, refusal_for_role};
 use crate::model::keys;
+use crate::model::progress::Phase;
 use crate::model::protection::{ProtectionSpec, Role};
 use crate::model::schedule;
 use crate::model::volsync::{CopyMethod, ServiceType};
@@ -117,7 +118,7 @@ fn refuse_action(
     now: &BTreeMap<String, String>,
     before: &BTreeMap<String, String>,
 ) -> Option<String> {
-    let running = before.get(keys::ACTION_PHASE).map(String::as_str) == Some("Running");
+    let running = before.get(keys::ACTION_PHASE).and_then(|p| Phase::parse(p)) == Some(Phase::Running);
     let running_what = before.get(keys::ACTION).cloned().unwrap_or_default();
     if running && before.get(keys::PROTECT) != now.get(keys::PROTECT) {
         return Some(format!(

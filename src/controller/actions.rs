@@ -11,12 +11,13 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
-use kube::api::{Patch, PatchParams};
+use kube::api::Patch;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 use serde_json::{Map, Value, json};
 
+use super::apply::field_manager;
 use super::clusters::ClusterRef;
 use super::context::Context;
 use super::error::Error;
@@ -35,13 +36,6 @@ const POLL_SYNC: Duration = Duration::from_secs(1);
 const POLL: Duration = Duration::from_millis(300);
 /// Effects and advances in one pass before yielding to other PVCs.
 const MAX_MOVES_PER_PASS: usize = 24;
-
-fn field_manager() -> PatchParams {
-    PatchParams {
-        field_manager: Some(keys::FIELD_MANAGER.into()),
-        ..PatchParams::default()
-    }
-}
 
 /// Write action annotations (None removes one).
 async fn record(pvcs: &Api<PersistentVolumeClaim>, name: &str, fields: &[(&str, Option<String>)]) -> Result<(), Error> {
@@ -86,7 +80,7 @@ async fn finish(
     ];
     fields.extend(keys::ACTION_BOOKKEEPING.iter().map(|k| (*k, None)));
     record(&pvcs, &pvc.name_any(), &fields).await?;
-    let verb = text.split(':').next().unwrap_or(text);
+    let verb = text.parse::<ActionRequest>().map_or("unknown", |r| r.verb.as_str());
     let outcome = if phase == Phase::Succeeded {
         "succeeded"
     } else {

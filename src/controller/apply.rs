@@ -64,6 +64,14 @@ where
     })
 }
 
+/// Patch parameters for volsync-dr's own (non-apply) writes, under its field manager.
+pub fn field_manager() -> PatchParams {
+    PatchParams {
+        field_manager: Some(keys::FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    }
+}
+
 /// Delete if present; absent is success.
 pub async fn delete_if_present<K>(api: &Api<K>, name: &str) -> Result<bool, kube::Error>
 where

@@ -3,21 +3,21 @@
 //! decision between them is `steps::next`, pure.
 
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
-use super::apply::{delete_if_present, ensure};
+use super::apply::{delete_if_present, ensure, field_manager};
 use super::clusters::ClusterRef;
 use super::context::Context;
 use super::error::Error;
-use super::reconcile::{destination_endpoint, release_patch};
+use super::reconcile::{destination_endpoint, release_finalizer};
 use super::workloads::{self, Usage};
 use crate::model::action::Verb;
 use crate::model::keys;
 use crate::model::names::Names;
 use crate::model::protection::Role;
-use crate::model::volsync::{ReplicationDestination, ReplicationSource};
+use crate::model::volsync::{ReplicationDestination, ReplicationSource, ServiceType};
 use crate::model::workload::{CountFrom, Workload, WorkloadId, missing_on_target, scale_up_patch, scale_up_targets};
 use crate::plan::action::{keep_snapshot_patch, local_source, one_time_source, restored_pvc};
 use crate::plan::{self, Psk};
@@ -33,13 +33,6 @@ pub struct Job<'a> {
     pub names: Names,
     pub here: ClusterRef,
     pub peer: ClusterRef,
-}
-
-fn field_manager() -> PatchParams {
-    PatchParams {
-        field_manager: Some(keys::FIELD_MANAGER.into()),
-        ..PatchParams::default()
-    }
 }
 
 fn snapshots(on: &ClusterRef, namespace: &str) -> Api<DynamicObject> {
@@ -105,20 +98,23 @@ impl Job<'_> {
             .ok_or(Error::Missing("pre-shared key Secret"))
     }
 
-    /// Protection planned from this cluster, as the PVC here says now.
-    async fn plan(&self, endpoint: Option<&plan::Endpoint>) -> Result<plan::ProtectPlan, Error> {
-        let pvc = self.pvc_here().await?;
-        Ok(plan::protect(
-            &pvc,
-            &self.ctx.config.instance(),
-            &self.psk().await?,
-            endpoint,
-        )?)
+    /// What planning from here needs, read once: the PVC as it says now, and the pair's key.
+    async fn plan_inputs(&self) -> Result<(PersistentVolumeClaim, Psk), Error> {
+        Ok((self.pvc_here().await?, self.psk().await?))
     }
 
-    async fn peer_endpoint(&self) -> Result<Option<plan::Endpoint>, Error> {
-        let settings = self.plan(None).await?.settings;
-        destination_endpoint(self.ctx, &self.namespace, &self.names, settings.service_type)
+    /// Protection planned from this cluster (pure, from inputs already read).
+    fn plan_with(
+        &self,
+        (pvc, psk): &(PersistentVolumeClaim, Psk),
+        endpoint: Option<&plan::Endpoint>,
+    ) -> Result<plan::ProtectPlan, Error> {
+        Ok(plan::protect(pvc, &self.ctx.config.instance(), psk, endpoint)?)
+    }
+
+    /// Where this cluster reaches the peer's `rd-P`, once it exists and has an address.
+    async fn peer_endpoint(&self, service_type: ServiceType) -> Result<Option<plan::Endpoint>, Error> {
+        destination_endpoint(self.ctx, &self.namespace, &self.names, service_type)
             .await
             .map_err(|source| Error::Peer {
                 peer: self.peer.name.clone(),
@@ -249,7 +245,10 @@ impl Job<'_> {
             Verb::Migrate if peer_role != Role::Secondary.as_str() => problems.push(format!(
                 "the PVC on cluster {peer} is not the secondary (volsync-dr.io/role={peer_role})"
             )),
-            Verb::Migrate => match self.peer_endpoint().await {
+            Verb::Migrate => match self
+                .peer_endpoint(self.plan_with(&self.plan_inputs().await?, None)?.settings.service_type)
+                .await
+            {
                 Ok(Some(_)) => {}
                 Ok(None) => problems.push(format!(
                     "the ReplicationDestination on cluster {peer} has no address yet; wait for volsync-dr.io/state=Protected"
@@ -342,8 +341,10 @@ impl Job<'_> {
                 Observed::Present(left)
             }
             Step::CreateDestinationOnPeer => {
-                let exists = self.destination(&self.peer).await?.is_some();
-                let address = exists && self.peer_endpoint().await?.is_some();
+                let service_type = self.plan_with(&self.plan_inputs().await?, None)?.settings.service_type;
+                let address = self.peer_endpoint(service_type).await?.is_some();
+                // An endpoint implies the RD; only without one is its existence a question.
+                let exists = address || self.destination(&self.peer).await?.is_some();
                 Observed::Destination { exists, address }
             }
             Step::CreateOneTimeSync | Step::WaitForSync => self.one_time(&names.replication_source_latest).await?,
@@ -430,15 +431,9 @@ impl Job<'_> {
             .await?;
         let pvc = self.pvc_here().await?;
         if has_finalizer(&pvc) {
+            let pvcs = self.here.api::<PersistentVolumeClaim>(&self.namespace);
             self.here
-                .call(
-                    "remove finalizer",
-                    self.here.api::<PersistentVolumeClaim>(&self.namespace).patch(
-                        &self.names.pvc,
-                        &PatchParams::default(),
-                        &Patch::Json::<()>(release_patch(&pvc)),
-                    ),
-                )
+                .call("remove finalizer", release_finalizer(&pvcs, &pvc))
                 .await?;
         }
         Ok(())
@@ -492,7 +487,7 @@ impl Job<'_> {
                 }
             }
             Step::CreateDestinationOnPeer => {
-                let p = self.plan(None).await?;
+                let p = self.plan_with(&self.plan_inputs().await?, None)?;
                 self.peer
                     .call(
                         "apply Secret",
@@ -507,12 +502,13 @@ impl Job<'_> {
                     .await?;
             }
             Step::CreateOneTimeSync => {
-                let endpoint = self.peer_endpoint().await?.ok_or_else(|| {
+                let inputs = self.plan_inputs().await?;
+                let service_type = self.plan_with(&inputs, None)?.settings.service_type;
+                let endpoint = self.peer_endpoint(service_type).await?.ok_or_else(|| {
                     Error::Waiting(format!("the address of the destination on cluster {}", self.peer.name))
                 })?;
                 let scheduled = self
-                    .plan(Some(&endpoint))
-                    .await?
+                    .plan_with(&inputs, Some(&endpoint))?
                     .replication_source
                     .ok_or(Error::Missing("destination endpoint"))?;
                 let once = one_time_source(&scheduled, &names.replication_source_latest, &self.trigger);

@@ -14,7 +14,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::{Value, json};
 
 use super::actions;
-use super::apply::{Outcome, delete_if_present, ensure};
+use super::apply::{Outcome, delete_if_present, ensure, field_manager};
 use super::context::Context;
 use super::error::Error;
 use crate::cluster::peer::PeerError;
@@ -77,6 +77,8 @@ async fn reconcile_inner(
     let deleting = pvc.metadata.deletion_timestamp.is_some();
     let annotations = pvc.annotations();
     let has_finalizer = pvc.finalizers().iter().any(|f| f == keys::FINALIZER);
+    // What the webhook stamps on a protected primary: the watcher adds it when it was missed.
+    let stamped = has_finalizer && pvc.labels().get(keys::PROTECTED_LABEL).map(String::as_str) == Some("true");
     // An action in flight owns the PVC and its objects, whatever the annotations say now
     // (its own steps change the role): protection waits until it has finished.
     if Progress::read(annotations).in_flight().is_some() {
@@ -107,9 +109,7 @@ async fn reconcile_inner(
         if let Some(why) = refusal {
             return actions::refuse(pvc, ctx, &request.to_string(), &why).await;
         }
-        if role == Role::Secondary
-            || (has_finalizer && pvc.labels().get(keys::PROTECTED_LABEL).map(String::as_str) == Some("true"))
-        {
+        if role == Role::Secondary || stamped {
             return actions::run(pvc, ctx).await;
         }
         // A primary gets its finalizer and label first (below); the action starts after.
@@ -118,7 +118,7 @@ async fn reconcile_inner(
         if has_finalizer {
             // Left from when this side was primary: a secondary holds none (the primary drives
             // its cleanup), and it must not block the PVC's deletion.
-            pvcs.patch(name, &PatchParams::default(), &Patch::Json::<()>(release_patch(pvc)))
+            release_finalizer(&pvcs, pvc)
                 .await
                 .map_err(Error::local("remove finalizer"))?;
             return Ok(Action::await_change());
@@ -127,7 +127,7 @@ async fn reconcile_inner(
     }
     tracing::debug!(namespace, name, protect = ?spec.protect, deleting, has_finalizer, "reconcile");
     if spec.is_protected() && !deleting {
-        if !has_finalizer || pvc.labels().get(keys::PROTECTED_LABEL).map(String::as_str) != Some("true") {
+        if !stamped {
             // The webhook was skipped (or is down): stamp what it would have. The write brings
             // the PVC back through the watch.
             pvcs.patch(name, &PatchParams::default(), &Patch::Json::<()>(stamp_patch(pvc)))
@@ -156,7 +156,7 @@ async fn reconcile_inner(
                 .await
                 .map_err(Error::local("clear status"))?;
         }
-        pvcs.patch(name, &PatchParams::default(), &Patch::Json::<()>(release_patch(pvc)))
+        release_finalizer(&pvcs, pvc)
             .await
             .map_err(Error::local("remove finalizer"))?;
         publish(
@@ -169,13 +169,6 @@ async fn reconcile_inner(
         .await;
     }
     Ok(Action::await_change())
-}
-
-fn field_manager() -> PatchParams {
-    PatchParams {
-        field_manager: Some(keys::FIELD_MANAGER.into()),
-        ..PatchParams::default()
-    }
 }
 
 /// JSON patch adding finalizer and label, guarded by a test of the current finalizers so a
@@ -200,8 +193,22 @@ fn stamp_patch(pvc: &PersistentVolumeClaim) -> json_patch::Patch {
     serde_json::from_value(Value::Array(ops)).unwrap_or_default()
 }
 
+/// Remove our finalizer from the PVC (guarded: a concurrent change of the finalizers makes
+/// it fail and retry rather than overwrite).
+pub(super) async fn release_finalizer(
+    pvcs: &Api<PersistentVolumeClaim>,
+    pvc: &PersistentVolumeClaim,
+) -> Result<PersistentVolumeClaim, kube::Error> {
+    pvcs.patch(
+        &pvc.name_any(),
+        &PatchParams::default(),
+        &Patch::Json::<()>(release_patch(pvc)),
+    )
+    .await
+}
+
 /// JSON patch removing our finalizer, guarded the same way.
-pub(super) fn release_patch(pvc: &PersistentVolumeClaim) -> json_patch::Patch {
+fn release_patch(pvc: &PersistentVolumeClaim) -> json_patch::Patch {
     let finalizers = pvc.finalizers();
     let rest: Vec<&String> = finalizers.iter().filter(|f| *f != keys::FINALIZER).collect();
     serde_json::from_value(json!([

@@ -11,8 +11,10 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::{Endpoint, InstanceSettings, PlanError, Psk};
+use crate::model::action::{ActionRequest, Verb};
 use crate::model::keys;
 use crate::model::names::Names;
+use crate::model::progress::{Phase, Progress};
 use crate::model::protection::{ProtectionSpec, Role};
 use crate::model::schedule::Schedule;
 use crate::model::volsync::{
@@ -292,10 +294,9 @@ pub fn hand_off_reason(
     peer: &BTreeMap<String, String>,
     peer_name: &str,
 ) -> Option<String> {
-    let running = peer.get(keys::ACTION_PHASE).map(String::as_str) == Some("Running");
-    if let Some(request) = peer.get(keys::ACTION_RUNNING).filter(|_| running)
-        && request.starts_with(crate::model::action::Verb::Failover.as_str())
-    {
+    let peer_progress = Progress::read(peer);
+    if peer_progress.verb_in_flight() == Some(Verb::Failover) {
+        let request = peer_progress.in_flight().unwrap_or_default();
         return Some(format!(
             "a failover ({request}) runs on cluster {peer_name}; this side is not replicated meanwhile"
         ));
@@ -305,8 +306,9 @@ pub fn hand_off_reason(
     }
     let took_over_here = here
         .get(keys::LAST_ACTION)
-        .is_some_and(|a| a.starts_with(crate::model::action::Verb::Failover.as_str()))
-        && here.get(keys::ACTION_PHASE).map(String::as_str) == Some("Succeeded");
+        .and_then(|a| a.parse::<ActionRequest>().ok())
+        .is_some_and(|r| r.verb == Verb::Failover)
+        && Progress::read(here).phase == Some(Phase::Succeeded);
     Some(if took_over_here {
         format!(
             "this cluster took over in a failover and the PVC on cluster {peer_name} still says primary; \

@@ -60,6 +60,32 @@ pub fn patch_pvc(pair: &ClusterPair, cluster: &str, pvc: &str, body: serde_json:
         .expect("patch PVC");
 }
 
+/// Set one annotation of the PVC `default/<pvc>` (as `kubectl annotate` would).
+pub fn annotate(pair: &ClusterPair, cluster: &str, pvc: &str, key: &str, value: &str) {
+    patch_pvc(
+        pair,
+        cluster,
+        pvc,
+        serde_json::json!({"metadata": {"annotations": {key: value}}}),
+    );
+}
+
+/// Wait (30 s at most) until `rd-<pvc>` on the secondary has a `latestImage`: a sync completed.
+pub async fn wait_latest_image(pair: &ClusterPair, pvc: &str) {
+    pair.wait_for(30, "a completed sync (latestImage) on the secondary", |p| {
+        let rd = p.get(
+            SECONDARY,
+            "volsync.backube",
+            "v1alpha1",
+            "replicationdestinations",
+            "default",
+            &format!("rd-{pvc}"),
+        )?;
+        rd["status"]["latestImage"]["name"].as_str().map(|_| ())
+    })
+    .await;
+}
+
 /// An annotation of the PVC `default/<pvc>` on a cluster of the pair.
 pub fn annotation(pair: &ClusterPair, cluster: &str, pvc: &str, key: &str) -> Option<String> {
     pair.get(cluster, "", "v1", "persistentvolumeclaims", "default", pvc)?["metadata"]["annotations"][key]
