@@ -13,6 +13,11 @@ pub fn crd_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/volsync-crds")
 }
 
+/// volsync-dr's own CRDs (DRPolicy), as `deploy/` ships them.
+pub fn volsync_dr_crd_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/crds")
+}
+
 /// Install every CRD in the YAML files of `dir`.
 pub fn install_crds(server: &ApiServer, dir: &Path) -> Result<usize, String> {
     let mut installed = 0;

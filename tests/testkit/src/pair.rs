@@ -1,4 +1,4 @@
-//! Two test clusters side by side, each with VolSync's CRDs, a Ready node and a kubeconfig,
+//! Two test clusters side by side, each with VolSync's CRDs and volsync-dr's DRPolicy CRD, a Ready node and a kubeconfig,
 //! and one VolSync simulator over both: the stage for end-to-end tests.
 
 use std::path::{Path, PathBuf};
@@ -33,6 +33,7 @@ impl ClusterPair {
             let server = Arc::new(ApiServer::start(Config::default()).await.expect("start API server"));
             server.store().set_cluster_ip_prefix(service_network);
             install_crds(&server, &crate::cluster::crd_dir()).expect("install CRDs");
+            install_crds(&server, &crate::cluster::volsync_dr_crd_dir()).expect("install the DRPolicy CRD");
             add_node(&server, &format!("{name}-node-1"), node_address);
             server
                 .write_kubeconfig(&dir.path().join(format!("{name}.kubeconfig")), name)

@@ -539,6 +539,8 @@ async fn resource(
     }
     let ns = t.namespace.clone().unwrap_or_default();
     let table = accept.contains("as=Table");
+    // Metadata-only clients (kube's PartialObjectMeta, client-go's metadata informers).
+    let metadata_only = accept.contains("as=PartialObjectMetadata");
     let include = query.get("includeObject").unwrap_or("Metadata");
     let parse_body = |body: &Bytes| -> Result<Value, ApiError> {
         if content_type.contains("protobuf") {
@@ -565,14 +567,22 @@ async fn resource(
                 if table {
                     return Ok(respond(200, &table::table(&t.rt, &items, Some(rv), include)));
                 }
+                if metadata_only {
+                    let items: Vec<Value> = items.iter().map(partial_object_metadata).collect();
+                    return Ok(respond(200, &json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1",
+                                                   "metadata": {"resourceVersion": rv.to_string()}, "items": items})));
+                }
                 Ok(respond(200, &json!({"kind": format!("{}List", t.rt.kind), "apiVersion": t.rt.api_version(),
                                          "metadata": {"resourceVersion": rv.to_string()}, "items": items})))
             }
-            ("watch", None) => watch(shared, &t, query, table, include),
+            ("watch", None) => watch(shared, &t, query, table, metadata_only, include),
             ("get", None) => {
                 let obj = store.get(&t.rt, &ns, t.name.as_deref().unwrap_or(""))?;
                 if table {
                     return Ok(respond(200, &table::table(&t.rt, &[obj], None, include)));
+                }
+                if metadata_only {
+                    return Ok(respond(200, &partial_object_metadata(&obj)));
                 }
                 Ok(respond(200, &obj))
             }
@@ -798,11 +808,17 @@ fn scale(
     Ok(respond(200, &scale_of(&w.object)))
 }
 
+/// An object as a metadata-only client receives it.
+fn partial_object_metadata(object: &Value) -> Value {
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": object["metadata"]})
+}
+
 fn watch(
     shared: &Arc<Shared>,
     t: &Target,
     query: &Query,
     table: bool,
+    metadata_only: bool,
     include: &str,
 ) -> Result<Response<Body>, ApiError> {
     let labels = LabelSelector::parse(query.get("labelSelector").unwrap_or("")).map_err(ApiError::bad_request)?;
@@ -851,6 +867,8 @@ fn watch(
     let render = move |type_: &str, object: &Value| -> Bytes {
         let object = if table && type_ != "BOOKMARK" {
             table::table(&rt, std::slice::from_ref(object), None, &include)
+        } else if metadata_only && type_ != "BOOKMARK" {
+            partial_object_metadata(object)
         } else {
             object.clone()
         };

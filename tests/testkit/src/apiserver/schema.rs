@@ -1,6 +1,6 @@
 //! Validation and pruning of custom resources against a CRD's structural openAPIV3Schema, the
 //! way the API server does it: unknown fields are pruned (or, with `fieldValidation=Strict`,
-//! refused), null values of non-nullable fields dropped, and types, enums, patterns, bounds and
+//! refused), null values of non-nullable fields dropped, defaults filled in, and types, enums, patterns, bounds and
 //! required fields checked.
 
 use regex::Regex;
@@ -190,6 +190,17 @@ fn check(schema: &Value, value: &mut Value, path: &str, outcome: &mut Outcome) {
                     None => {
                         outcome.unknown.push(sub_path);
                         map.remove(&key);
+                    }
+                }
+            }
+            // Defaulting, as the API server does for structural schemas: absent fields with a
+            // `default` get it.
+            if let Some(props) = props {
+                for (key, sub) in props {
+                    if let Some(default) = sub.get("default")
+                        && !map.contains_key(key)
+                    {
+                        map.insert(key.clone(), default.clone());
                     }
                 }
             }

@@ -20,19 +20,50 @@ fn age(created: &str) -> String {
     }
 }
 
-/// Evaluate a simple JSONPath such as `.status.lastSyncTime` or `.spec.ports[0].port`.
+/// Evaluate a simple JSONPath such as `.status.lastSyncTime`, `.spec.ports[0].port` or
+/// `.status.conditions[?(@.type=="Ready")].status` (a filter by one field's string value).
 fn json_path<'a>(object: &'a Value, path: &str) -> &'a Value {
+    static NULL: Value = Value::Null;
     let mut v = object;
-    for seg in path.trim_start_matches('.').split('.') {
+    let mut rest = path.trim_start_matches('.');
+    while !rest.is_empty() {
+        // A segment ends at the next '.' outside brackets.
+        let mut depth = 0;
+        let end = rest
+            .char_indices()
+            .find(|&(_, c)| {
+                match c {
+                    '[' => depth += 1,
+                    ']' => depth -= 1,
+                    _ => {}
+                }
+                c == '.' && depth == 0
+            })
+            .map(|(i, _)| i)
+            .unwrap_or(rest.len());
+        let seg = &rest[..end];
+        rest = rest[end..].trim_start_matches('.');
         let (field, index) = match seg.split_once('[') {
-            Some((f, rest)) => (f, rest.trim_end_matches(']').parse::<usize>().ok()),
+            Some((f, idx)) => (f, Some(idx.trim_end_matches(']'))),
             None => (seg, None),
         };
         if !field.is_empty() {
             v = &v[field];
         }
-        if let Some(i) = index {
-            v = &v[i];
+        match index {
+            None => {}
+            Some(filter) if filter.starts_with("?(@.") => {
+                let inner = filter.trim_start_matches("?(@.").trim_end_matches(')');
+                let Some((key, want)) = inner.split_once("==") else {
+                    return &NULL;
+                };
+                let want = want.trim_matches('"').trim_matches('\'');
+                v = v
+                    .as_array()
+                    .and_then(|items| items.iter().find(|i| i[key].as_str() == Some(want)))
+                    .unwrap_or(&NULL);
+            }
+            Some(i) => v = i.parse::<usize>().map(|i| &v[i]).unwrap_or(&NULL),
         }
     }
     v
@@ -52,15 +83,26 @@ pub fn table(rt: &ResourceType, items: &[Value], resource_version: Option<u64>, 
     for c in &rt.printer_columns {
         columns.push(json!({"name": c.name, "type": c.type_, "format": "", "description": c.name, "priority": 0}));
     }
-    columns.push(json!({"name": "Age", "type": "string", "format": "", "description": "Age", "priority": 0}));
+    // A CRD that lists its own columns gets only those (it adds Age itself when it wants it).
+    let own_age = rt.printer_columns.iter().any(|c| c.name == "Age");
+    if !own_age {
+        columns.push(json!({"name": "Age", "type": "string", "format": "", "description": "Age", "priority": 0}));
+    }
     let rows: Vec<Value> = items
         .iter()
         .map(|item| {
             let mut cells = vec![item["metadata"]["name"].clone()];
             for c in &rt.printer_columns {
-                cells.push(cell(json_path(item, &c.json_path)));
+                let value = json_path(item, &c.json_path);
+                // As the real server renders a CRD's date columns: an age.
+                match value.as_str() {
+                    Some(t) if c.type_ == "date" => cells.push(json!(age(t))),
+                    _ => cells.push(cell(value)),
+                }
             }
-            cells.push(json!(age(item["metadata"]["creationTimestamp"].as_str().unwrap_or(""))));
+            if !own_age {
+                cells.push(json!(age(item["metadata"]["creationTimestamp"].as_str().unwrap_or(""))));
+            }
             let object = match include_object {
                 "None" => Value::Null,
                 "Object" => item.clone(),
@@ -74,4 +116,25 @@ pub fn table(rt: &ResourceType, items: &[Value], resource_version: Option<u64>, 
         metadata["resourceVersion"] = json!(rv.to_string());
     }
     json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": metadata, "columnDefinitions": columns, "rows": rows})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_paths() {
+        let o = json!({"spec": {"ports": [{"port": 80}, {"port": 443}]},
+                       "status": {"conditions": [{"type": "Synced", "status": "False"}, {"type": "Ready", "status": "True"}]}});
+        assert_eq!(json_path(&o, ".spec.ports[1].port"), &json!(443));
+        assert_eq!(
+            json_path(&o, r#".status.conditions[?(@.type=="Ready")].status"#),
+            &json!("True")
+        );
+        assert_eq!(
+            json_path(&o, r#".status.conditions[?(@.type=="Gone")].status"#),
+            &Value::Null
+        );
+        assert_eq!(json_path(&o, ".status.missing"), &Value::Null);
+    }
 }
