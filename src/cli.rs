@@ -25,6 +25,8 @@ pub enum Command {
     Render(RenderArgs),
     /// Generate a CA and the webhook's serving certificate; print the caBundle.
     Certs(CertsArgs),
+    /// Print the DRPolicy CustomResourceDefinition (apply it with `kubectl apply -f -`).
+    Crd,
 }
 
 #[derive(Debug, Args)]
@@ -74,6 +76,10 @@ pub struct RunArgs {
     /// Comma-separated namespaces to watch [default: all].
     #[arg(long, env = "VOLSYNC_DR_NAMESPACES", value_delimiter = ',')]
     pub namespaces: Vec<String>,
+    /// The namespace volsync-dr runs in; no DRPolicy reaches its PVCs (set it from the
+    /// downward API in a Deployment).
+    #[arg(long, default_value = "volsync-dr", env = "VOLSYNC_DR_OWN_NAMESPACE")]
+    pub own_namespace: String,
     /// HTTPS listen address of the admission webhook.
     #[arg(long, default_value = "0.0.0.0:8443", env = "VOLSYNC_DR_WEBHOOK_ADDR")]
     pub webhook_addr: std::net::SocketAddr,

@@ -20,6 +20,8 @@ pub struct RunConfig {
     pub destination_volume_snapshot_class: Option<String>,
     /// Empty: every namespace.
     pub namespaces: Vec<String>,
+    /// volsync-dr's own namespace (no policy reaches it).
+    pub own_namespace: String,
     pub admin_addr: SocketAddr,
     pub webhook_addr: SocketAddr,
     pub tls: crate::server::tls::TlsFiles,
@@ -102,6 +104,11 @@ impl RunConfig {
             volume_snapshot_class: args.volume_snapshot_class.clone().filter(|c| !c.is_empty()),
             destination_volume_snapshot_class: args.destination_volume_snapshot_class.clone().filter(|c| !c.is_empty()),
             namespaces,
+            own_namespace: dns_label(&args.own_namespace).map_err(|_| ConfigError {
+                flag: "--own-namespace",
+                value: args.own_namespace.clone(),
+                problem: "accepted: a namespace name".into(),
+            })?,
             admin_addr: args.admin_addr,
             webhook_addr: args.webhook_addr,
             tls: crate::server::tls::TlsFiles {
@@ -117,6 +124,15 @@ impl RunConfig {
             concurrency: args.concurrency,
             log_format: args.log_format,
         })
+    }
+
+    /// What the instance contributes to policy decisions.
+    pub fn policy_scope(&self) -> crate::plan::policy::Scope {
+        crate::plan::policy::Scope {
+            own_namespace: self.own_namespace.clone(),
+            default_service_type: self.default_service_type,
+            volume_snapshot_class: self.volume_snapshot_class.clone(),
+        }
     }
 
     /// The planner's view of this instance.

@@ -14,6 +14,7 @@ async fn main() -> ExitCode {
         Command::Run(args) => cmd::run::run(args).await,
         Command::Render(args) => cmd::render::run(args),
         Command::Certs(args) => cmd::certs::run(args),
+        Command::Crd => cmd::crd::run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -16,6 +16,9 @@ pub struct Metrics {
     action_seconds: Family<Labels, Histogram>,
     app_down_seconds: Family<Labels, Histogram>,
     action_steps: Family<Labels, Counter>,
+    policy_changes: Family<Labels, Counter>,
+    policy_sweeps: Family<Labels, Counter>,
+    policy_sweep_seconds: Histogram,
 }
 
 /// 0.5 s to ~2.3 h: actions last from seconds (a small sync) to hours (a large one).
@@ -61,7 +64,31 @@ impl Metrics {
             "Action steps finished, by verb and step",
             action_steps.clone(),
         );
+        let policy_changes = Family::<Labels, Counter>::default();
+        registry.register(
+            "policy_changes",
+            "PVCs a DRPolicy protected, updated or released, by reason",
+            policy_changes.clone(),
+        );
+        let policy_sweeps = Family::<Labels, Counter>::default();
+        registry.register(
+            "policy_sweeps",
+            "Passes of the policies over every PVC, by result",
+            policy_sweeps.clone(),
+        );
+        // 10 ms to ~80 s: one pass over up to tens of thousands of cached PVCs.
+        let policy_sweep_seconds = Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+            0.01, 2.0, 14,
+        ));
+        registry.register(
+            "policy_sweep_duration_seconds",
+            "Time of one pass of the policies over every PVC, writes included",
+            policy_sweep_seconds.clone(),
+        );
         Metrics {
+            policy_changes,
+            policy_sweeps,
+            policy_sweep_seconds,
             registry,
             admission,
             admission_seconds,
@@ -104,6 +131,19 @@ impl Metrics {
         self.action_steps
             .get_or_create(&vec![("verb".into(), verb.into()), ("step".into(), step.into())])
             .inc();
+    }
+
+    pub fn policy_change(&self, reason: &str) {
+        self.policy_changes
+            .get_or_create(&vec![("reason".into(), reason.into())])
+            .inc();
+    }
+
+    pub fn policy_sweep(&self, result: &str, seconds: f64) {
+        self.policy_sweeps
+            .get_or_create(&vec![("result".into(), result.into())])
+            .inc();
+        self.policy_sweep_seconds.observe(seconds);
     }
 
     pub fn render(&self) -> String {

@@ -112,6 +112,7 @@ fn state() -> AdmissionState {
             service_type: ServiceType::ClusterIP,
         },
         metrics: Arc::new(Metrics::new()),
+        policies: None,
     }
 }
 

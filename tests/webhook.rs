@@ -49,6 +49,7 @@ async fn call(body: String) -> (u16, Value, String) {
             service_type: ServiceType::ClusterIP,
         },
         metrics: Arc::new(Metrics::new()),
+        policies: None,
     });
     let response = router(state)
         .oneshot(

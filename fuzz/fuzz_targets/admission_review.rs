@@ -16,6 +16,7 @@ fn state() -> &'static AdmissionState {
     STATE.get_or_init(|| AdmissionState {
         defaults: AdmissionDefaults { service_type: ServiceType::ClusterIP },
         metrics: Arc::new(Metrics::new()),
+        policies: None,
     })
 }
 

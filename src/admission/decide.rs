@@ -12,7 +12,7 @@ use crate::model::progress::Phase;
 use crate::model::protection::{ProtectionSpec, Role};
 use crate::model::schedule;
 use crate::model::volsync::{CopyMethod, ServiceType};
-use crate::plan::protect::is_volsync_owned;
+use crate::plan::protect::{is_restore, is_volsync_owned};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Operation {
@@ -49,14 +49,6 @@ pub enum Decision {
 
 fn annotations(pvc: &PersistentVolumeClaim) -> BTreeMap<String, String> {
     pvc.metadata.annotations.clone().unwrap_or_default()
-}
-
-/// Restored PVCs (from a ReplicationDestination) are VolSync's business, never protected.
-fn is_restore(pvc: &PersistentVolumeClaim) -> bool {
-    pvc.spec
-        .as_ref()
-        .and_then(|s| s.data_source_ref.as_ref())
-        .is_some_and(|r| r.kind == "ReplicationDestination")
 }
 
 /// Decide on a PVC CREATE or UPDATE. `policy` holds the annotations of a matching cluster

@@ -12,9 +12,12 @@ use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation as KubeOperation};
 
-use super::AdmissionState;
+use std::collections::BTreeMap;
+
 use super::decide::{Decision, Operation, decide};
 use super::patch::patch_for;
+use super::{AdmissionState, PolicyHook};
+use crate::plan::policy::evaluate;
 
 pub async fn mutate_pvc(State(state): State<Arc<AdmissionState>>, body: Bytes) -> Response {
     let started = Instant::now();
@@ -52,15 +55,22 @@ pub fn review(state: &AdmissionState, body: &[u8]) -> Result<(AdmissionResponse,
     };
     let object = serde_json::to_value(object).map_err(|e| format!("cannot read the object: {e}"))?;
     // A body the API server would refuse as a PVC is not ours to judge.
-    let Ok(pvc) = serde_json::from_value::<PersistentVolumeClaim>(object.clone()) else {
+    let Ok(mut pvc) = serde_json::from_value::<PersistentVolumeClaim>(object.clone()) else {
         return Ok((response, "ignored"));
     };
+    if pvc.metadata.namespace.is_none() {
+        pvc.metadata.namespace = request.namespace.clone();
+    }
     let old = request
         .old_object
         .as_ref()
         .and_then(|o| serde_json::to_value(o).ok())
         .and_then(|v| serde_json::from_value::<PersistentVolumeClaim>(v).ok());
-    match decide(operation, &pvc, old.as_ref(), &state.defaults, None) {
+    let policy = match (operation, &state.policies) {
+        (Operation::Create, Some(hook)) => policy_annotations(hook, &pvc),
+        _ => None,
+    };
+    match decide(operation, &pvc, old.as_ref(), &state.defaults, policy.as_ref()) {
         Decision::Deny(reason) => Ok((response.deny(reason), "denied")),
         Decision::Allow(mutation) if mutation.is_empty() => Ok((response, "allowed")),
         Decision::Allow(mutation) => {
@@ -77,4 +87,12 @@ pub fn review(state: &AdmissionState, body: &[u8]) -> Result<(AdmissionResponse,
             }
         }
     }
+}
+
+/// What a matching policy adds to a new PVC (nothing while the policies or the namespace are
+/// not known yet: the sweep protects it moments later).
+fn policy_annotations(hook: &PolicyHook, pvc: &PersistentVolumeClaim) -> Option<BTreeMap<String, String>> {
+    let set = hook.lookup.policies()?;
+    let labels = hook.lookup.namespace_labels(pvc.metadata.namespace.as_deref()?)?;
+    evaluate(&set, pvc, &labels, &hook.scope).map(|(_, change)| change.set)
 }

@@ -1,6 +1,7 @@
 //! Connections to the clusters: the local one the usual way, the peer from its kubeconfig.
 
 pub mod peer;
+pub mod policies;
 
 use kube::Client;
 

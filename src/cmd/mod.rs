@@ -1,5 +1,6 @@
 //! One module per subcommand; each turns parsed arguments into effects.
 
 pub mod certs;
+pub mod crd;
 pub mod render;
 pub mod run;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
-use crate::admission::{self, AdmissionState, decide::AdmissionDefaults};
+use crate::admission::{self, AdmissionState, PolicyHook, decide::AdmissionDefaults};
 use crate::cli::RunArgs;
 use crate::cluster::{self, peer::Peer};
 use crate::config::RunConfig;
@@ -27,11 +27,20 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     let tls_config = tls::load(&config.tls).map_err(|e| Error::Cluster(e.to_string()))?;
     let rustls_config = axum_server::tls_rustls::RustlsConfig::from_config(tls_config);
     let metrics = Arc::new(Metrics::new());
+    let policies = cluster::policies::start(local.clone(), config.peer_name.clone()).await;
+    let (policy_watch, policy_cache) = match policies {
+        Some((watch, cache)) => (Some(watch), futures::future::Either::Left(cache)),
+        None => (None, futures::future::Either::Right(std::future::pending())),
+    };
     let webhook_router = admission::router(Arc::new(AdmissionState {
         defaults: AdmissionDefaults {
             service_type: config.default_service_type,
         },
         metrics: metrics.clone(),
+        policies: policy_watch.clone().map(|lookup| PolicyHook {
+            lookup,
+            scope: config.policy_scope(),
+        }),
     }));
     let webhook_listener = std::net::TcpListener::bind(config.webhook_addr)
         .map_err(|e| Error::Cluster(format!("cannot listen on --webhook-addr {}: {e}", config.webhook_addr)))?;
@@ -54,7 +63,7 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     );
     let synced = Arc::new(AtomicUsize::new(0));
     let needed = config.namespaces.len().max(1);
-    let ctx = Arc::new(Context::new(local, peer, config, metrics.clone()));
+    let ctx = Arc::new(Context::new(local, peer, config, metrics.clone(), policy_watch));
     tokio::select! {
         served = admin::serve(listener, synced.clone(), needed, metrics) => {
             served.map_err(|e| Error::Cluster(format!("admin server stopped: {e}")))?;
@@ -63,6 +72,7 @@ pub async fn run(args: &RunArgs) -> Result<()> {
             served.map_err(|e| Error::Cluster(format!("webhook server stopped: {e}")))?;
         }
         () = reloader => {}
+        () = policy_cache => {}
         () = controller::run(ctx, synced) => {
             tracing::info!("volsync-dr stopped");
         }

@@ -17,6 +17,9 @@ pub struct Context {
     pub config: RunConfig,
     pub recorder: Recorder,
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    /// The DRPolicies and namespace labels; `None` when the cluster has no DRPolicy CRD.
+    pub policies: Option<std::sync::Arc<crate::cluster::policies::PolicyWatch>>,
+    pub policy_scope: crate::plan::policy::Scope,
     failures: Mutex<HashMap<(String, String), u32>>,
     /// A peer node's address for NodePort, with when it was looked up.
     node_address: Mutex<Option<(Instant, String)>>,
@@ -31,7 +34,13 @@ const BACKOFF_BASE: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
 
 impl Context {
-    pub fn new(local: Client, peer: Peer, config: RunConfig, metrics: std::sync::Arc<crate::metrics::Metrics>) -> Self {
+    pub fn new(
+        local: Client,
+        peer: Peer,
+        config: RunConfig,
+        metrics: std::sync::Arc<crate::metrics::Metrics>,
+        policies: Option<std::sync::Arc<crate::cluster::policies::PolicyWatch>>,
+    ) -> Self {
         let reporter = Reporter {
             controller: "volsync-dr".into(),
             instance: Some(config.cluster_name.clone()),
@@ -39,6 +48,8 @@ impl Context {
         Context {
             recorder: Recorder::new(local.clone(), reporter),
             metrics,
+            policy_scope: config.policy_scope(),
+            policies,
             local,
             peer,
             config,

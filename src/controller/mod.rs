@@ -8,6 +8,7 @@ pub mod clusters;
 pub mod context;
 pub mod error;
 pub mod execute;
+pub mod policy;
 pub mod reconcile;
 pub mod workloads;
 
@@ -42,43 +43,52 @@ pub async fn run(ctx: Arc<Context>, synced: Arc<AtomicUsize>) {
     };
     let managed = watcher::Config::default().labels(&format!("{}={}", keys::MANAGED_BY, keys::MANAGED_BY_VALUE));
     let config = controller::Config::default().concurrency(ctx.config.concurrency);
-    let runs = scopes.into_iter().map(|scope| {
-        let client = ctx.local.clone();
-        let (pvcs, sources, destinations): (
-            Api<PersistentVolumeClaim>,
-            Api<ReplicationSource>,
-            Api<ReplicationDestination>,
-        ) = match &scope {
-            Some(ns) => (
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client, ns),
-            ),
-            None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client)),
-        };
-        let controller = Controller::new(pvcs, watcher::Config::default())
-            .with_config(config.clone())
-            .watches(sources, managed.clone(), owner_pvc)
-            .watches(destinations, managed.clone(), owner_pvc)
-            .shutdown_on_signal();
-        let store = controller.store();
-        let synced = synced.clone();
-        let ctx = ctx.clone();
-        async move {
-            let ready = async move {
-                if store.wait_until_ready().await.is_ok() {
-                    synced.fetch_add(1, Ordering::SeqCst);
-                }
+    let mut stores = Vec::new();
+    let runs: Vec<_> = scopes
+        .into_iter()
+        .map(|scope| {
+            let client = ctx.local.clone();
+            let (pvcs, sources, destinations): (
+                Api<PersistentVolumeClaim>,
+                Api<ReplicationSource>,
+                Api<ReplicationDestination>,
+            ) = match &scope {
+                Some(ns) => (
+                    Api::namespaced(client.clone(), ns),
+                    Api::namespaced(client.clone(), ns),
+                    Api::namespaced(client, ns),
+                ),
+                None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client)),
             };
-            let work = controller
-                .run(reconcile::reconcile, reconcile::error_policy, ctx)
-                .for_each(|result| async move {
-                    if let Err(e) = result {
-                        tracing::debug!(error = %e, "controller event");
+            let controller = Controller::new(pvcs, watcher::Config::default())
+                .with_config(config.clone())
+                .watches(sources, managed.clone(), owner_pvc)
+                .watches(destinations, managed.clone(), owner_pvc)
+                .shutdown_on_signal();
+            let store = controller.store();
+            stores.push(store.clone());
+            let synced = synced.clone();
+            let ctx = ctx.clone();
+            async move {
+                let ready = async move {
+                    if store.wait_until_ready().await.is_ok() {
+                        synced.fetch_add(1, Ordering::SeqCst);
                     }
-                });
-            tokio::join!(ready, work);
-        }
-    });
-    futures::future::join_all(runs).await;
+                };
+                let work = controller
+                    .run(reconcile::reconcile, reconcile::error_policy, ctx)
+                    .for_each(|result| async move {
+                        if let Err(e) = result {
+                            tracing::debug!(error = %e, "controller event");
+                        }
+                    });
+                tokio::join!(ready, work);
+            }
+        })
+        .collect();
+    // The sweep ends with the process; the controllers end on the shutdown signal.
+    tokio::select! {
+        _ = futures::future::join_all(runs) => {}
+        () = policy::sweep_forever(ctx.clone(), stores) => {}
+    }
 }

@@ -65,6 +65,10 @@ async fn reconcile_inner(
     if plan::protect::is_volsync_owned(pvc) {
         return Ok(Action::await_change());
     }
+    // A DRPolicy writes its settings on the PVC first; the PVC comes back with them.
+    if super::policy::apply_to(ctx, pvc).await? {
+        return Ok(Action::await_change());
+    }
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.local.clone(), namespace);
     let spec = match ProtectionSpec::parse(pvc.annotations()) {
         Ok(spec) => spec,

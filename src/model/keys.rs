@@ -38,6 +38,12 @@ pub const APP_DOWN_SECONDS: &str = "volsync-dr.io/app-down-seconds";
 /// workload up (recorded when it scaled it down; a user may set it on a standby workload to
 /// say how many replicas a failover starts).
 pub const REPLICAS: &str = "volsync-dr.io/replicas";
+/// The DRPolicy that protects this PVC (set by the webhook or the sweep, not by users).
+pub const POLICY: &str = "volsync-dr.io/policy";
+/// What that policy wrote, as a JSON object of annotation names (without the prefix) to values.
+/// An annotation whose value still equals this record belongs to the policy; any other value
+/// was set by someone else and wins over the policy.
+pub const POLICY_APPLIED: &str = "volsync-dr.io/policy-applied";
 /// Full name of the application PVC on every object created for it (the label may be hashed).
 pub const PVC_NAME: &str = "volsync-dr.io/pvc-name";
 
@@ -74,6 +80,8 @@ pub const STATUS_ANNOTATIONS: &[&str] = &[
     APP_DOWN_SINCE,
     APP_DOWN_SECONDS,
     PVC_NAME,
+    POLICY,
+    POLICY_APPLIED,
 ];
 
 /// Bookkeeping of a running action, removed when it finishes.

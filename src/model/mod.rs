@@ -4,6 +4,7 @@
 pub mod action;
 pub mod keys;
 pub mod names;
+pub mod policy;
 pub mod progress;
 pub mod protection;
 pub mod schedule;

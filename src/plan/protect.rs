@@ -332,6 +332,15 @@ pub fn is_volsync_owned(pvc: &PersistentVolumeClaim) -> bool {
         .is_some_and(|v| v == keys::CREATED_BY_VOLSYNC)
 }
 
+/// Whether the PVC is restored from a ReplicationDestination (VolSync's business, never
+/// protected).
+pub fn is_restore(pvc: &PersistentVolumeClaim) -> bool {
+    pvc.spec
+        .as_ref()
+        .and_then(|s| s.data_source_ref.as_ref())
+        .is_some_and(|r| r.kind == "ReplicationDestination")
+}
+
 /// The counterpart carries the pair's settings seen from its own side, so either PVC shows the
 /// whole state and protection can later run in the other direction with the same settings.
 fn counterpart_annotations(settings: &EffectiveSettings, instance: &InstanceSettings) -> BTreeMap<String, String> {
