@@ -130,6 +130,7 @@ impl RunConfig {
     pub fn policy_scope(&self) -> crate::plan::policy::Scope {
         crate::plan::policy::Scope {
             own_namespace: self.own_namespace.clone(),
+            namespaces: self.namespaces.clone(),
             default_service_type: self.default_service_type,
             volume_snapshot_class: self.volume_snapshot_class.clone(),
         }

@@ -113,6 +113,11 @@ async fn sweep(ctx: &Context, set: &PolicySet, stores: &[Store<PersistentVolumeC
                 None => (policy_after(current, None), true),
                 Some((outcome, change)) => match write(ctx, &pvc, &outcome, &change).await {
                     Ok(()) => (policy_after(current, Some(&change)), true),
+                    // Changed since the cache saw it: its own reconcile decides again.
+                    Err(Error::Local {
+                        source: kube::Error::Api(s),
+                        ..
+                    }) if s.code == 409 => (policy_after(current, None), true),
                     Err(e) => {
                         tracing::warn!(namespace = pvc.namespace(), name = pvc.name_any(), error = %e, "policy sweep");
                         (policy_after(current, None), false)

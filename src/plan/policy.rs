@@ -76,6 +76,8 @@ pub trait PolicyLookup: Send + Sync {
 pub struct Scope {
     /// volsync-dr's own namespace: no policy reaches it.
     pub own_namespace: String,
+    /// The namespaces the instance watches (empty: all); a policy reaches no other.
+    pub namespaces: Vec<String>,
     /// Written on PVCs a policy protects when the policy does not say.
     pub default_service_type: ServiceType,
     /// The snapshot class here when neither PVC nor policy names one (for the class mapping).
@@ -166,6 +168,7 @@ fn choose<'a>(
         || pvc.metadata.deletion_timestamp.is_some()
         || SYSTEM_NAMESPACES.contains(&namespace)
         || namespace == scope.own_namespace
+        || !(scope.namespaces.is_empty() || scope.namespaces.iter().any(|n| n == namespace))
         // The secondary of a pair belongs to its primary; an action in flight owns the PVC.
         || current.get(keys::ROLE).map(String::as_str) == Some(Role::Secondary.as_str())
         || Progress::read(&current).in_flight().is_some()
@@ -350,6 +353,7 @@ mod tests {
     fn scope() -> Scope {
         Scope {
             own_namespace: "volsync-dr".into(),
+            namespaces: Vec::new(),
             default_service_type: ServiceType::ClusterIP,
             volume_snapshot_class: Some("snap-a".into()),
         }
@@ -621,6 +625,21 @@ mod tests {
         ] {
             assert_eq!(evaluate(&set, &p, &ns, &scope()), None, "{name}");
         }
+    }
+
+    #[test]
+    fn only_watched_namespaces() {
+        let set = PolicySet::new([policy("all", json!({}))]);
+        let scoped = Scope {
+            namespaces: vec!["app".into()],
+            ..scope()
+        };
+        let ns = BTreeMap::new();
+        assert!(evaluate(&set, &pvc("app", json!({}), json!({}), "std"), &ns, &scoped).is_some());
+        assert_eq!(
+            evaluate(&set, &pvc("other", json!({}), json!({}), "std"), &ns, &scoped),
+            None
+        );
     }
 
     #[test]
