@@ -42,7 +42,7 @@ async fn start(router: Router, tls_config: axum_server::tls_rustls::RustlsConfig
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
-        if let Err(e) = webhook::serve(listener, tls_config, router).await {
+        if let Err(e) = webhook::serve(listener, tls_config, router, axum_server::Handle::new()).await {
             eprintln!("server: {e}");
         }
     });

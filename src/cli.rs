@@ -111,6 +111,20 @@ pub struct RunArgs {
     /// to be killed) right after it records that step as started, before the step acts.
     #[arg(long, env = "VOLSYNC_DR_TEST_HOLD_AT_STEP", hide = true)]
     pub test_hold_at_step: Option<String>,
+    /// Elect a leader among the replicas on a coordination.k8s.io Lease in --own-namespace:
+    /// only the leader runs the watcher; every replica serves the webhook.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "VOLSYNC_DR_LEADER_ELECT")]
+    pub leader_elect: bool,
+    /// Name of the Lease.
+    #[arg(long, default_value = "volsync-dr", env = "VOLSYNC_DR_LEASE_NAME")]
+    pub lease_name: String,
+    /// How long a leader's Lease is valid without renewal, in seconds: the longest a crashed
+    /// leader leaves the watcher unattended. It renews 5 s before (at least 1 s) the end.
+    #[arg(long, default_value_t = 15, env = "VOLSYNC_DR_LEASE_DURATION_SECONDS")]
+    pub lease_duration_seconds: u64,
+    /// This replica's identity in the Lease [default: $POD_NAME, else $HOSTNAME, else a random one].
+    #[arg(long, env = "VOLSYNC_DR_POD_NAME")]
+    pub pod_name: Option<String>,
     /// How many PVCs are reconciled at once.
     #[arg(long, default_value_t = 16, env = "VOLSYNC_DR_CONCURRENCY")]
     pub concurrency: u16,

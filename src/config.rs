@@ -36,6 +36,15 @@ pub struct RunConfig {
     pub test_hold_at_step: Option<String>,
     pub concurrency: u16,
     pub log_format: LogFormat,
+    /// `None`: no leader election (a single replica).
+    pub leader: Option<LeaderConfig>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaderConfig {
+    pub lease_name: String,
+    pub lease_duration: Duration,
+    pub identity: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +132,28 @@ impl RunConfig {
             test_hold_at_step: args.test_hold_at_step.clone(),
             concurrency: args.concurrency,
             log_format: args.log_format,
+            leader: if args.leader_elect {
+                if args.lease_duration_seconds < 2 {
+                    return Err(ConfigError {
+                        flag: "--lease-duration-seconds",
+                        value: args.lease_duration_seconds.to_string(),
+                        problem: "must be at least 2".into(),
+                    });
+                }
+                Some(LeaderConfig {
+                    lease_name: args.lease_name.clone(),
+                    lease_duration: Duration::from_secs(args.lease_duration_seconds),
+                    identity: args
+                        .pod_name
+                        .clone()
+                        .or_else(|| std::env::var("POD_NAME").ok())
+                        .or_else(|| std::env::var("HOSTNAME").ok())
+                        .filter(|n| !n.is_empty())
+                        .unwrap_or_else(|| format!("volsync-dr-{}", std::process::id())),
+                })
+            } else {
+                None
+            },
         })
     }
 

@@ -19,6 +19,7 @@ pub struct Metrics {
     policy_changes: Family<Labels, Counter>,
     policy_sweeps: Family<Labels, Counter>,
     policy_sweep_seconds: Histogram,
+    leader: prometheus_client::metrics::gauge::Gauge,
 }
 
 /// 0.5 s to ~2.3 h: actions last from seconds (a small sync) to hours (a large one).
@@ -85,7 +86,14 @@ impl Metrics {
             "Time of one pass of the policies over every PVC, writes included",
             policy_sweep_seconds.clone(),
         );
+        let leader = prometheus_client::metrics::gauge::Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica holds the lease and runs the watcher",
+            leader.clone(),
+        );
         Metrics {
+            leader,
             policy_changes,
             policy_sweeps,
             policy_sweep_seconds,
@@ -144,6 +152,10 @@ impl Metrics {
             .get_or_create(&vec![("result".into(), result.into())])
             .inc();
         self.policy_sweep_seconds.observe(seconds);
+    }
+
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
     }
 
     pub fn render(&self) -> String {

@@ -2,11 +2,14 @@
 //! the admin port, run the controllers until SIGTERM.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::sync::watch;
 
 use crate::admission::{self, AdmissionState, PolicyHook, decide::AdmissionDefaults};
 use crate::cli::RunArgs;
-use crate::cluster::{self, peer::Peer};
+use crate::cluster::{self, leader::Leadership, peer::Peer};
 use crate::config::RunConfig;
 use crate::controller::{self, context::Context};
 use crate::error::{Error, Result};
@@ -44,7 +47,13 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     }));
     let webhook_listener = std::net::TcpListener::bind(config.webhook_addr)
         .map_err(|e| Error::Cluster(format!("cannot listen on --webhook-addr {}: {e}", config.webhook_addr)))?;
-    let webhook = webhook::serve(webhook_listener, rustls_config.clone(), webhook_router);
+    let webhook_handle = axum_server::Handle::new();
+    let webhook = webhook::serve(
+        webhook_listener,
+        rustls_config.clone(),
+        webhook_router,
+        webhook_handle.clone(),
+    );
     let reloader = {
         let rustls_config = rustls_config.clone();
         tls::watch(config.tls.clone(), config.tls_reload, move |new| {
@@ -63,19 +72,107 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     );
     let synced = Arc::new(AtomicUsize::new(0));
     let needed = config.namespaces.len().max(1);
+    let leadership = match &config.leader {
+        Some(leader) => Some(
+            Leadership::start(local.clone(), &config.own_namespace, leader)
+                .await
+                .map_err(|e| {
+                    Error::Cluster(format!(
+                        "leader election on Lease {}/{}: {e}",
+                        config.own_namespace, leader.lease_name
+                    ))
+                })?,
+        ),
+        None => None,
+    };
+    let leading = Arc::new(AtomicBool::new(false));
     let ctx = Arc::new(Context::new(local, peer, config, metrics.clone(), policy_watch));
-    tokio::select! {
-        served = admin::serve(listener, synced.clone(), needed, metrics) => {
-            served.map_err(|e| Error::Cluster(format!("admin server stopped: {e}")))?;
+    let (stop_tx, stop) = watch::channel(false);
+    let signals = async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: the webhook drains, the watcher finishes what it is doing");
+        webhook_handle.graceful_shutdown(Some(WEBHOOK_DRAIN));
+        let _ = stop_tx.send(true);
+    };
+    let watcher = {
+        let (synced, leading) = (synced.clone(), leading.clone());
+        async move {
+            if let Some(leadership) = watch_while_leading(ctx, synced, leading, leadership, stop).await {
+                leadership.release(LEASE_RELEASE_TIMEOUT).await;
+            }
         }
-        served = webhook => {
-            served.map_err(|e| Error::Cluster(format!("webhook server stopped: {e}")))?;
+    };
+    let admin = admin::serve(listener, admin::Readiness::new(synced, needed, leading, metrics));
+    tokio::select! {
+        served = admin => {
+            served.map_err(|e| Error::Cluster(format!("admin server stopped: {e}")))?;
         }
         () = reloader => {}
         () = policy_cache => {}
-        () = controller::run(ctx, synced) => {
+        (served, (), ()) = async { tokio::join!(webhook, watcher, signals) } => {
+            served.map_err(|e| Error::Cluster(format!("webhook server stopped: {e}")))?;
             tracing::info!("volsync-dr stopped");
         }
     }
     Ok(())
+}
+
+/// Longest the webhook waits for requests in flight at shutdown.
+const WEBHOOK_DRAIN: Duration = Duration::from_secs(10);
+/// Longest a stopping leader waits to hand its Lease over.
+const LEASE_RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// SIGTERM (what the kubelet sends) or Ctrl-C.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; Ctrl-C only");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}
+
+/// Run the watcher while this replica leads (always, without leader election) until `stop`.
+/// Returns the leadership, to be released.
+async fn watch_while_leading(
+    ctx: Arc<Context>,
+    synced: Arc<AtomicUsize>,
+    leading: Arc<AtomicBool>,
+    leadership: Option<Leadership>,
+    mut stop: watch::Receiver<bool>,
+) -> Option<Leadership> {
+    let Some(mut leadership) = leadership else {
+        leading.store(true, Ordering::SeqCst);
+        controller::run(ctx, synced, stop).await;
+        return None;
+    };
+    loop {
+        tokio::select! {
+            acquired = leadership.acquired() => if !acquired { return Some(leadership) },
+            _ = stop.wait_for(|s| *s) => return Some(leadership),
+        }
+        tracing::info!("this replica holds the lease: the watcher starts");
+        leading.store(true, Ordering::SeqCst);
+        ctx.metrics.set_leader(true);
+        tokio::select! {
+            () = controller::run(ctx.clone(), synced.clone(), stop.clone()) => return Some(leadership),
+            () = leadership.lost() => {
+                // Dropping the watcher mid-step is a crash as far as any action is concerned:
+                // every step is recorded before it acts, and the next leader resumes it.
+                tracing::warn!("this replica lost the lease: the watcher stops");
+                leading.store(false, Ordering::SeqCst);
+                synced.store(0, Ordering::SeqCst);
+                ctx.metrics.set_leader(false);
+            }
+        }
+    }
 }

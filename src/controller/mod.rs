@@ -34,8 +34,9 @@ fn owner_pvc<K: Resource>(object: K) -> Option<ObjectRef<PersistentVolumeClaim>>
     Some(ObjectRef::new(&pvc).within(&namespace))
 }
 
-/// Run until SIGTERM or Ctrl-C. `synced` counts the controllers whose PVC cache is warm.
-pub async fn run(ctx: Arc<Context>, synced: Arc<AtomicUsize>) {
+/// Run until `stop` turns true; reconciles in flight finish first. `synced` counts the
+/// controllers whose PVC cache is warm.
+pub async fn run(ctx: Arc<Context>, synced: Arc<AtomicUsize>, stop: tokio::sync::watch::Receiver<bool>) {
     let scopes: Vec<Option<String>> = if ctx.config.namespaces.is_empty() {
         vec![None]
     } else {
@@ -64,7 +65,12 @@ pub async fn run(ctx: Arc<Context>, synced: Arc<AtomicUsize>) {
                 .with_config(config.clone())
                 .watches(sources, managed.clone(), owner_pvc)
                 .watches(destinations, managed.clone(), owner_pvc)
-                .shutdown_on_signal();
+                .graceful_shutdown_on({
+                    let mut stop = stop.clone();
+                    async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    }
+                });
             let store = controller.store();
             stores.push(store.clone());
             let synced = synced.clone();

@@ -136,6 +136,17 @@ fn free_port() -> u16 {
 impl DrProcess {
     /// Start `volsync-dr run` for `cluster` of the pair, its peer being the other one.
     pub async fn start(pair: &ClusterPair, cluster: &str, extra: &[&str]) -> DrProcess {
+        Self::start_as(pair, cluster, cluster, extra).await
+    }
+
+    /// One of several replicas on `cluster`: its own log and its own identity in the Lease.
+    pub async fn start_replica(pair: &ClusterPair, cluster: &str, replica: &str, extra: &[&str]) -> DrProcess {
+        let mut args = vec!["--pod-name", replica];
+        args.extend_from_slice(extra);
+        Self::start_as(pair, cluster, replica, &args).await
+    }
+
+    async fn start_as(pair: &ClusterPair, cluster: &str, log_name: &str, extra: &[&str]) -> DrProcess {
         let peer = if cluster == PRIMARY { SECONDARY } else { PRIMARY };
         let admin: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let webhook: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
@@ -171,7 +182,7 @@ impl DrProcess {
             admin,
             webhook,
             ca_pem: std::fs::read_to_string(certs.join("ca.crt")).expect("ca.crt"),
-            log: pair.dir.path().join(format!("volsync-dr-{cluster}.log")),
+            log: pair.dir.path().join(format!("volsync-dr-{log_name}.log")),
             child: None,
             args,
             kubeconfig: pair.kubeconfig(cluster),
@@ -229,6 +240,29 @@ impl DrProcess {
         if let Some(mut child) = self.child.take() {
             child.kill().await.expect("kill");
         }
+    }
+
+    /// SIGTERM, as the kubelet stops a pod; returns whether it exited with success and how
+    /// long that took (at most 30 s, else the test fails).
+    pub async fn terminate(&mut self) -> (bool, Duration) {
+        let mut child = self.child.take().expect("running");
+        let pid = child.id().expect("pid");
+        let started = tokio::time::Instant::now();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(sent.success());
+        let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "volsync-dr did not stop within 30 s of SIGTERM; log:\n{}",
+                    self.log_text()
+                )
+            })
+            .expect("wait");
+        (status.success(), started.elapsed())
     }
 
     pub async fn restart(&mut self) {

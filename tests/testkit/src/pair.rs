@@ -35,6 +35,17 @@ impl ClusterPair {
             install_crds(&server, &crate::cluster::crd_dir()).expect("install CRDs");
             install_crds(&server, &crate::cluster::volsync_dr_crd_dir()).expect("install the DRPolicy CRD");
             add_node(&server, &format!("{name}-node-1"), node_address);
+            // volsync-dr's own namespace, as an install creates it (its Lease lives there).
+            let namespaces = server.store().find_type("", "v1", "namespaces").expect("namespaces");
+            server
+                .store()
+                .create(
+                    &namespaces,
+                    "",
+                    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "volsync-dr"}}),
+                    &WriteOptions::default(),
+                )
+                .expect("namespace volsync-dr");
             server
                 .write_kubeconfig(&dir.path().join(format!("{name}.kubeconfig")), name)
                 .expect("kubeconfig");
