@@ -152,6 +152,7 @@ async fn watch_while_leading(
 ) -> Option<Leadership> {
     let Some(mut leadership) = leadership else {
         leading.store(true, Ordering::SeqCst);
+        ctx.metrics.set_leader(true);
         controller::run(ctx, synced, stop).await;
         return None;
     };

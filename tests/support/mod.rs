@@ -141,12 +141,12 @@ impl DrProcess {
 
     /// One of several replicas on `cluster`: its own log and its own identity in the Lease.
     pub async fn start_replica(pair: &ClusterPair, cluster: &str, replica: &str, extra: &[&str]) -> DrProcess {
-        let mut args = vec!["--pod-name", replica];
-        args.extend_from_slice(extra);
-        Self::start_as(pair, cluster, replica, &args).await
+        Self::start_as(pair, cluster, replica, extra).await
     }
 
-    async fn start_as(pair: &ClusterPair, cluster: &str, log_name: &str, extra: &[&str]) -> DrProcess {
+    /// `name` is the log's name and the identity in the Lease; a restart keeps it, as a
+    /// container restarted in its pod keeps the pod's name (and so takes its Lease back at once).
+    async fn start_as(pair: &ClusterPair, cluster: &str, name: &str, extra: &[&str]) -> DrProcess {
         let peer = if cluster == PRIMARY { SECONDARY } else { PRIMARY };
         let admin: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let webhook: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
@@ -172,6 +172,8 @@ impl DrProcess {
             "2",
             "--resync-seconds",
             "30",
+            "--pod-name",
+            name,
         ]
         .iter()
         .map(|s| s.to_string())
@@ -182,7 +184,7 @@ impl DrProcess {
             admin,
             webhook,
             ca_pem: std::fs::read_to_string(certs.join("ca.crt")).expect("ca.crt"),
-            log: pair.dir.path().join(format!("volsync-dr-{log_name}.log")),
+            log: pair.dir.path().join(format!("volsync-dr-{name}.log")),
             child: None,
             args,
             kubeconfig: pair.kubeconfig(cluster),
