@@ -12,7 +12,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::DrProcess;
+use support::{DrProcess, settle};
 use testkit::apiserver::store::{PatchType, Subresource, WriteOptions};
 use testkit::pair::{ClusterPair, PRIMARY, SECONDARY};
 
@@ -45,28 +45,6 @@ async fn metric(dr: &DrProcess, name: &str) -> f64 {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0)
-}
-
-async fn settle(pair: &ClusterPair, quiet: Duration, limit: Duration) {
-    let total = |p: &ClusterPair| -> u64 {
-        [&p.a, &p.b]
-            .iter()
-            .map(|s| s.stats().by_verb_resource.values().sum::<u64>())
-            .sum()
-    };
-    let deadline = Instant::now() + limit;
-    let mut last = total(pair);
-    let mut since = Instant::now();
-    while Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        let now = total(pair);
-        if now != last {
-            last = now;
-            since = Instant::now();
-        } else if since.elapsed() >= quiet {
-            return;
-        }
-    }
 }
 
 fn policy(spec: Value) -> Value {

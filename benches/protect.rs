@@ -10,7 +10,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::DrProcess;
+use support::{DrProcess, settle};
 use testkit::apiserver::store::{PatchType, Subresource, WriteOptions};
 use testkit::pair::{ClusterPair, PRIMARY, SECONDARY};
 
@@ -41,29 +41,6 @@ fn count_state(pair: &ClusterPair, state: &str) -> usize {
         .iter()
         .filter(|p| p["metadata"]["annotations"]["volsync-dr.io/state"] == state)
         .count()
-}
-
-/// Wait until no request reaches either server for `quiet`, at most `limit`.
-async fn settle(pair: &ClusterPair, quiet: Duration, limit: Duration) {
-    let total = |p: &ClusterPair| -> u64 {
-        [&p.a, &p.b]
-            .iter()
-            .map(|s| s.stats().by_verb_resource.values().sum::<u64>())
-            .sum()
-    };
-    let deadline = Instant::now() + limit;
-    let mut last = total(pair);
-    let mut since = Instant::now();
-    while Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        let now = total(pair);
-        if now != last {
-            last = now;
-            since = Instant::now();
-        } else if since.elapsed() >= quiet {
-            return;
-        }
-    }
 }
 
 async fn run(n: usize) -> Result {

@@ -411,24 +411,11 @@ async fn an_invalid_or_paused_policy_leaves_its_pvcs_alone_and_says_why() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_webhook_applies_policies_at_creation_and_the_sweep_covers_its_outage() {
-    use base64::Engine as _;
     let pair = ClusterPair::start().await;
     let mut dr = DrProcess::start(&pair, PRIMARY, &[]).await;
     let _b = DrProcess::start(&pair, SECONDARY, &[]).await;
-    pair.a
-        .route_service("volsync-dr", "volsync-dr-webhook", 443, dr.webhook);
     let k = Kubectl::new(pair.kubeconfig(PRIMARY));
-    let rendered = k
-        .ok(&["kustomize", concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/webhook/base")])
-        .await;
-    let docs: Vec<Value> = serde_saphyr::from_multiple(&rendered).expect("yaml");
-    let mut mwc = docs
-        .into_iter()
-        .find(|d| d["kind"] == "MutatingWebhookConfiguration")
-        .expect("MWC in deploy/");
-    mwc["webhooks"][0]["clientConfig"]["caBundle"] =
-        json!(base64::engine::general_purpose::STANDARD.encode(&dr.ca_pem));
-    apply(&k, &mwc).await;
+    support::install_webhook(&pair, &dr).await;
     apply(
         &k,
         &policy("everything", json!({"defaults": {"schedule": "5 * * * *"}})),

@@ -247,26 +247,12 @@ async fn the_deployed_webhook_configuration_admits_kubectl_requests() {
     let pair = ClusterPair::start().await;
     let mut dr = DrProcess::start(&pair, PRIMARY, &[]).await;
     let _peer = DrProcess::start(&pair, SECONDARY, &[]).await;
-    pair.a
-        .route_service("volsync-dr", "volsync-dr-webhook", 443, dr.webhook);
     let k = Kubectl::new(pair.kubeconfig(PRIMARY));
-
     // The configuration in deploy/, with this test's CA as caBundle.
-    let rendered = k
-        .ok(&["kustomize", concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/webhook/base")])
-        .await;
-    let docs: Vec<Value> = serde_saphyr::from_multiple(&rendered).expect("yaml");
-    let mut mwc = docs
-        .into_iter()
-        .find(|d| d["kind"] == "MutatingWebhookConfiguration")
-        .expect("MWC in deploy/");
+    let mwc = support::install_webhook(&pair, &dr).await;
     assert_eq!(mwc["webhooks"][0]["failurePolicy"], "Ignore");
     assert_eq!(mwc["webhooks"][0]["sideEffects"], "None");
     assert!(mwc["webhooks"][0]["timeoutSeconds"].as_u64().is_some_and(|t| t <= 5));
-    mwc["webhooks"][0]["clientConfig"]["caBundle"] =
-        json!(base64::engine::general_purpose::STANDARD.encode(&dr.ca_pem));
-    let out = k.run_with_stdin(&["apply", "-f", "-"], &mwc.to_string()).await;
-    assert!(out.success, "{}", out.stderr);
 
     let pvc_yaml = |name: &str, protect: bool| {
         let annotations = if protect {

@@ -97,14 +97,19 @@ pub struct AnnotationErrors(pub Vec<AnnotationError>);
 
 impl fmt::Display for AnnotationErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str("; ")?;
-            }
-            write!(f, "{e}")?;
-        }
-        Ok(())
+        write_joined(f, &self.0)
     }
+}
+
+/// Every problem of a list on one line, separated by "; ".
+pub(crate) fn write_joined<T: fmt::Display>(f: &mut fmt::Formatter<'_>, items: &[T]) -> fmt::Result {
+    for (i, e) in items.iter().enumerate() {
+        if i > 0 {
+            f.write_str("; ")?;
+        }
+        write!(f, "{e}")?;
+    }
+    Ok(())
 }
 
 const BOOL_ACCEPTED: &str = "\"true\" or \"false\"";

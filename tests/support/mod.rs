@@ -337,3 +337,49 @@ impl Drop for DrProcess {
         }
     }
 }
+
+/// The MutatingWebhookConfiguration from `deploy/webhook/base` (rendered with the installed
+/// kubectl's kustomize), with `dr`'s CA as caBundle; the webhook Service routed to `dr`.
+/// Returns the configuration, applied to the primary.
+pub async fn install_webhook(pair: &ClusterPair, dr: &DrProcess) -> serde_json::Value {
+    use base64::Engine as _;
+    pair.a
+        .route_service("volsync-dr", "volsync-dr-webhook", 443, dr.webhook);
+    let k = testkit::kubectl::Kubectl::new(pair.kubeconfig(PRIMARY));
+    let rendered = k
+        .ok(&["kustomize", concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/webhook/base")])
+        .await;
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&rendered).expect("yaml");
+    let mut mwc = docs
+        .into_iter()
+        .find(|d| d["kind"] == "MutatingWebhookConfiguration")
+        .expect("MWC in deploy/");
+    mwc["webhooks"][0]["clientConfig"]["caBundle"] =
+        serde_json::json!(base64::engine::general_purpose::STANDARD.encode(&dr.ca_pem));
+    let out = k.run_with_stdin(&["apply", "-f", "-"], &mwc.to_string()).await;
+    assert!(out.success, "{}", out.stderr);
+    mwc
+}
+
+/// Wait until no request reaches either server for `quiet`, at most `limit`.
+pub async fn settle(pair: &ClusterPair, quiet: Duration, limit: Duration) {
+    let total = |p: &ClusterPair| -> u64 {
+        [&p.a, &p.b]
+            .iter()
+            .map(|s| s.stats().by_verb_resource.values().sum::<u64>())
+            .sum()
+    };
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut last = total(pair);
+    let mut since = tokio::time::Instant::now();
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = total(pair);
+        if now != last {
+            last = now;
+            since = tokio::time::Instant::now();
+        } else if since.elapsed() >= quiet {
+            return;
+        }
+    }
+}
