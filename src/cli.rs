@@ -27,6 +27,38 @@ pub enum Command {
     Certs(CertsArgs),
     /// Print the DRPolicy CustomResourceDefinition (apply it with `kubectl apply -f -`).
     Crd,
+    /// Show every protected PVC on this cluster and its peer: role, state, last sync, RPO age,
+    /// running action and step.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Kubeconfig file for the peer cluster (this cluster: KUBECONFIG or ~/.kube/config).
+    #[arg(long, env = "VOLSYNC_DR_PEER_KUBECONFIG", value_name = "FILE")]
+    pub peer_kubeconfig: PathBuf,
+    /// This cluster's name, for the CLUSTER column.
+    #[arg(long, default_value = "local", env = "VOLSYNC_DR_CLUSTER_NAME")]
+    pub cluster_name: String,
+    /// The peer cluster's name, for the CLUSTER column.
+    #[arg(long, default_value = "peer", env = "VOLSYNC_DR_PEER_NAME")]
+    pub peer_name: String,
+    /// Only this namespace [default: all].
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+    /// Longest each cluster may take to answer, in seconds.
+    #[arg(long, default_value_t = 10)]
+    pub timeout_seconds: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+    Yaml,
 }
 
 #[derive(Debug, Args)]

@@ -15,6 +15,7 @@ async fn main() -> ExitCode {
         Command::Render(args) => cmd::render::run(args),
         Command::Certs(args) => cmd::certs::run(args),
         Command::Crd => cmd::crd::run(),
+        Command::Status(args) => cmd::status::run(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

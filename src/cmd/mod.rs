@@ -4,3 +4,4 @@ pub mod certs;
 pub mod crd;
 pub mod render;
 pub mod run;
+pub mod status;

@@ -1,0 +1,57 @@
+//! `volsync-dr status`: every protected PVC on this cluster and its peer, read once from each
+//! (the decisions are `report`'s). An unreachable peer is said on stderr; this cluster's rows
+//! are still shown, which is what matters when the peer is the one that failed.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use kube::api::{Api, ListParams};
+
+use crate::cli::{OutputFormat, StatusArgs};
+use crate::cluster::{self, peer::Peer};
+use crate::error::{Error, Result};
+use crate::report;
+
+pub async fn run(args: &StatusArgs) -> Result<()> {
+    let timeout = Duration::from_secs(args.timeout_seconds.max(1));
+    let local = cluster::local_client()
+        .await
+        .map_err(|e| Error::Cluster(format!("cannot reach this cluster: {e}")))?;
+    let peer = Peer::connect(&args.peer_name, &args.peer_kubeconfig, timeout)
+        .await
+        .map_err(|e| Error::Cluster(e.to_string()))?;
+    let list = |client: kube::Client| {
+        let namespace = args.namespace.clone();
+        async move {
+            let api: Api<PersistentVolumeClaim> = match &namespace {
+                Some(ns) => Api::namespaced(client, ns),
+                None => Api::all(client),
+            };
+            tokio::time::timeout(timeout, api.list(&ListParams::default()))
+                .await
+                .map_err(|_| format!("no answer within {} s", timeout.as_secs()))?
+                .map(|l| l.items)
+                .map_err(|e| e.to_string())
+        }
+    };
+    let now = jiff::Timestamp::now();
+    let here = list(local)
+        .await
+        .map_err(|e| Error::Cluster(format!("cannot list PVCs on {}: {e}", args.cluster_name)))?;
+    let mut rows = report::rows(&args.cluster_name, &args.peer_name, &here, now);
+    match list(peer.client()).await {
+        Ok(there) => rows.extend(report::rows(&args.peer_name, &args.cluster_name, &there, now)),
+        Err(e) => eprintln!(
+            "warning: peer cluster {} not read: {e}; showing {} only",
+            args.peer_name, args.cluster_name
+        ),
+    }
+    let rows = report::merge(rows);
+    let text = match args.output {
+        OutputFormat::Table => report::table(&rows),
+        OutputFormat::Json => serde_json::to_string_pretty(&rows).map_err(|e| Error::Output(e.to_string()))? + "\n",
+        OutputFormat::Yaml => serde_saphyr::to_string(&rows).map_err(|e| Error::Output(e.to_string()))?,
+    };
+    print!("{text}");
+    Ok(())
+}
