@@ -30,6 +30,35 @@ pub enum Command {
     /// Show every protected PVC on this cluster and its peer: role, state, last sync, RPO age,
     /// running action and step.
     Status(StatusArgs),
+    /// Preflight both clusters: CRDs, snapshot and storage classes, the peer's access, the
+    /// webhook certificate. Each check is a line, OK or FAIL with what to do; exit 1 on a FAIL.
+    Doctor(DoctorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Kubeconfig file for the peer cluster, as volsync-dr uses it (this cluster: KUBECONFIG
+    /// or ~/.kube/config).
+    #[arg(long, env = "VOLSYNC_DR_PEER_KUBECONFIG", value_name = "FILE")]
+    pub peer_kubeconfig: PathBuf,
+    /// This cluster's name, for the report.
+    #[arg(long, default_value = "local", env = "VOLSYNC_DR_CLUSTER_NAME")]
+    pub cluster_name: String,
+    /// The peer cluster's name, for the report.
+    #[arg(long, default_value = "peer", env = "VOLSYNC_DR_PEER_NAME")]
+    pub peer_name: String,
+    /// The namespace volsync-dr runs in on both clusters (its webhook Secret is there).
+    #[arg(long, default_value = "volsync-dr", env = "VOLSYNC_DR_OWN_NAMESPACE")]
+    pub namespace: String,
+    /// VolumeSnapshotClass volsync-dr is configured with on this cluster.
+    #[arg(long, env = "VOLSYNC_DR_VOLUME_SNAPSHOT_CLASS")]
+    pub volume_snapshot_class: Option<String>,
+    /// VolumeSnapshotClass volsync-dr is configured with on the peer.
+    #[arg(long, env = "VOLSYNC_DR_DESTINATION_VOLUME_SNAPSHOT_CLASS")]
+    pub destination_volume_snapshot_class: Option<String>,
+    /// Longest each request may take, in seconds.
+    #[arg(long, default_value_t = 10)]
+    pub timeout_seconds: u64,
 }
 
 #[derive(Debug, Args)]

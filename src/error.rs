@@ -31,6 +31,9 @@ pub enum Error {
     Output(String),
     #[error("{0}")]
     Cluster(String),
+    /// `doctor` found problems (each already printed with what to do).
+    #[error("{failed} of {total} checks failed")]
+    ChecksFailed { failed: usize, total: usize },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -16,6 +16,7 @@ async fn main() -> ExitCode {
         Command::Certs(args) => cmd::certs::run(args),
         Command::Crd => cmd::crd::run(),
         Command::Status(args) => cmd::status::run(args).await,
+        Command::Doctor(args) => cmd::doctor::run(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

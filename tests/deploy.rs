@@ -118,7 +118,7 @@ fn pods_run_under_pod_security_restricted_with_two_replicas_and_a_disruption_bud
 }
 
 #[test]
-fn rbac_is_exactly_what_the_code_uses() {
+fn rbac_is_exactly_what_the_code_uses_and_doctor_checks() {
     let (_, docs) = render("base");
     let rules = |kind: &str| -> BTreeMap<String, Vec<String>> {
         let mut out = BTreeMap::new();
@@ -143,38 +143,11 @@ fn rbac_is_exactly_what_the_code_uses() {
         out
     };
     let v = |verbs: &[&str]| verbs.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    // The contract, one line per resource: change it together with the code and deploy/base/rbac.yaml.
-    let expected: BTreeMap<String, Vec<String>> = [
-        (
-            "/persistentvolumeclaims",
-            v(&["get", "list", "watch", "create", "patch", "delete"]),
-        ),
-        ("/secrets", v(&["get", "create", "patch", "delete"])),
-        ("/services", v(&["get"])),
-        ("/nodes", v(&["list"])),
-        ("/pods", v(&["list"])),
-        ("/namespaces", v(&["list", "watch"])),
-        ("apps/deployments", v(&["list", "patch"])),
-        ("apps/statefulsets", v(&["list", "patch"])),
-        (
-            "volsync.backube/replicationsources",
-            v(&["get", "list", "watch", "create", "patch", "delete"]),
-        ),
-        (
-            "volsync.backube/replicationdestinations",
-            v(&["get", "list", "watch", "create", "patch", "delete"]),
-        ),
-        (
-            "snapshot.storage.k8s.io/volumesnapshots",
-            v(&["get", "list", "patch", "delete"]),
-        ),
-        ("volsync-dr.io/drpolicies", v(&["get", "list", "watch"])),
-        ("volsync-dr.io/drpolicies/status", v(&["patch"])),
-        ("events.k8s.io/events", v(&["create", "patch"])),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    // The contract is the code's: what `doctor` asks the peer for is what the role grants.
+    let expected: BTreeMap<String, Vec<String>> = volsync_dr::report::doctor::REQUIRED_ACCESS
+        .iter()
+        .map(|(group, resource, verbs)| (format!("{group}/{resource}"), v(verbs)))
+        .collect();
     assert_eq!(rules("ClusterRole"), expected);
     assert_eq!(
         rules("Role"),

@@ -2,6 +2,7 @@
 
 pub mod certs;
 pub mod crd;
+pub mod doctor;
 pub mod render;
 pub mod run;
 pub mod status;

@@ -1,6 +1,8 @@
 //! What `volsync-dr status` shows, decided purely: protected PVCs (as read from both clusters)
 //! in, rows and their table, JSON or YAML out.
 
+pub mod doctor;
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;

@@ -105,6 +105,9 @@ struct Shared {
     tls: Option<crate::tls::ServingCert>,
     /// Where Services are served, for webhook calls.
     routes: Mutex<admission::ServiceRoutes>,
+    /// `verb group/resource` a SelfSubjectAccessReview answers "not allowed" for (everything
+    /// else is allowed: the server does no authorization).
+    denied: Mutex<std::collections::BTreeSet<String>>,
     /// Bumped by `stop`: a watch of an older generation sends nothing more, even before its
     /// aborted connection is gone, so an outage takes effect at once.
     generation: std::sync::atomic::AtomicU64,
@@ -128,6 +131,7 @@ impl ApiServer {
         };
         let shared = Arc::new(Shared {
             routes: Mutex::new(Default::default()),
+            denied: Mutex::new(Default::default()),
             generation: std::sync::atomic::AtomicU64::new(0),
             tls,
             store: Store::new(config.history),
@@ -238,6 +242,20 @@ impl ApiServer {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert((namespace.into(), name.into(), port), addr);
+    }
+
+    /// Make SelfSubjectAccessReviews say `verb` on `group/resource` is not allowed.
+    pub fn deny_access(&self, verb: &str, group: &str, resource: &str) {
+        self.shared
+            .denied
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(format!("{verb} {group}/{resource}"));
+    }
+
+    /// Undo every `deny_access`.
+    pub fn allow_all_access(&self) {
+        self.shared.denied.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
     pub fn inject(&self, fault: Fault) {
@@ -587,6 +605,24 @@ async fn resource(
                 Ok(respond(200, &obj))
             }
             ("get", Some("status")) => Ok(respond(200, &store.get(&t.rt, &ns, t.name.as_deref().unwrap_or(""))?)),
+            ("create", None) if t.rt.id() == "authorization.k8s.io/selfsubjectaccessreviews" => {
+                // Answered, never stored, as the real server does.
+                let mut review = parse_body(&body)?;
+                let attrs = &review["spec"]["resourceAttributes"];
+                let key = format!(
+                    "{} {}/{}",
+                    attrs["verb"].as_str().unwrap_or(""),
+                    attrs["group"].as_str().unwrap_or(""),
+                    attrs["resource"].as_str().unwrap_or("")
+                );
+                let denied = shared.denied.lock().unwrap_or_else(|p| p.into_inner()).contains(&key);
+                review["status"] = if denied {
+                    json!({"allowed": false, "reason": "denied by the test's deny_access"})
+                } else {
+                    json!({"allowed": true, "reason": "the test API server authorizes every request"})
+                };
+                Ok(respond(201, &review))
+            }
             ("create", None) => {
                 let opts = query.write_options();
                 let object = admit(shared, &t.rt, "CREATE", &ns, parse_body(&body)?, None, opts.dry_run).await?;

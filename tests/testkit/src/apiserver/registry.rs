@@ -196,6 +196,15 @@ pub fn builtins() -> Vec<ResourceType> {
             &[],
         ),
         builtin(
+            "authorization.k8s.io",
+            "v1",
+            "SelfSubjectAccessReview",
+            "selfsubjectaccessreviews",
+            Scope::Cluster,
+            &[],
+            &[],
+        ),
+        builtin(
             "storage.k8s.io",
             "v1",
             "StorageClass",
