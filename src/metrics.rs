@@ -1,5 +1,8 @@
 //! Prometheus metrics (prometheus-client, OpenMetrics text on the admin port's /metrics).
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -20,6 +23,24 @@ pub struct Metrics {
     policy_sweeps: Family<Labels, Counter>,
     policy_sweep_seconds: Histogram,
     leader: prometheus_client::metrics::gauge::Gauge,
+    peer_reachable: prometheus_client::metrics::gauge::Gauge,
+    /// Per protected PVC, as the watcher last reported it; turned into gauges at each scrape
+    /// (the recovery point's age depends on the time of the scrape).
+    pvcs: Mutex<BTreeMap<(String, String), PvcStatus>>,
+    pvc_last_sync: Family<Labels, FloatGauge>,
+    pvc_rpo: Family<Labels, FloatGauge>,
+    pvc_state: Family<Labels, prometheus_client::metrics::gauge::Gauge>,
+}
+
+type FloatGauge = prometheus_client::metrics::gauge::Gauge<f64, std::sync::atomic::AtomicU64>;
+
+/// What the watcher last reported for one protected PVC.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PvcStatus {
+    pub role: String,
+    pub state: String,
+    /// Unix seconds of the last completed sync.
+    pub last_sync: Option<f64>,
 }
 
 /// 0.5 s to ~2.3 h: actions last from seconds (a small sync) to hours (a large one).
@@ -92,7 +113,36 @@ impl Metrics {
             "1 while this replica holds the lease and runs the watcher",
             leader.clone(),
         );
+        let peer_reachable = prometheus_client::metrics::gauge::Gauge::default();
+        registry.register(
+            "peer_reachable",
+            "1 when the peer cluster's API server answered the last probe (every 10 s)",
+            peer_reachable.clone(),
+        );
+        let pvc_last_sync = Family::<Labels, FloatGauge>::default();
+        registry.register(
+            "pvc_last_sync_timestamp_seconds",
+            "Unix time of the last completed sync of a protected PVC (leader only)",
+            pvc_last_sync.clone(),
+        );
+        let pvc_rpo = Family::<Labels, FloatGauge>::default();
+        registry.register(
+            "pvc_rpo_seconds",
+            "Recovery point age of a protected PVC: now minus its last completed sync (leader only)",
+            pvc_rpo.clone(),
+        );
+        let pvc_state = Family::<Labels, prometheus_client::metrics::gauge::Gauge>::default();
+        registry.register(
+            "pvc_state",
+            "1 for the state (Pending, Protected, Degraded) a protected PVC is in (leader only)",
+            pvc_state.clone(),
+        );
         Metrics {
+            peer_reachable,
+            pvcs: Mutex::new(BTreeMap::new()),
+            pvc_last_sync,
+            pvc_rpo,
+            pvc_state,
             leader,
             policy_changes,
             policy_sweeps,
@@ -158,7 +208,54 @@ impl Metrics {
         self.leader.set(i64::from(leading));
     }
 
+    pub fn set_peer_reachable(&self, reachable: bool) {
+        self.peer_reachable.set(i64::from(reachable));
+    }
+
+    /// The status the watcher last wrote for a protected PVC.
+    pub fn pvc_status(&self, namespace: &str, pvc: &str, status: PvcStatus) {
+        self.pvcs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((namespace.to_string(), pvc.to_string()), status);
+    }
+
+    /// The PVC is no longer protected (or gone).
+    pub fn pvc_forget(&self, namespace: &str, pvc: &str) {
+        self.pvcs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(namespace.to_string(), pvc.to_string()));
+    }
+
+    /// Per-PVC gauges as of `now_unix`.
+    fn refresh_pvcs(&self, now_unix: f64) {
+        let pvcs = self.pvcs.lock().unwrap_or_else(|p| p.into_inner());
+        self.pvc_last_sync.clear();
+        self.pvc_rpo.clear();
+        self.pvc_state.clear();
+        for ((namespace, pvc), s) in pvcs.iter() {
+            let labels = vec![
+                ("namespace".to_string(), namespace.clone()),
+                ("pvc".to_string(), pvc.clone()),
+                ("role".to_string(), s.role.clone()),
+            ];
+            if let Some(t) = s.last_sync {
+                self.pvc_last_sync.get_or_create(&labels).set(t);
+                self.pvc_rpo.get_or_create(&labels).set((now_unix - t).max(0.0));
+            }
+            let mut with_state = labels.clone();
+            with_state.push(("state".to_string(), s.state.clone()));
+            self.pvc_state.get_or_create(&with_state).set(1);
+        }
+    }
+
     pub fn render(&self) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or_default();
+        self.refresh_pvcs(now);
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
@@ -169,5 +266,40 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_pvc_gauges_follow_the_reports() {
+        let m = Metrics::new();
+        m.pvc_status(
+            "app",
+            "db",
+            PvcStatus {
+                role: "primary".into(),
+                state: "Protected".into(),
+                last_sync: Some(1000.0),
+            },
+        );
+        m.refresh_pvcs(1090.0);
+        let mut text = String::new();
+        encode(&mut text, &m.registry).expect("encode");
+        assert!(
+            text.contains("volsync_dr_pvc_rpo_seconds{namespace=\"app\",pvc=\"db\",role=\"primary\"} 90.0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("volsync_dr_pvc_state{namespace=\"app\",pvc=\"db\",role=\"primary\",state=\"Protected\"} 1"),
+            "{text}"
+        );
+        m.pvc_forget("app", "db");
+        m.refresh_pvcs(1100.0);
+        let mut text = String::new();
+        encode(&mut text, &m.registry).expect("encode");
+        assert!(!text.contains("pvc=\"db\""), "{text}");
     }
 }

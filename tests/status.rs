@@ -32,7 +32,7 @@ fn status(pair: &ClusterPair, extra: &[&str]) -> Output {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_shows_both_sides_and_survives_a_lost_peer() {
     let pair = ClusterPair::start().await;
-    let _a = DrProcess::start(&pair, PRIMARY, &[]).await;
+    let dr_a = DrProcess::start(&pair, PRIMARY, &[]).await;
     let _b = DrProcess::start(&pair, SECONDARY, &[]).await;
     pair.create_bound_pvc(
         PRIMARY,
@@ -48,6 +48,18 @@ async fn status_shows_both_sides_and_survives_a_lost_peer() {
             .map(|_| ())
     })
     .await;
+
+    // The same, as metrics on the leader: per-PVC last sync, RPO age and state; the peer probe.
+    let text = scrape(&dr_a).await;
+    for line in [
+        "volsync_dr_pvc_rpo_seconds{namespace=\"default\",pvc=\"db\",role=\"primary\"} ",
+        "volsync_dr_pvc_last_sync_timestamp_seconds{namespace=\"default\",pvc=\"db\",role=\"primary\"} ",
+        "volsync_dr_pvc_state{namespace=\"default\",pvc=\"db\",role=\"primary\",state=\"Protected\"} 1",
+        "volsync_dr_peer_reachable 1",
+        "volsync_dr_leader 1",
+    ] {
+        assert!(text.lines().any(|l| l.starts_with(line)), "{line} missing:\n{text}");
+    }
 
     let out = status(&pair, &[]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -88,4 +100,15 @@ async fn status_shows_both_sides_and_survives_a_lost_peer() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.lines().any(|l| l.starts_with(PRIMARY)), "{text}");
     assert!(!text.lines().any(|l| l.starts_with(SECONDARY)), "{text}");
+    // The probe (every 10 s) reports the peer gone.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(25);
+    while !scrape(&dr_a).await.lines().any(|l| l == "volsync_dr_peer_reachable 0") {
+        assert!(tokio::time::Instant::now() < deadline, "peer_reachable never went to 0");
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
+async fn scrape(dr: &DrProcess) -> String {
+    let reply = testkit::http::request(dr.admin, "GET", "/metrics", "text/plain", "").await;
+    reply.body.as_str().unwrap_or("").to_string()
 }

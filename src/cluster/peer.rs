@@ -74,6 +74,11 @@ impl Peer {
         })
     }
 
+    /// Whether the peer's API server answers now (its version endpoint, within the timeout).
+    pub async fn reachable(&self) -> bool {
+        self.call("probe", self.client.apiserver_version()).await.is_ok()
+    }
+
     pub fn client(&self) -> Client {
         self.client.clone()
     }

@@ -86,6 +86,7 @@ pub async fn run(args: &RunArgs) -> Result<()> {
         None => None,
     };
     let leading = Arc::new(AtomicBool::new(false));
+    let ctx_peer = peer.clone();
     let ctx = Arc::new(Context::new(local, peer, config, metrics.clone(), policy_watch));
     let (stop_tx, stop) = watch::channel(false);
     let signals = async move {
@@ -93,6 +94,15 @@ pub async fn run(args: &RunArgs) -> Result<()> {
         tracing::info!("shutting down: the webhook drains, the watcher finishes what it is doing");
         webhook_handle.graceful_shutdown(Some(WEBHOOK_DRAIN));
         let _ = stop_tx.send(true);
+    };
+    let probe = {
+        let (peer, metrics) = (ctx_peer, metrics.clone());
+        async move {
+            loop {
+                metrics.set_peer_reachable(peer.reachable().await);
+                tokio::time::sleep(PEER_PROBE_INTERVAL).await;
+            }
+        }
     };
     let watcher = {
         let (synced, leading) = (synced.clone(), leading.clone());
@@ -109,6 +119,7 @@ pub async fn run(args: &RunArgs) -> Result<()> {
         }
         () = reloader => {}
         () = policy_cache => {}
+        () = probe => {}
         (served, (), ()) = async { tokio::join!(webhook, watcher, signals) } => {
             served.map_err(|e| Error::Cluster(format!("webhook server stopped: {e}")))?;
             tracing::info!("volsync-dr stopped");
@@ -117,6 +128,8 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     Ok(())
 }
 
+/// How often the peer's API server is probed for `volsync_dr_peer_reachable`.
+const PEER_PROBE_INTERVAL: Duration = Duration::from_secs(10);
 /// Longest the webhook waits for requests in flight at shutdown.
 const WEBHOOK_DRAIN: Duration = Duration::from_secs(10);
 /// Longest a stopping leader waits to hand its Lease over.

@@ -147,6 +147,7 @@ async fn reconcile_inner(
     }
     if has_finalizer {
         unprotect(pvc, namespace, name, ctx).await?;
+        ctx.metrics.pvc_forget(namespace, name);
         tracing::debug!(namespace, name, "cleaned up both clusters");
         let has_label = pvc.labels().contains_key(keys::PROTECTED_LABEL);
         let clear = clear_status_patch(pvc.annotations());
@@ -578,6 +579,21 @@ async fn write_status(
     reason: Option<String>,
 ) -> Result<(), Error> {
     let name = pvc.name_any();
+    let last_sync = view
+        .sync
+        .last_sync_time
+        .as_deref()
+        .or(pvc.annotations().get(keys::LAST_SYNC_TIME).map(String::as_str))
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok());
+    ctx.metrics.pvc_status(
+        &pvc.namespace().unwrap_or_default(),
+        &name,
+        crate::metrics::PvcStatus {
+            role: view.role.as_str().to_string(),
+            state: view.state.as_str().to_string(),
+            last_sync: last_sync.map(|t| t.as_millisecond() as f64 / 1000.0),
+        },
+    );
     if let Some(patch) = status_patch(pvc.annotations(), view) {
         pvcs.patch(&name, &field_manager(), &Patch::Merge(patch))
             .await
