@@ -25,6 +25,21 @@ fn holder(pair: &ClusterPair) -> Option<String> {
         .map(str::to_string)
 }
 
+/// A time field of the Lease's spec, as Unix seconds.
+fn lease_time(pair: &ClusterPair, field: &str) -> Option<f64> {
+    let lease = pair.get(
+        PRIMARY,
+        "coordination.k8s.io",
+        "v1",
+        "leases",
+        "volsync-dr",
+        "volsync-dr",
+    )?;
+    let t: chrono::DateTime<chrono::FixedOffset> =
+        chrono::DateTime::parse_from_rfc3339(lease["spec"][field].as_str()?).ok()?;
+    Some(t.timestamp_micros() as f64 / 1e6)
+}
+
 fn pvc(name: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
            "metadata": {"name": name, "namespace": "default", "annotations": {"volsync-dr.io/protect": "true"}},
@@ -71,19 +86,29 @@ async fn the_leader_fails_over_within_the_lease_duration_and_hands_over_on_sigte
     // The leader crashes: the other takes the Lease once it expires, and protects new PVCs.
     let crashed = Instant::now();
     first.kill().await;
+    let last_renewal = lease_time(&pair, "renewTime").expect("the dead leader's last renewal");
     pair.wait_for(LEASE_SECONDS + 5, "replica-2 leads", |p| {
         (holder(p)? == "replica-2").then_some(())
     })
     .await;
     let takeover = crashed.elapsed();
+    let acquired = lease_time(&pair, "acquireTime").expect("acquired");
+    let after_expiry = (acquired - last_renewal) - Duration::from_secs(LEASE_SECONDS).as_secs_f64();
     eprintln!(
-        "takeover after SIGKILL: {:.2} s (lease {LEASE_SECONDS} s)",
-        takeover.as_secs_f64()
+        "takeover after SIGKILL: {:.2} s; {:.2} s after the dead leader's lease expired (lease {LEASE_SECONDS} s)",
+        takeover.as_secs_f64(),
+        after_expiry
     );
-    // Expiry plus the manager's randomised back-off (under 1 s) and one renewal round trip.
+    // The follower waits for the lease to expire (never takes a live one), then takes it within
+    // kube-lease-manager's randomised back-off (under 1 s) and a round trip.
     assert!(
-        takeover < Duration::from_secs(LEASE_SECONDS + 3),
-        "takeover took {takeover:?} with a {LEASE_SECONDS} s lease"
+        after_expiry >= 0.0,
+        "taken {after_expiry:.2} s before the lease expired"
+    );
+    assert!(after_expiry < 2.0, "taken {after_expiry:.2} s after the lease expired");
+    assert!(
+        takeover < Duration::from_secs(LEASE_SECONDS) + Duration::from_secs(2),
+        "{takeover:?}"
     );
     pair.create_bound_pvc(PRIMARY, pvc("after-crash")).await;
     wait_protected(&pair, "after-crash", 30).await;
@@ -139,4 +164,71 @@ async fn sigterm_stops_the_webhook_and_the_watcher_cleanly() {
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "the webhook port is closed after shutdown"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_request_in_flight_at_sigterm_is_answered() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let pair = ClusterPair::start().await;
+    let mut dr = DrProcess::start(&pair, PRIMARY, &[]).await;
+    let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": "in-flight", "kind": {"group": "", "version": "v1", "kind": "PersistentVolumeClaim"},
+                    "resource": {"group": "", "version": "v1", "resource": "persistentvolumeclaims"},
+                    "operation": "CREATE", "namespace": "default", "name": "p",
+                    "userInfo": {}, "object": pvc("p")}})
+    .to_string();
+    let mut tls = testkit::http::tls_stream(dr.webhook, &dr.ca_pem, "127.0.0.1")
+        .await
+        .expect("handshake");
+    // Headers and half the body, then SIGTERM: the request is in flight.
+    let head = format!(
+        "POST /mutate-pvc HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        review.len()
+    );
+    let (first, rest) = review.as_bytes().split_at(review.len() / 2);
+    tls.write_all(head.as_bytes()).await.expect("write");
+    tls.write_all(first).await.expect("write");
+    tls.flush().await.expect("flush");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let pid = dr.pid().expect("pid");
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(sent.success());
+    dr.wait_log("shutting down", 1).await;
+    // New connections are refused now; the one in flight still gets its answer.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        testkit::http::TlsConnection::open(dr.webhook, &dr.ca_pem, "127.0.0.1")
+            .await
+            .is_err(),
+        "a new connection after SIGTERM"
+    );
+    tls.write_all(rest).await.expect("write the rest");
+    tls.flush().await.expect("flush");
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = tls.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+            if String::from_utf8_lossy(&answer).contains("\"uid\":\"in-flight\"") {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no answer within 10 s");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.contains("\"uid\":\"in-flight\"") && text.contains("\"allowed\":true"),
+        "{text}"
+    );
+    let (ok, _) = dr.terminate_wait().await;
+    assert!(ok, "{}", dr.log_text());
 }

@@ -267,6 +267,17 @@ impl DrProcess {
         (status.success(), started.elapsed())
     }
 
+    /// Wait (30 s at most) for a process already sent a signal to exit; whether it succeeded.
+    pub async fn terminate_wait(&mut self) -> (bool, Duration) {
+        let mut child = self.child.take().expect("running");
+        let started = tokio::time::Instant::now();
+        let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("volsync-dr did not stop within 30 s; log:\n{}", self.log_text()))
+            .expect("wait");
+        (status.success(), started.elapsed())
+    }
+
     pub async fn restart(&mut self) {
         self.kill().await;
         self.spawn().await;

@@ -101,27 +101,38 @@ pub struct TlsConnection {
 #[derive(Debug)]
 pub struct TlsConnectError(pub String);
 
+/// A raw TLS stream to `addr` trusting `ca_pem`, for tests that write a request byte by byte
+/// (e.g. one still in flight when the server is told to stop).
+pub async fn tls_stream(
+    addr: SocketAddr,
+    ca_pem: &str,
+    server_name: &str,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, TlsConnectError> {
+    use rustls::pki_types::pem::PemObject;
+    let fail = |e: &dyn std::fmt::Display| TlsConnectError(e.to_string());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.map_err(|e| fail(&e))?).map_err(|e| fail(&e))?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| fail(&e))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let name = rustls::pki_types::ServerName::try_from(server_name.to_string()).map_err(|e| fail(&e))?;
+    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| fail(&e))?;
+    tokio::time::timeout(Duration::from_secs(10), connector.connect(name, tcp))
+        .await
+        .map_err(|e| fail(&e))?
+        .map_err(|e| fail(&e))
+}
+
 impl TlsConnection {
     pub async fn open(addr: SocketAddr, ca_pem: &str, server_name: &str) -> Result<TlsConnection, TlsConnectError> {
-        use rustls::pki_types::pem::PemObject;
         let fail = |e: &dyn std::fmt::Display| TlsConnectError(e.to_string());
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-            roots.add(cert.map_err(|e| fail(&e))?).map_err(|e| fail(&e))?;
-        }
-        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| fail(&e))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
-        let name = rustls::pki_types::ServerName::try_from(server_name.to_string()).map_err(|e| fail(&e))?;
-        let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| fail(&e))?;
-        let tls = tokio::time::timeout(Duration::from_secs(10), connector.connect(name, tcp))
-            .await
-            .map_err(|e| fail(&e))?
-            .map_err(|e| fail(&e))?;
+        let tls = tls_stream(addr, ca_pem, server_name).await?;
         let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
             .await
             .map_err(|e| fail(&e))?;
