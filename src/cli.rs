@@ -37,16 +37,8 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
-    /// Kubeconfig file for the peer cluster, as volsync-dr uses it (this cluster: KUBECONFIG
-    /// or ~/.kube/config).
-    #[arg(long, env = "VOLSYNC_DR_PEER_KUBECONFIG", value_name = "FILE")]
-    pub peer_kubeconfig: PathBuf,
-    /// This cluster's name, for the report.
-    #[arg(long, default_value = "local", env = "VOLSYNC_DR_CLUSTER_NAME")]
-    pub cluster_name: String,
-    /// The peer cluster's name, for the report.
-    #[arg(long, default_value = "peer", env = "VOLSYNC_DR_PEER_NAME")]
-    pub peer_name: String,
+    #[command(flatten)]
+    pub pair: PairArgs,
     /// The namespace volsync-dr runs in on both clusters (its webhook Secret is there).
     #[arg(long, default_value = "volsync-dr", env = "VOLSYNC_DR_OWN_NAMESPACE")]
     pub namespace: String,
@@ -56,6 +48,21 @@ pub struct DoctorArgs {
     /// VolumeSnapshotClass volsync-dr is configured with on the peer.
     #[arg(long, env = "VOLSYNC_DR_DESTINATION_VOLUME_SNAPSHOT_CLASS")]
     pub destination_volume_snapshot_class: Option<String>,
+}
+
+/// The two clusters, as `status` and `doctor` reach them.
+#[derive(Debug, Args)]
+pub struct PairArgs {
+    /// Kubeconfig file for the peer cluster, as volsync-dr uses it (this cluster: KUBECONFIG or
+    /// ~/.kube/config).
+    #[arg(long, env = "VOLSYNC_DR_PEER_KUBECONFIG", value_name = "FILE")]
+    pub peer_kubeconfig: PathBuf,
+    /// This cluster's name, for the report.
+    #[arg(long, default_value = "local", env = "VOLSYNC_DR_CLUSTER_NAME")]
+    pub cluster_name: String,
+    /// The peer cluster's name, for the report.
+    #[arg(long, default_value = "peer", env = "VOLSYNC_DR_PEER_NAME")]
+    pub peer_name: String,
     /// Longest each request may take, in seconds.
     #[arg(long, default_value_t = 10)]
     pub timeout_seconds: u64,
@@ -63,24 +70,14 @@ pub struct DoctorArgs {
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Kubeconfig file for the peer cluster (this cluster: KUBECONFIG or ~/.kube/config).
-    #[arg(long, env = "VOLSYNC_DR_PEER_KUBECONFIG", value_name = "FILE")]
-    pub peer_kubeconfig: PathBuf,
-    /// This cluster's name, for the CLUSTER column.
-    #[arg(long, default_value = "local", env = "VOLSYNC_DR_CLUSTER_NAME")]
-    pub cluster_name: String,
-    /// The peer cluster's name, for the CLUSTER column.
-    #[arg(long, default_value = "peer", env = "VOLSYNC_DR_PEER_NAME")]
-    pub peer_name: String,
+    #[command(flatten)]
+    pub pair: PairArgs,
     /// Only this namespace [default: all].
     #[arg(short = 'n', long)]
     pub namespace: Option<String>,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
-    /// Longest each cluster may take to answer, in seconds.
-    #[arg(long, default_value_t = 10)]
-    pub timeout_seconds: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

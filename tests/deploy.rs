@@ -231,13 +231,8 @@ async fn the_rendered_configuration_starts_volsync_dr() {
     let (_, docs) = render("overlays/cluster-a");
     let certs = pair.dir.path().join("certs");
     support::generate_certs(&certs);
-    let port = |_: ()| {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("port")
-    };
-    let admin = port(());
-    let webhook = port(());
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{}", support::free_port()).parse().expect("addr");
+    let webhook: std::net::SocketAddr = format!("127.0.0.1:{}", support::free_port()).parse().expect("addr");
     let mut env: BTreeMap<String, String> = environment(&docs)
         .into_iter()
         .filter_map(|(k, v)| v.as_str().map(|s| (k, s.to_string())))
@@ -292,15 +287,7 @@ async fn the_rendered_configuration_starts_volsync_dr() {
     }
     // It elected itself with the pod's name, in the Deployment's namespace.
     pair.wait_for(10, "the Lease held by the pod", |p| {
-        let lease = p.get(
-            PRIMARY,
-            "coordination.k8s.io",
-            "v1",
-            "leases",
-            "volsync-dr",
-            "volsync-dr",
-        )?;
-        (lease["spec"]["holderIdentity"] == "volsync-dr-7d9f-abcde").then_some(())
+        (support::lease(p, PRIMARY)?["spec"]["holderIdentity"] == "volsync-dr-7d9f-abcde").then_some(())
     })
     .await;
     child.kill().await.expect("kill");

@@ -13,31 +13,26 @@ use testkit::pair::{ClusterPair, PRIMARY, SECONDARY};
 const LEASE_SECONDS: u64 = 4;
 
 fn holder(pair: &ClusterPair) -> Option<String> {
-    pair.get(
-        PRIMARY,
-        "coordination.k8s.io",
-        "v1",
-        "leases",
-        "volsync-dr",
-        "volsync-dr",
-    )?["spec"]["holderIdentity"]
+    support::lease(pair, PRIMARY)?["spec"]["holderIdentity"]
         .as_str()
         .map(str::to_string)
 }
 
 /// A time field of the Lease's spec, as Unix seconds.
 fn lease_time(pair: &ClusterPair, field: &str) -> Option<f64> {
-    let lease = pair.get(
-        PRIMARY,
-        "coordination.k8s.io",
-        "v1",
-        "leases",
-        "volsync-dr",
-        "volsync-dr",
-    )?;
+    let lease = support::lease(pair, PRIMARY)?;
     let t: chrono::DateTime<chrono::FixedOffset> =
         chrono::DateTime::parse_from_rfc3339(lease["spec"][field].as_str()?).ok()?;
     Some(t.timestamp_micros() as f64 / 1e6)
+}
+
+/// A PVC CREATE review as the API server sends it.
+fn review(uid: &str) -> Value {
+    json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": uid, "kind": {"group": "", "version": "v1", "kind": "PersistentVolumeClaim"},
+                    "resource": {"group": "", "version": "v1", "resource": "persistentvolumeclaims"},
+                    "operation": "CREATE", "namespace": "default", "name": "p",
+                    "userInfo": {}, "object": pvc("p")}})
 }
 
 fn pvc(name: &str) -> Value {
@@ -140,11 +135,7 @@ async fn the_leader_fails_over_within_the_lease_duration_and_hands_over_on_sigte
 async fn sigterm_stops_the_webhook_and_the_watcher_cleanly() {
     let pair = ClusterPair::start().await;
     let mut dr = DrProcess::start(&pair, PRIMARY, &[]).await;
-    let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-        "request": {"uid": "1", "kind": {"group": "", "version": "v1", "kind": "PersistentVolumeClaim"},
-                    "resource": {"group": "", "version": "v1", "resource": "persistentvolumeclaims"},
-                    "operation": "CREATE", "namespace": "default", "name": "p",
-                    "userInfo": {}, "object": pvc("p")}});
+    let review = review("p");
     let addr = dr.webhook;
     let mut open = testkit::http::TlsConnection::open(addr, &dr.ca_pem, "127.0.0.1")
         .await
@@ -171,12 +162,7 @@ async fn a_webhook_request_in_flight_at_sigterm_is_answered() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let pair = ClusterPair::start().await;
     let mut dr = DrProcess::start(&pair, PRIMARY, &[]).await;
-    let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-        "request": {"uid": "in-flight", "kind": {"group": "", "version": "v1", "kind": "PersistentVolumeClaim"},
-                    "resource": {"group": "", "version": "v1", "resource": "persistentvolumeclaims"},
-                    "operation": "CREATE", "namespace": "default", "name": "p",
-                    "userInfo": {}, "object": pvc("p")}})
-    .to_string();
+    let review = review("in-flight").to_string();
     let mut tls = testkit::http::tls_stream(dr.webhook, &dr.ca_pem, "127.0.0.1")
         .await
         .expect("handshake");

@@ -14,7 +14,6 @@ use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, P
 use kube::{Client, ResourceExt};
 
 use crate::cli::DoctorArgs;
-use crate::cluster::{self, peer::Peer};
 use crate::error::{Error, Result};
 use crate::model::keys;
 use crate::report::doctor::{self, Check, REQUIRED_ACCESS};
@@ -163,13 +162,8 @@ fn wanted(
 }
 
 pub async fn run(args: &DoctorArgs) -> Result<()> {
-    let timeout = Duration::from_secs(args.timeout_seconds.max(1));
-    let local = cluster::local_client()
-        .await
-        .map_err(|e| Error::Cluster(format!("cannot reach this cluster: {e}")))?;
-    let peer = Peer::connect(&args.peer_name, &args.peer_kubeconfig, timeout)
-        .await
-        .map_err(|e| Error::Cluster(e.to_string()))?;
+    let (local, peer, timeout) = super::connect_pair(&args.pair).await?;
+    let (cluster_name, peer_name) = (&args.pair.cluster_name, &args.pair.peer_name);
     let here = facts(&local, &args.namespace, timeout).await;
     let there = facts(&peer.client(), &args.namespace, timeout).await;
     let mut checks: Vec<Check> = Vec::new();
@@ -184,7 +178,7 @@ pub async fn run(args: &DoctorArgs) -> Result<()> {
     };
     let sides = [
         (
-            &args.cluster_name,
+            cluster_name,
             &here,
             &there,
             args.volume_snapshot_class
@@ -192,7 +186,7 @@ pub async fn run(args: &DoctorArgs) -> Result<()> {
                 .map(|c| ("--volume-snapshot-class", c)),
         ),
         (
-            &args.peer_name,
+            peer_name,
             &there,
             &here,
             args.destination_volume_snapshot_class
@@ -248,12 +242,8 @@ pub async fn run(args: &DoctorArgs) -> Result<()> {
     }
     if there.is_ok() {
         checks.push(match denied(&peer.client(), timeout).await {
-            Ok(denied) => doctor::access(&args.peer_name, &denied),
-            Err(e) => doctor::unreachable(
-                &args.peer_name,
-                &e,
-                "check --peer-kubeconfig and that the API server answers",
-            ),
+            Ok(denied) => doctor::access(peer_name, &denied),
+            Err(e) => doctor::unreachable(peer_name, &e, "check --peer-kubeconfig and that the API server answers"),
         });
     }
     print!("{}", doctor::render(&checks));

@@ -2,24 +2,16 @@
 //! (the decisions are `report`'s). An unreachable peer is said on stderr; this cluster's rows
 //! are still shown, which is what matters when the peer is the one that failed.
 
-use std::time::Duration;
-
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::api::{Api, ListParams};
 
 use crate::cli::{OutputFormat, StatusArgs};
-use crate::cluster::{self, peer::Peer};
 use crate::error::{Error, Result};
 use crate::report;
 
 pub async fn run(args: &StatusArgs) -> Result<()> {
-    let timeout = Duration::from_secs(args.timeout_seconds.max(1));
-    let local = cluster::local_client()
-        .await
-        .map_err(|e| Error::Cluster(format!("cannot reach this cluster: {e}")))?;
-    let peer = Peer::connect(&args.peer_name, &args.peer_kubeconfig, timeout)
-        .await
-        .map_err(|e| Error::Cluster(e.to_string()))?;
+    let (local, peer, timeout) = super::connect_pair(&args.pair).await?;
+    let (cluster_name, peer_name) = (&args.pair.cluster_name, &args.pair.peer_name);
     let list = |client: kube::Client| {
         let namespace = args.namespace.clone();
         async move {
@@ -37,13 +29,13 @@ pub async fn run(args: &StatusArgs) -> Result<()> {
     let now = jiff::Timestamp::now();
     let here = list(local)
         .await
-        .map_err(|e| Error::Cluster(format!("cannot list PVCs on {}: {e}", args.cluster_name)))?;
-    let mut rows = report::rows(&args.cluster_name, &args.peer_name, &here, now);
+        .map_err(|e| Error::Cluster(format!("cannot list PVCs on {}: {e}", cluster_name)))?;
+    let mut rows = report::rows(cluster_name, peer_name, &here, now);
     match list(peer.client()).await {
-        Ok(there) => rows.extend(report::rows(&args.peer_name, &args.cluster_name, &there, now)),
+        Ok(there) => rows.extend(report::rows(peer_name, cluster_name, &there, now)),
         Err(e) => eprintln!(
             "warning: peer cluster {} not read: {e}; showing {} only",
-            args.peer_name, args.cluster_name
+            peer_name, cluster_name
         ),
     }
     let rows = report::merge(rows);

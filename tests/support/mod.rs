@@ -126,7 +126,7 @@ pub async fn wait_annotation(pair: &ClusterPair, cluster: &str, pvc: &str, key: 
     .await;
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -393,4 +393,16 @@ pub async fn settle(pair: &ClusterPair, quiet: Duration, limit: Duration) {
             return;
         }
     }
+}
+
+/// The leader-election Lease on `cluster`, as stored.
+pub fn lease(pair: &ClusterPair, cluster: &str) -> Option<serde_json::Value> {
+    pair.get(
+        cluster,
+        "coordination.k8s.io",
+        "v1",
+        "leases",
+        "volsync-dr",
+        "volsync-dr",
+    )
 }
