@@ -22,14 +22,7 @@ fn pvc(name: &str, protect: bool) -> Value {
 }
 
 fn one_time_source(pair: &ClusterPair, name: &str) -> Option<Value> {
-    pair.get(
-        PRIMARY,
-        "volsync.backube",
-        "v1alpha1",
-        "replicationsources",
-        NS,
-        &format!("rs-{name}-latest"),
-    )
+    pair.object(PRIMARY, "replicationsources", NS, &format!("rs-{name}-latest"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -129,14 +122,7 @@ async fn wait_failed(pair: &ClusterPair, cluster: &str, name: &str, request: &st
 }
 
 fn scheduled_source(pair: &ClusterPair, name: &str) -> Option<Value> {
-    pair.get(
-        PRIMARY,
-        "volsync.backube",
-        "v1alpha1",
-        "replicationsources",
-        NS,
-        &format!("rs-{name}"),
-    )
+    pair.object(PRIMARY, "replicationsources", NS, &format!("rs-{name}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -58,17 +58,8 @@ fn every_kustomization_renders_and_passes_the_kubernetes_schemas() {
         std::fs::write(&path, text).expect("write");
         files.push(path);
     }
-    let out = Command::new("kubernetes-validate")
-        .args(["--strict", "--kubernetes-version", "1.32.0"])
-        .args(&files)
-        .output()
-        .expect("kubernetes-validate is needed: pip install -r tests/requirements.txt");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success() && !text.contains("ERROR"), "{text}");
+    let (ok, text) = support::kubernetes_validate(&files);
+    assert!(ok && !text.contains("ERROR"), "{text}");
     // Built-in kinds were checked, not skipped: only cert-manager's kinds have no schema here.
     let skipped: Vec<&str> = text.lines().filter(|l| l.starts_with("WARN")).collect();
     assert!(

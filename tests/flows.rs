@@ -64,7 +64,7 @@ fn object(pair: &ClusterPair, cluster: &str, plural: &str, name: &str) -> Option
 fn running_pods(pair: &ClusterPair, cluster: &str) -> usize {
     (0..10)
         .filter(|i| {
-            pair.get(cluster, "", "v1", "pods", NS, &format!("app-{i}"))
+            pair.object(cluster, "pods", NS, &format!("app-{i}"))
                 .is_some_and(|p| p["status"]["phase"] == "Running")
         })
         .count()

@@ -43,7 +43,7 @@ fn pvc(name: &str) -> Value {
 
 async fn wait_protected(pair: &ClusterPair, name: &str, secs: u64) {
     pair.wait_for(secs, &format!("{name} Protected"), |p| {
-        let a = p.get(PRIMARY, "", "v1", "persistentvolumeclaims", "default", name)?;
+        let a = p.object(PRIMARY, "persistentvolumeclaims", "default", name)?;
         (a["metadata"]["annotations"]["volsync-dr.io/state"] == "Protected").then_some(())
     })
     .await;

@@ -3,6 +3,8 @@
 //! step with the kustomize overlays: for the same settings both give the same objects (Helm's
 //! own labels, the config checksum and the CRD's keep policy aside).
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -151,20 +153,8 @@ fn chart_output_passes_the_kubernetes_schemas_and_missing_names_are_refused() {
         .map(|d| format!("---\n{}", serde_saphyr::to_string(d).expect("yaml")))
         .collect();
     std::fs::write(&path, text).expect("write");
-    let out = Command::new("kubernetes-validate")
-        .args(["--strict", "--kubernetes-version", "1.32.0"])
-        .arg(&path)
-        .output()
-        .expect("kubernetes-validate");
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && !report.contains("ERROR") && !report.contains("WARN"),
-        "{report}"
-    );
+    let (ok, report) = support::kubernetes_validate(&[&path]);
+    assert!(ok && !report.contains("ERROR") && !report.contains("WARN"), "{report}");
 
     // Without the cluster names the chart does not render, and says which value is missing.
     let err = helm(&json!({})).expect_err("names are required");

@@ -36,7 +36,7 @@ async fn apply(k: &Kubectl, object: &Value) {
 }
 
 fn annotations_of(pair: &ClusterPair, cluster: &str, ns: &str, name: &str) -> Value {
-    pair.get(cluster, "", "v1", "persistentvolumeclaims", ns, name)
+    pair.object(cluster, "persistentvolumeclaims", ns, name)
         .map(|p| p["metadata"]["annotations"].clone())
         .unwrap_or(Value::Null)
 }
@@ -51,25 +51,11 @@ async fn wait_protected(pair: &ClusterPair, ns: &str, name: &str, policy: Option
 }
 
 fn rs(pair: &ClusterPair, ns: &str, pvc: &str) -> Option<Value> {
-    pair.get(
-        PRIMARY,
-        "volsync.backube",
-        "v1alpha1",
-        "replicationsources",
-        ns,
-        &format!("rs-{pvc}"),
-    )
+    pair.object(PRIMARY, "replicationsources", ns, &format!("rs-{pvc}"))
 }
 
 fn rd(pair: &ClusterPair, ns: &str, pvc: &str) -> Option<Value> {
-    pair.get(
-        SECONDARY,
-        "volsync.backube",
-        "v1alpha1",
-        "replicationdestinations",
-        ns,
-        &format!("rd-{pvc}"),
-    )
+    pair.object(SECONDARY, "replicationdestinations", ns, &format!("rd-{pvc}"))
 }
 
 #[test]
@@ -87,16 +73,8 @@ fn the_crd_in_deploy_is_the_one_the_code_generates() {
         "deploy/crds/drpolicy.yaml is out of date: run `cargo run -- crd > deploy/crds/drpolicy.yaml`"
     );
     // A real API server's schema for CRDs accepts it (unknown fields refused).
-    let check = Command::new("kubernetes-validate")
-        .args(["--strict", "--kubernetes-version", "1.32.0", "--quiet", path])
-        .output()
-        .expect("kubernetes-validate is needed: pip install -r tests/requirements.txt");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
-    );
-    assert!(check.status.success() && !text.contains("ERROR"), "{text}");
+    let (ok, text) = support::kubernetes_validate(&[path]);
+    assert!(ok && !text.contains("ERROR"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,7 +192,7 @@ async fn policies_protect_by_namespace_label_pvc_label_and_storage_class_and_rel
     assert_eq!(models_rd["spec"]["rsyncTLS"]["storageClassName"], "fast-b");
     assert_eq!(models_rd["spec"]["rsyncTLS"]["volumeSnapshotClassName"], "snap-b");
     let counterpart = pair
-        .get(SECONDARY, "", "v1", "persistentvolumeclaims", "lab", "models")
+        .object(SECONDARY, "persistentvolumeclaims", "lab", "models")
         .expect("counterpart");
     assert_eq!(counterpart["spec"]["storageClassName"], "fast-b");
     assert_eq!(
@@ -296,7 +274,7 @@ async fn policies_protect_by_namespace_label_pvc_label_and_storage_class_and_rel
         assert!(orders.get(key).is_none(), "{key} left on a released PVC: {orders}");
     }
     assert!(
-        pair.get(SECONDARY, "", "v1", "persistentvolumeclaims", "shop", "orders")
+        pair.object(SECONDARY, "persistentvolumeclaims", "shop", "orders")
             .is_some(),
         "the replica on the peer is kept"
     );
@@ -345,7 +323,7 @@ async fn an_invalid_or_paused_policy_leaves_its_pvcs_alone_and_says_why() {
     apply(&k, &policy("all", json!({"defaults": {"schedule": "0 */5 * * * *"}}))).await;
     let status = pair
         .wait_for(30, "InvalidSpec in the status", |p| {
-            let s = p.get(PRIMARY, "volsync-dr.io", "v1alpha1", "drpolicies", "", "all")?["status"].clone();
+            let s = p.object(PRIMARY, "drpolicies", "", "all")?["status"].clone();
             (s["conditions"][0]["reason"] == "InvalidSpec").then_some(s)
         })
         .await;
@@ -374,7 +352,7 @@ async fn an_invalid_or_paused_policy_leaves_its_pvcs_alone_and_says_why() {
     )
     .await;
     pair.wait_for(30, "Paused in the status", |p| {
-        let s = p.get(PRIMARY, "volsync-dr.io", "v1alpha1", "drpolicies", "", "all")?["status"].clone();
+        let s = p.object(PRIMARY, "drpolicies", "", "all")?["status"].clone();
         (s["conditions"][0]["reason"] == "Paused").then_some(())
     })
     .await;
@@ -422,7 +400,7 @@ async fn the_webhook_applies_policies_at_creation_and_the_sweep_covers_its_outag
     )
     .await;
     pair.wait_for(30, "policy seen", |p| {
-        let s = p.get(PRIMARY, "volsync-dr.io", "v1alpha1", "drpolicies", "", "everything")?;
+        let s = p.object(PRIMARY, "drpolicies", "", "everything")?;
         s["status"]["lastSweepTime"].is_string().then_some(())
     })
     .await;

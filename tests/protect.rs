@@ -26,13 +26,8 @@ fn pvc_json(name: &str, annotations: &[(&str, &str)]) -> Value {
            "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "standard", "resources": {"requests": {"storage": "1Gi"}}}})
 }
 
-fn get(pair: &ClusterPair, cluster: &str, group: &str, plural: &str, name: &str) -> Option<Value> {
-    let version = match group {
-        "" => "v1",
-        "volsync.backube" => "v1alpha1",
-        _ => "v1",
-    };
-    pair.get(cluster, group, version, plural, NS, name)
+fn get(pair: &ClusterPair, cluster: &str, plural: &str, name: &str) -> Option<Value> {
+    pair.object(cluster, plural, NS, name)
 }
 
 fn instance() -> InstanceSettings {
@@ -47,7 +42,7 @@ fn instance() -> InstanceSettings {
 
 fn psk_on(pair: &ClusterPair, cluster: &str, secret: &str) -> Option<String> {
     use base64::Engine as _;
-    let data = get(pair, cluster, "", "secrets", secret)?["data"]["psk.txt"]
+    let data = get(pair, cluster, "secrets", secret)?["data"]["psk.txt"]
         .as_str()?
         .to_string();
     String::from_utf8(base64::engine::general_purpose::STANDARD.decode(data).ok()?).ok()
@@ -57,27 +52,19 @@ fn psk_on(pair: &ClusterPair, cluster: &str, secret: &str) -> Option<String> {
 /// key and endpoint.
 fn assert_matches_plan(pair: &ClusterPair, name: &str) {
     let pvc: PersistentVolumeClaim =
-        serde_json::from_value(get(pair, PRIMARY, "", "persistentvolumeclaims", name).expect("pvc")).expect("typed");
+        serde_json::from_value(get(pair, PRIMARY, "persistentvolumeclaims", name).expect("pvc")).expect("typed");
     let names = volsync_dr::model::names::Names::for_pvc(name);
     let psk = Psk::parse(&psk_on(pair, PRIMARY, &names.secret).expect("key")).expect("valid key");
-    let rs = get(
-        pair,
-        PRIMARY,
-        "volsync.backube",
-        "replicationsources",
-        &names.replication_source,
-    )
-    .expect("rs");
+    let rs = get(pair, PRIMARY, "replicationsources", &names.replication_source).expect("rs");
     let endpoint = Endpoint {
         address: rs["spec"]["rsyncTLS"]["address"].as_str().expect("address").to_string(),
         port: rs["spec"]["rsyncTLS"]["port"].as_i64().expect("port") as i32,
     };
     let planned = plan::protect(&pvc, &instance(), &psk, Some(&endpoint)).expect("plan");
-    let same = |cluster: &str, group: &str, plural: &str, object: Value| {
+    let same = |cluster: &str, plural: &str, object: Value| {
         let actual = get(
             pair,
             cluster,
-            group,
             plural,
             object["metadata"]["name"].as_str().expect("name"),
         )
@@ -91,21 +78,19 @@ fn assert_matches_plan(pair: &ClusterPair, name: &str) {
             assert_eq!(&actual["metadata"]["labels"][k], v, "{cluster} {plural} label {k}");
         }
     };
-    same(PRIMARY, "", "secrets", json(&planned.primary_secret));
-    same(SECONDARY, "", "secrets", json(&planned.secondary_secret));
+    same(PRIMARY, "secrets", json(&planned.primary_secret));
+    same(SECONDARY, "secrets", json(&planned.secondary_secret));
     same(
         SECONDARY,
-        "volsync.backube",
         "replicationdestinations",
         json(&planned.replication_destination),
     );
     same(
         PRIMARY,
-        "volsync.backube",
         "replicationsources",
         json(planned.replication_source.as_ref().expect("rs")),
     );
-    let counterpart = get(pair, SECONDARY, "", "persistentvolumeclaims", name).expect("counterpart");
+    let counterpart = get(pair, SECONDARY, "persistentvolumeclaims", name).expect("counterpart");
     let want = json(&planned.secondary_pvc);
     for field in ["accessModes", "resources", "storageClassName", "volumeMode"] {
         assert_eq!(counterpart["spec"][field], want["spec"][field], "counterpart {field}");
@@ -143,7 +128,7 @@ async fn protects_every_service_type_and_mirrors_status() {
     }
     for (name, service_type) in cases {
         wait_annotation(&pair, PRIMARY, name, "volsync-dr.io/state", "Protected").await;
-        let pvc = get(&pair, PRIMARY, "", "persistentvolumeclaims", name).expect("pvc");
+        let pvc = get(&pair, PRIMARY, "persistentvolumeclaims", name).expect("pvc");
         assert_eq!(
             pvc["metadata"]["finalizers"],
             json!(["volsync-dr.io/protection"]),
@@ -167,14 +152,7 @@ async fn protects_every_service_type_and_mirrors_status() {
         })
         .await;
         assert!(annotation(&pair, PRIMARY, name, "volsync-dr.io/next-sync-time").is_some());
-        let rs = get(
-            &pair,
-            PRIMARY,
-            "volsync.backube",
-            "replicationsources",
-            &format!("rs-{name}"),
-        )
-        .expect("rs");
+        let rs = get(&pair, PRIMARY, "replicationsources", &format!("rs-{name}")).expect("rs");
         if service_type == "NodePort" {
             assert_eq!(
                 rs["spec"]["rsyncTLS"]["address"], "192.0.2.102",
@@ -273,9 +251,7 @@ async fn annotation_changes_unprotect_and_deletion() {
         json!({"metadata": {"annotations": {"volsync-dr.io/schedule": "@hourly"}}}),
     );
     pair.wait_for(30, "new schedule", |p| {
-        (get(p, PRIMARY, "volsync.backube", "replicationsources", "rs-app")?["spec"]["trigger"]["schedule"]
-            == "@hourly")
-            .then_some(())
+        (get(p, PRIMARY, "replicationsources", "rs-app")?["spec"]["trigger"]["schedule"] == "@hourly").then_some(())
     })
     .await;
     patch_pvc(
@@ -285,8 +261,8 @@ async fn annotation_changes_unprotect_and_deletion() {
         json!({"metadata": {"annotations": {"volsync-dr.io/service-type": "NodePort"}}}),
     );
     pair.wait_for(30, "NodePort endpoint", |p| {
-        let rd = get(p, SECONDARY, "volsync.backube", "replicationdestinations", "rd-app")?;
-        let rs = get(p, PRIMARY, "volsync.backube", "replicationsources", "rs-app")?;
+        let rd = get(p, SECONDARY, "replicationdestinations", "rd-app")?;
+        let rs = get(p, PRIMARY, "replicationsources", "rs-app")?;
         (rd["spec"]["rsyncTLS"]["serviceType"] == "NodePort" && rs["spec"]["rsyncTLS"]["address"] == "192.0.2.102")
             .then_some(())
     })
@@ -299,8 +275,8 @@ async fn annotation_changes_unprotect_and_deletion() {
             "volsync-dr.io/volume-snapshot-class": "fast-a", "volsync-dr.io/destination-volume-snapshot-class": "fast-b"}}}),
     );
     pair.wait_for(30, "new snapshot classes", |p| {
-        let rd = get(p, SECONDARY, "volsync.backube", "replicationdestinations", "rd-app")?;
-        let rs = get(p, PRIMARY, "volsync.backube", "replicationsources", "rs-app")?;
+        let rd = get(p, SECONDARY, "replicationdestinations", "rd-app")?;
+        let rs = get(p, PRIMARY, "replicationsources", "rs-app")?;
         let rd_class = &rd["spec"]["rsyncTLS"]["volumeSnapshotClassName"];
         let rs_class = &rs["spec"]["rsyncTLS"]["volumeSnapshotClassName"];
         (rd_class == "fast-b" && rs_class == "fast-a").then_some(())
@@ -320,7 +296,7 @@ async fn annotation_changes_unprotect_and_deletion() {
         json!({"metadata": {"annotations": {"volsync-dr.io/protect": "false"}}}),
     );
     pair.wait_for(30, "finalizer released", |p| {
-        get(p, PRIMARY, "", "persistentvolumeclaims", "app")?["metadata"]["finalizers"]
+        get(p, PRIMARY, "persistentvolumeclaims", "app")?["metadata"]["finalizers"]
             .is_null()
             .then_some(())
     })
@@ -337,10 +313,10 @@ async fn annotation_changes_unprotect_and_deletion() {
             "{cluster} {plural} left behind"
         );
     }
-    let here = get(&pair, PRIMARY, "", "persistentvolumeclaims", "app").expect("pvc kept");
+    let here = get(&pair, PRIMARY, "persistentvolumeclaims", "app").expect("pvc kept");
     assert!(here["metadata"]["annotations"].get("volsync-dr.io/state").is_none());
     assert!(here["metadata"]["labels"].get("volsync-dr.io/protected").is_none());
-    let there = get(&pair, SECONDARY, "", "persistentvolumeclaims", "app").expect("counterpart kept");
+    let there = get(&pair, SECONDARY, "persistentvolumeclaims", "app").expect("counterpart kept");
     assert!(
         there["metadata"]["annotations"].get("volsync-dr.io/role").is_none(),
         "{there}"
@@ -367,7 +343,7 @@ async fn annotation_changes_unprotect_and_deletion() {
         .delete(&rt, NS, "gone", &json!({}), false)
         .expect("delete");
     pair.wait_for(30, "PVC gone", |p| {
-        get(p, PRIMARY, "", "persistentvolumeclaims", "gone")
+        get(p, PRIMARY, "persistentvolumeclaims", "gone")
             .is_none()
             .then_some(())
     })
@@ -390,14 +366,14 @@ async fn peer_outage_crash_mid_protect_and_conflicts() {
     wait_annotation(&pair, PRIMARY, "p1", "volsync-dr.io/state", "Degraded").await;
     let key = psk_on(&pair, PRIMARY, "volsync-dr-p1").expect("the key is written here first");
     assert_eq!(
-        get(&pair, PRIMARY, "", "persistentvolumeclaims", "p1").expect("pvc")["metadata"]["finalizers"],
+        get(&pair, PRIMARY, "persistentvolumeclaims", "p1").expect("pvc")["metadata"]["finalizers"],
         json!(["volsync-dr.io/protection"])
     );
     assert!(
         events_with_reason(&pair, PRIMARY, "Degraded") >= 1,
         "the reason is in an Event"
     );
-    assert!(get(&pair, PRIMARY, "volsync.backube", "replicationsources", "rs-p1").is_none());
+    assert!(get(&pair, PRIMARY, "replicationsources", "rs-p1").is_none());
 
     // Crash in the middle; the peer returns; writes meet conflicts; the restarted process finishes.
     a.kill().await;
@@ -450,7 +426,7 @@ async fn peer_outage_crash_mid_protect_and_conflicts() {
     );
     wait_annotation(&pair, PRIMARY, "p1", "volsync-dr.io/state", "Degraded").await;
     assert!(
-        get(&pair, PRIMARY, "volsync.backube", "replicationsources", "rs-p1").is_some(),
+        get(&pair, PRIMARY, "replicationsources", "rs-p1").is_some(),
         "the local side keeps working"
     );
     pair.b.restart().await.expect("peer back");
@@ -474,11 +450,11 @@ async fn namespace_scope_and_failed_syncs() {
     pair.create_bound_pvc(PRIMARY, pvc_json("outside", &[("volsync-dr.io/protect", "true")]))
         .await;
     pair.wait_for(30, "apps/db Protected", |p| {
-        let pvc = p.get(PRIMARY, "", "v1", "persistentvolumeclaims", "apps", "db")?;
+        let pvc = p.object(PRIMARY, "persistentvolumeclaims", "apps", "db")?;
         (pvc["metadata"]["annotations"]["volsync-dr.io/state"] == "Protected").then_some(())
     })
     .await;
-    let outside = get(&pair, PRIMARY, "", "persistentvolumeclaims", "outside").expect("pvc");
+    let outside = get(&pair, PRIMARY, "persistentvolumeclaims", "outside").expect("pvc");
     assert!(
         outside["metadata"]["finalizers"].is_null(),
         "a PVC outside --namespaces is left alone"
@@ -489,7 +465,7 @@ async fn namespace_scope_and_failed_syncs() {
     pair.simulator.interrupt_next_sync();
     pair.simulator.run_schedules_now();
     let state = |p: &ClusterPair| {
-        p.get(PRIMARY, "", "v1", "persistentvolumeclaims", "apps", "db")?["metadata"]["annotations"]["volsync-dr.io/state"]
+        p.object(PRIMARY, "persistentvolumeclaims", "apps", "db")?["metadata"]["annotations"]["volsync-dr.io/state"]
             .as_str()
             .map(str::to_string)
     };
@@ -523,20 +499,13 @@ async fn namespace_scope_and_failed_syncs() {
         )
         .expect("patch");
     pair.wait_for(30, "finalizer released", |p| {
-        p.get(PRIMARY, "", "v1", "persistentvolumeclaims", "apps", "db")?["metadata"]["finalizers"]
+        p.object(PRIMARY, "persistentvolumeclaims", "apps", "db")?["metadata"]["finalizers"]
             .is_null()
             .then_some(())
     })
     .await;
     assert!(
-        pair.get(
-            SECONDARY,
-            "volsync.backube",
-            "v1alpha1",
-            "replicationdestinations",
-            "apps",
-            "rd-db"
-        )
-        .is_none()
+        pair.object(SECONDARY, "replicationdestinations", "apps", "rd-db")
+            .is_none()
     );
 }

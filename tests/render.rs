@@ -2,6 +2,8 @@
 //! API servers accept (Kubernetes 1.32 schemas for built-in kinds via `kubernetes-validate`,
 //! VolSync's CRD schemas via the test API server with strict field validation).
 
+mod support;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -290,20 +292,8 @@ fn builtin_objects_pass_kubernetes_1_32_schemas() {
         std::fs::write(&path, builtin).expect("write");
         files.push(path);
     }
-    let out = Command::new("kubernetes-validate")
-        .args(["--strict", "--kubernetes-version", "1.32.0", "--quiet"])
-        .args(&files)
-        .output()
-        .expect("kubernetes-validate is needed: pip install kubernetes-validate (see README)");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && !text.contains("ERROR"),
-        "schema errors:\n{text}"
-    );
+    let (ok, text) = support::kubernetes_validate(&files);
+    assert!(ok && !text.contains("ERROR"), "schema errors:\n{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

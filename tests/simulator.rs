@@ -44,23 +44,9 @@ async fn protect(pair: &ClusterPair, pvc: &PersistentVolumeClaim, psk: &Psk) -> 
     let service_type = plan.settings.service_type;
     let endpoint = pair
         .wait_for(10, "the RD's endpoint", |p| {
-            let rd = p.get(
-                SECONDARY,
-                "volsync.backube",
-                "v1alpha1",
-                "replicationdestinations",
-                "default",
-                &rd_name,
-            )?;
-            let service = p.get(
-                SECONDARY,
-                "",
-                "v1",
-                "services",
-                "default",
-                &volsync_rsync_tls_service(&rd_name),
-            )?;
-            let node = p.get(SECONDARY, "", "v1", "nodes", "", "cluster-b-node-1")?;
+            let rd = p.object(SECONDARY, "replicationdestinations", "default", &rd_name)?;
+            let service = p.object(SECONDARY, "services", "default", &volsync_rsync_tls_service(&rd_name))?;
+            let node = p.object(SECONDARY, "nodes", "", "cluster-b-node-1")?;
             resolve_endpoint(
                 service_type,
                 rd["status"]["rsyncTLS"]["address"].as_str(),
@@ -121,17 +107,7 @@ async fn every_service_type_replicates_data_and_reports_status() {
             .expect("latestImage")
             .to_string();
         assert_eq!(rd_status["latestImage"]["kind"], "VolumeSnapshot");
-        assert!(
-            pair.get(
-                SECONDARY,
-                "snapshot.storage.k8s.io",
-                "v1",
-                "volumesnapshots",
-                "default",
-                &image
-            )
-            .is_some()
-        );
+        assert!(pair.object(SECONDARY, "volumesnapshots", "default", &image).is_some());
 
         // A later scheduled sync carries changes and deletions, and replaces the snapshot.
         pair.write(PRIMARY, "default", pvc_name, "db/table.dat", "v2");
@@ -160,29 +136,12 @@ async fn every_service_type_replicates_data_and_reports_status() {
             })
             .await;
         pair.wait_for(10, "old snapshot deleted", |p| {
-            p.get(
-                SECONDARY,
-                "snapshot.storage.k8s.io",
-                "v1",
-                "volumesnapshots",
-                "default",
-                &image,
-            )
-            .is_none()
-            .then_some(())
+            p.object(SECONDARY, "volumesnapshots", "default", &image)
+                .is_none()
+                .then_some(())
         })
         .await;
-        assert!(
-            pair.get(
-                SECONDARY,
-                "snapshot.storage.k8s.io",
-                "v1",
-                "volumesnapshots",
-                "default",
-                &newer
-            )
-            .is_some()
-        );
+        assert!(pair.object(SECONDARY, "volumesnapshots", "default", &newer).is_some());
     }
 }
 
@@ -328,7 +287,7 @@ async fn interrupted_sync_restore_from_last_image_and_kept_snapshot() {
                  "dataSourceRef": {"apiGroup": "volsync.backube", "kind": "ReplicationDestination", "name": rd_name}}
     }));
     pair.wait_for(10, "restored PVC bound", |p| {
-        (p.get(SECONDARY, "", "v1", "persistentvolumeclaims", "default", "restored-db")?["status"]["phase"] == "Bound")
+        (p.object(SECONDARY, "persistentvolumeclaims", "default", "restored-db")?["status"]["phase"] == "Bound")
             .then_some(())
     })
     .await;
@@ -351,28 +310,13 @@ async fn interrupted_sync_restore_from_last_image_and_kept_snapshot() {
         .delete(&rt, "default", &rd_name, &json!({}), false)
         .expect("delete RD");
     pair.wait_for(10, "service collected", |p| {
-        p.get(
-            SECONDARY,
-            "",
-            "v1",
-            "services",
-            "default",
-            &volsync_rsync_tls_service(&rd_name),
-        )
-        .is_none()
-        .then_some(())
+        p.object(SECONDARY, "services", "default", &volsync_rsync_tls_service(&rd_name))
+            .is_none()
+            .then_some(())
     })
     .await;
     assert!(
-        pair.get(
-            SECONDARY,
-            "snapshot.storage.k8s.io",
-            "v1",
-            "volumesnapshots",
-            "default",
-            &image
-        )
-        .is_some(),
+        pair.object(SECONDARY, "volumesnapshots", "default", &image).is_some(),
         "kept snapshot survives"
     );
 }

@@ -42,7 +42,7 @@ async fn status_shows_both_sides_and_survives_a_lost_peer() {
     )
     .await;
     pair.wait_for(30, "db synced once", |p| {
-        let pvc = p.get(PRIMARY, "", "v1", "persistentvolumeclaims", "default", "db")?;
+        let pvc = p.object(PRIMARY, "persistentvolumeclaims", "default", "db")?;
         pvc["metadata"]["annotations"]["volsync-dr.io/last-sync-time"]
             .as_str()
             .map(|_| ())

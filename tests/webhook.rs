@@ -319,7 +319,7 @@ async fn the_deployed_webhook_configuration_admits_kubectl_requests() {
     );
     dr.restart().await;
     pair.wait_for(30, "late PVC protected by the watcher", |p| {
-        let pvc = p.get(PRIMARY, "", "v1", "persistentvolumeclaims", "default", "late")?;
+        let pvc = p.object(PRIMARY, "persistentvolumeclaims", "default", "late")?;
         let stamped = pvc["metadata"]["finalizers"] == json!(["volsync-dr.io/protection"])
             && pvc["metadata"]["labels"]["volsync-dr.io/protected"] == "true"
             && pvc["metadata"]["annotations"]["volsync-dr.io/state"] == "Protected";

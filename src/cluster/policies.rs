@@ -20,6 +20,7 @@ use crate::plan::policy::{PolicyLookup, PolicySet};
 
 pub struct PolicyWatch {
     set: watch::Receiver<Option<Arc<PolicySet>>>,
+    policies: Store<DRPolicy>,
     namespaces: Store<PartialObjectMeta<Namespace>>,
     namespaces_ready: Arc<AtomicBool>,
     /// Bumped when the policies or a namespace's labels change: the sweep runs again.
@@ -32,8 +33,9 @@ impl PolicyWatch {
         self.changes.subscribe()
     }
 
-    pub fn ready(&self) -> bool {
-        self.set.borrow().is_some() && self.namespaces_ready.load(Ordering::Acquire)
+    /// A policy as cached (status included).
+    pub fn policy(&self, name: &str) -> Option<Arc<DRPolicy>> {
+        self.policies.get(&ObjectRef::new(name))
     }
 }
 
@@ -79,6 +81,7 @@ pub async fn start(client: Client, peer_name: String) -> Option<(Arc<PolicyWatch
     let namespaces_ready = Arc::new(AtomicBool::new(false));
     let view = Arc::new(PolicyWatch {
         set: set_rx,
+        policies: policy_reader.clone(),
         namespaces: ns_reader.clone(),
         namespaces_ready: namespaces_ready.clone(),
         changes: changes.clone(),

@@ -13,6 +13,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 
+use super::bounded;
 use crate::cli::DoctorArgs;
 use crate::error::{Error, Result};
 use crate::model::keys;
@@ -26,18 +27,6 @@ struct Facts {
     /// Protected PVCs this cluster is primary for.
     primaries: Vec<PersistentVolumeClaim>,
     webhook_cert: Option<String>,
-}
-
-async fn bounded<T>(
-    timeout: Duration,
-    what: &str,
-    f: impl Future<Output = Result<T, kube::Error>>,
-) -> Result<T, String> {
-    match tokio::time::timeout(timeout, f).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(format!("{what}: {e}")),
-        Err(_) => Err(format!("{what}: no answer within {} s", timeout.as_secs())),
-    }
 }
 
 async fn facts(client: &Client, namespace: &str, timeout: Duration) -> Result<Facts, String> {

@@ -21,3 +21,16 @@ pub(crate) async fn connect_pair(
         .map_err(|e| Error::Cluster(e.to_string()))?;
     Ok((local, peer, timeout))
 }
+
+/// A cluster call with a time limit; the error says what was asked and why it failed.
+pub(crate) async fn bounded<T>(
+    timeout: std::time::Duration,
+    what: &str,
+    f: impl Future<Output = Result<T, kube::Error>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(timeout, f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(format!("{what}: {e}")),
+        Err(_) => Err(format!("{what}: no answer within {} s", timeout.as_secs())),
+    }
+}

@@ -86,7 +86,6 @@ pub async fn run(args: &RunArgs) -> Result<()> {
         None => None,
     };
     let leading = Arc::new(AtomicBool::new(false));
-    let ctx_peer = peer.clone();
     let ctx = Arc::new(Context::new(local, peer, config, metrics.clone(), policy_watch));
     let (stop_tx, stop) = watch::channel(false);
     let signals = async move {
@@ -96,7 +95,7 @@ pub async fn run(args: &RunArgs) -> Result<()> {
         let _ = stop_tx.send(true);
     };
     let probe = {
-        let (peer, metrics) = (ctx_peer, metrics.clone());
+        let (peer, metrics) = (ctx.peer.clone(), ctx.metrics.clone());
         async move {
             loop {
                 metrics.set_peer_reachable(peer.reachable().await);

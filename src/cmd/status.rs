@@ -19,17 +19,15 @@ pub async fn run(args: &StatusArgs) -> Result<()> {
                 Some(ns) => Api::namespaced(client, ns),
                 None => Api::all(client),
             };
-            tokio::time::timeout(timeout, api.list(&ListParams::default()))
+            super::bounded(timeout, "list PVCs", api.list(&ListParams::default()))
                 .await
-                .map_err(|_| format!("no answer within {} s", timeout.as_secs()))?
                 .map(|l| l.items)
-                .map_err(|e| e.to_string())
         }
     };
     let now = jiff::Timestamp::now();
     let here = list(local)
         .await
-        .map_err(|e| Error::Cluster(format!("cannot list PVCs on {}: {e}", cluster_name)))?;
+        .map_err(|e| Error::Cluster(format!("cannot read cluster {cluster_name}: {e}")))?;
     let mut rows = report::rows(cluster_name, peer_name, &here, now);
     match list(peer.client()).await {
         Ok(there) => rows.extend(report::rows(peer_name, cluster_name, &there, now)),

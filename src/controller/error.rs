@@ -43,6 +43,11 @@ impl Error {
         }
     }
 
+    /// The write lost a race (409): the object changed since it was read.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Error::Local { source: kube::Error::Api(s), .. } if s.code == 409)
+    }
+
     /// Whether the same reconcile may succeed later without the object changing.
     pub fn is_transient(&self) -> bool {
         matches!(

@@ -19,25 +19,26 @@ use super::apply::field_manager;
 use super::context::Context;
 use super::error::Error;
 use super::reconcile::publish;
+use crate::cluster::policies::PolicyWatch;
 use crate::model::policy::{DRPolicy, DRPolicyStatus};
 use crate::plan::policy::{AnnotationChange, Outcome, PolicyLookup, PolicySet, evaluate, policy_after};
 
 /// PVC writes a sweep keeps in flight at once.
 const SWEEP_CONCURRENCY: usize = 16;
 
-/// What the policies would change on this PVC now, when they are known.
-fn pending_change(ctx: &Context, pvc: &PersistentVolumeClaim) -> Option<(Outcome, AnnotationChange)> {
-    let view = ctx.policies.as_ref()?;
-    let set = view.policies()?;
-    let namespace = pvc.namespace()?;
-    let labels = view.namespace_labels(&namespace)?;
-    evaluate(&set, pvc, &labels, &ctx.policy_scope)
+/// What `set` would change on this PVC, when its namespace is known.
+fn pending_change(ctx: &Context, set: &PolicySet, pvc: &PersistentVolumeClaim) -> Option<(Outcome, AnnotationChange)> {
+    let labels = ctx.policies.as_ref()?.namespace_labels(&pvc.namespace()?)?;
+    evaluate(set, pvc, &labels, &ctx.policy_scope)
 }
 
 /// Apply the policies to one PVC (from its reconcile). `true` when it wrote: the PVC comes
 /// back through the watch with its new annotations.
 pub async fn apply_to(ctx: &Context, pvc: &PersistentVolumeClaim) -> Result<bool, Error> {
-    match pending_change(ctx, pvc) {
+    let Some(set) = ctx.policies.as_ref().and_then(|view| view.policies()) else {
+        return Ok(false);
+    };
+    match pending_change(ctx, &set, pvc) {
         None => Ok(false),
         Some((outcome, change)) => write(ctx, pvc, &outcome, &change).await.map(|()| true),
     }
@@ -87,12 +88,12 @@ pub async fn sweep_forever(ctx: Arc<Context>, stores: Vec<Store<PersistentVolume
         }
     }
     loop {
-        if view.ready() {
+        if view.policies().is_some() {
             // Let a burst of changes (a kubectl apply of several policies) settle first.
             tokio::time::sleep(Duration::from_millis(200)).await;
             changes.borrow_and_update();
             if let Some(set) = view.policies() {
-                sweep(&ctx, &set, &stores).await;
+                sweep(&ctx, &view, &set, &stores).await;
             }
         }
         tokio::select! {
@@ -102,22 +103,19 @@ pub async fn sweep_forever(ctx: Arc<Context>, stores: Vec<Store<PersistentVolume
     }
 }
 
-/// One pass over every PVC, then every policy's status.
-async fn sweep(ctx: &Context, set: &PolicySet, stores: &[Store<PersistentVolumeClaim>]) {
+/// One pass over every PVC with one set of policies, then each of those policies' status.
+async fn sweep(ctx: &Context, view: &PolicyWatch, set: &PolicySet, stores: &[Store<PersistentVolumeClaim>]) {
     let started = Instant::now();
     let pvcs: Vec<Arc<PersistentVolumeClaim>> = stores.iter().flat_map(|s| s.state()).collect();
     let results: Vec<(Option<String>, bool)> = futures::stream::iter(pvcs)
         .map(|pvc| async move {
             let current = pvc.annotations();
-            match pending_change(ctx, &pvc) {
+            match pending_change(ctx, set, &pvc) {
                 None => (policy_after(current, None), true),
                 Some((outcome, change)) => match write(ctx, &pvc, &outcome, &change).await {
                     Ok(()) => (policy_after(current, Some(&change)), true),
                     // Changed since the cache saw it: its own reconcile decides again.
-                    Err(Error::Local {
-                        source: kube::Error::Api(s),
-                        ..
-                    }) if s.code == 409 => (policy_after(current, None), true),
+                    Err(e) if e.is_conflict() => (policy_after(current, None), true),
                     Err(e) => {
                         tracing::warn!(namespace = pvc.namespace(), name = pvc.name_any(), error = %e, "policy sweep");
                         (policy_after(current, None), false)
@@ -142,15 +140,12 @@ async fn sweep(ctx: &Context, set: &PolicySet, stores: &[Store<PersistentVolumeC
     let api: Api<DRPolicy> = Api::all(ctx.local.clone());
     let now = Time(jiff::Timestamp::now());
     for (name, rules) in set.iter() {
-        if let Err(e) = write_status(
-            &api,
-            name,
-            rules.as_ref().map(|r| r.paused),
-            protected.get(name).copied(),
-            &now,
-        )
-        .await
-        {
+        // The cached object: its status is ours, so the cache is as new as any read.
+        let Some(policy) = view.policy(name) else {
+            continue;
+        };
+        let validity = rules.as_ref().map(|r| r.paused);
+        if let Err(e) = write_status(&api, &policy, validity, protected.get(name).copied(), &now).await {
             tracing::warn!(policy = name, error = %e, "cannot write DRPolicy status");
         }
     }
@@ -193,33 +188,29 @@ fn ready_condition(
 
 async fn write_status(
     api: &Api<DRPolicy>,
-    name: &str,
+    policy: &DRPolicy,
     validity: Result<bool, &crate::model::policy::SpecErrors>,
     protected: Option<u32>,
     now: &Time,
 ) -> Result<(), kube::Error> {
-    let Some(policy) = api.get_opt(name).await? else {
-        return Ok(());
-    };
+    let name = policy.name_any();
     let previous = policy
         .status
         .as_ref()
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
-    if let Err(errors) = validity
-        && previous.is_none_or(|c| {
-            c.reason != "InvalidSpec" || c.message != format!("{errors}; PVCs it protects are left as they are")
-        })
-    {
-        tracing::warn!(policy = name, problems = %errors, "invalid DRPolicy");
-    }
     let generation = policy.meta().generation;
+    let condition = ready_condition(validity, previous, generation, now);
+    // Said once per new problem, not on every sweep.
+    if condition.reason == "InvalidSpec" && previous.is_none_or(|c| c.message != condition.message) {
+        tracing::warn!(policy = name, problems = %condition.message, "invalid DRPolicy");
+    }
     let status = DRPolicyStatus {
-        conditions: vec![ready_condition(validity, previous, generation, now)],
+        conditions: vec![condition],
         protected_pvcs: Some(protected.unwrap_or(0)),
         last_sweep_time: Some(now.clone()),
         observed_generation: generation,
     };
-    api.patch_status(name, &field_manager(), &Patch::Merge(json!({"status": status})))
+    api.patch_status(&name, &field_manager(), &Patch::Merge(json!({"status": status})))
         .await
         .map(|_| ())
 }

@@ -13,7 +13,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::keys;
-use super::protection::{ProtectionSpec, dns_label};
+use super::protection::{ProtectionSpec, class_name, dns_label};
 
 /// Which PVCs to protect automatically, and with which settings.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -157,18 +157,11 @@ impl PolicyRules {
         let pvc_selector = selector("pvcSelector", &spec.pvc_selector);
 
         let mut class = |field: String, value: &str| {
-            if ProtectionSpec::parse(&BTreeMap::from([(
-                keys::DESTINATION_STORAGE_CLASS.to_string(),
-                value.to_string(),
-            )]))
-            .is_err()
-            {
+            if let Err((problem, accepted)) = class_name(value) {
                 errors.push(SpecError {
                     field,
                     value: value.to_string(),
-                    problem: "not a valid class name; accepted: a Kubernetes object name (up to 253 lowercase \
-                              letters, digits, '-' or '.', starting and ending with a letter or digit)"
-                        .into(),
+                    problem: format!("{problem}; accepted: {accepted}"),
                 });
             }
         };

@@ -224,7 +224,8 @@ fn one_of<T: Copy>(
         .ok_or_else(|| ("unknown value".to_string(), accepted))
 }
 
-fn class_name(value: &str) -> Result<String, (String, &'static str)> {
+/// A class (StorageClass, VolumeSnapshotClass) name, or what is wrong and what is accepted.
+pub(crate) fn class_name(value: &str) -> Result<String, (String, &'static str)> {
     let ok = !value.is_empty()
         && value.len() <= 253
         && value

@@ -129,10 +129,6 @@ enum Choice<'a> {
     Release(String),
 }
 
-fn annotations(pvc: &PersistentVolumeClaim) -> BTreeMap<String, String> {
-    pvc.metadata.annotations.clone().unwrap_or_default()
-}
-
 /// What the policy recorded as written, with full annotation names.
 pub fn recorded(annotations: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     annotations
@@ -155,14 +151,16 @@ pub fn protecting_policy(annotations: &BTreeMap<String, String>) -> Option<&str>
     owned(keys::PROTECT, annotations, &recorded(annotations)).then_some(policy.as_str())
 }
 
+/// `current` are the PVC's annotations, `record` what a policy recorded among them.
 fn choose<'a>(
     set: &'a PolicySet,
     pvc: &PersistentVolumeClaim,
+    current: &BTreeMap<String, String>,
+    record: &BTreeMap<String, String>,
     namespace_labels: &BTreeMap<String, String>,
     scope: &Scope,
 ) -> Choice<'a> {
     let namespace = pvc.metadata.namespace.as_deref().unwrap_or_default();
-    let current = annotations(pvc);
     if is_volsync_owned(pvc)
         || is_restore(pvc)
         || pvc.metadata.deletion_timestamp.is_some()
@@ -171,12 +169,11 @@ fn choose<'a>(
         || !(scope.namespaces.is_empty() || scope.namespaces.iter().any(|n| n == namespace))
         // The secondary of a pair belongs to its primary; an action in flight owns the PVC.
         || current.get(keys::ROLE).map(String::as_str) == Some(Role::Secondary.as_str())
-        || Progress::read(&current).in_flight().is_some()
+        || Progress::read(current).in_flight().is_some()
     {
         return Choice::Leave;
     }
-    let record = recorded(&current);
-    if current.contains_key(keys::PROTECT) && !owned(keys::PROTECT, &current, &record) {
+    if current.contains_key(keys::PROTECT) && !owned(keys::PROTECT, current, record) {
         return Choice::Leave;
     }
     let previous = current.get(keys::POLICY).filter(|_| !record.is_empty());
@@ -187,12 +184,13 @@ fn choose<'a>(
             _ => {}
         }
     }
-    let labels = pvc.metadata.labels.clone().unwrap_or_default();
+    let no_labels = BTreeMap::new();
+    let labels = pvc.metadata.labels.as_ref().unwrap_or(&no_labels);
     let storage_class = pvc.spec.as_ref().and_then(|s| s.storage_class_name.as_deref());
     let winner = set.iter().find_map(|(_, rules)| {
         let rules = rules.as_ref().ok()?;
         let selected = rules.namespace_selector.matches(namespace_labels)
-            && rules.pvc_selector.matches(&labels)
+            && rules.pvc_selector.matches(labels)
             && (rules.storage_class_names.is_empty()
                 || storage_class.is_some_and(|c| rules.storage_class_names.contains(c)));
         selected.then_some(rules)
@@ -208,7 +206,12 @@ fn choose<'a>(
 /// The annotations a policy gives this PVC: protection, the instance's explicit defaults (as
 /// the webhook writes them on any protected PVC), the policy's settings, and the classes on
 /// the peer from its mappings.
-fn desired(rules: &PolicyRules, pvc: &PersistentVolumeClaim, scope: &Scope) -> BTreeMap<String, String> {
+fn desired(
+    rules: &PolicyRules,
+    pvc: &PersistentVolumeClaim,
+    current: &BTreeMap<String, String>,
+    scope: &Scope,
+) -> BTreeMap<String, String> {
     let mut d = BTreeMap::from([
         (keys::PROTECT.to_string(), "true".to_string()),
         (keys::SCHEDULE.to_string(), schedule::DEFAULT.to_string()),
@@ -232,7 +235,6 @@ fn desired(rules: &PolicyRules, pvc: &PersistentVolumeClaim, scope: &Scope) -> B
         d.insert(keys::DESTINATION_STORAGE_CLASS.to_string(), mapped.clone());
     }
     if !d.contains_key(keys::DESTINATION_VOLUME_SNAPSHOT_CLASS) {
-        let current = annotations(pvc);
         let here = current
             .get(keys::VOLUME_SNAPSHOT_CLASS)
             .or(d.get(keys::VOLUME_SNAPSHOT_CLASS))
@@ -255,8 +257,11 @@ fn record_text(record: &BTreeMap<String, String>) -> String {
 
 /// Bring the annotations in line with `target` (a policy's name and the annotations it gives),
 /// or release them from their policy when `target` is `None`.
-fn change(current: &BTreeMap<String, String>, target: Option<(&str, &BTreeMap<String, String>)>) -> AnnotationChange {
-    let record = recorded(current);
+fn change(
+    current: &BTreeMap<String, String>,
+    record: &BTreeMap<String, String>,
+    target: Option<(&str, &BTreeMap<String, String>)>,
+) -> AnnotationChange {
     let mut out = AnnotationChange::default();
     match target {
         Some((name, desired)) => {
@@ -264,7 +269,7 @@ fn change(current: &BTreeMap<String, String>, target: Option<(&str, &BTreeMap<St
             for (key, value) in desired {
                 match current.get(key) {
                     // Set by someone else: it wins, and stops being the policy's.
-                    Some(_) if !owned(key, current, &record) => {}
+                    Some(_) if !owned(key, current, record) => {}
                     v => {
                         if v != Some(value) {
                             out.set.insert(key.clone(), value.clone());
@@ -274,7 +279,7 @@ fn change(current: &BTreeMap<String, String>, target: Option<(&str, &BTreeMap<St
                 }
             }
             for key in record.keys() {
-                if !desired.contains_key(key) && owned(key, current, &record) {
+                if !desired.contains_key(key) && owned(key, current, record) {
                     out.remove.insert(key.clone());
                 }
             }
@@ -288,7 +293,7 @@ fn change(current: &BTreeMap<String, String>, target: Option<(&str, &BTreeMap<St
         }
         None => {
             for key in record.keys() {
-                if owned(key, current, &record) {
+                if owned(key, current, record) {
                     out.remove.insert(key.clone());
                 }
             }
@@ -310,24 +315,24 @@ pub fn evaluate(
     namespace_labels: &BTreeMap<String, String>,
     scope: &Scope,
 ) -> Option<(Outcome, AnnotationChange)> {
-    let current = annotations(pvc);
-    let (outcome, change) = match choose(set, pvc, namespace_labels, scope) {
+    let empty = BTreeMap::new();
+    let current = pvc.metadata.annotations.as_ref().unwrap_or(&empty);
+    let record = recorded(current);
+    let (outcome, change) = match choose(set, pvc, current, &record, namespace_labels, scope) {
         Choice::Leave => return None,
         Choice::Apply(rules) => {
-            let want = desired(rules, pvc, scope);
-            let change = change(&current, Some((&rules.name, &want)));
-            let outcome = if protecting_policy(&current) == Some(rules.name.as_str()) {
-                Outcome::Updated {
-                    policy: rules.name.clone(),
-                }
+            let want = desired(rules, pvc, current, scope);
+            let change = change(current, &record, Some((&rules.name, &want)));
+            let policy = rules.name.clone();
+            let already = current.get(keys::POLICY) == Some(&policy) && owned(keys::PROTECT, current, &record);
+            let outcome = if already {
+                Outcome::Updated { policy }
             } else {
-                Outcome::Applied {
-                    policy: rules.name.clone(),
-                }
+                Outcome::Applied { policy }
             };
             (outcome, change)
         }
-        Choice::Release(policy) => (Outcome::Released { policy }, change(&current, None)),
+        Choice::Release(policy) => (Outcome::Released { policy }, change(current, &record, None)),
     };
     (!change.is_empty()).then_some((outcome, change))
 }

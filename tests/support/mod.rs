@@ -73,14 +73,7 @@ pub fn annotate(pair: &ClusterPair, cluster: &str, pvc: &str, key: &str, value: 
 /// Wait (30 s at most) until `rd-<pvc>` on the secondary has a `latestImage`: a sync completed.
 pub async fn wait_latest_image(pair: &ClusterPair, pvc: &str) {
     pair.wait_for(30, "a completed sync (latestImage) on the secondary", |p| {
-        let rd = p.get(
-            SECONDARY,
-            "volsync.backube",
-            "v1alpha1",
-            "replicationdestinations",
-            "default",
-            &format!("rd-{pvc}"),
-        )?;
+        let rd = p.object(SECONDARY, "replicationdestinations", "default", &format!("rd-{pvc}"))?;
         rd["status"]["latestImage"]["name"].as_str().map(|_| ())
     })
     .await;
@@ -88,7 +81,7 @@ pub async fn wait_latest_image(pair: &ClusterPair, pvc: &str) {
 
 /// An annotation of the PVC `default/<pvc>` on a cluster of the pair.
 pub fn annotation(pair: &ClusterPair, cluster: &str, pvc: &str, key: &str) -> Option<String> {
-    pair.get(cluster, "", "v1", "persistentvolumeclaims", "default", pvc)?["metadata"]["annotations"][key]
+    pair.object(cluster, "persistentvolumeclaims", "default", pvc)?["metadata"]["annotations"][key]
         .as_str()
         .map(str::to_string)
 }
@@ -108,7 +101,7 @@ pub fn deployment(name: &str, pvc: &str, replicas: i32, annotations: serde_json:
 /// A Deployment's `spec.replicas` and its `volsync-dr.io/replicas` annotation.
 pub fn replicas(pair: &ClusterPair, cluster: &str, name: &str) -> (i64, Option<String>) {
     let d = pair
-        .get(cluster, "apps", "v1", "deployments", "default", name)
+        .object(cluster, "deployments", "default", name)
         .unwrap_or_else(|| panic!("no Deployment {name} on {cluster}"));
     (
         d["spec"]["replicas"].as_i64().unwrap_or(-1),
@@ -397,12 +390,21 @@ pub async fn settle(pair: &ClusterPair, quiet: Duration, limit: Duration) {
 
 /// The leader-election Lease on `cluster`, as stored.
 pub fn lease(pair: &ClusterPair, cluster: &str) -> Option<serde_json::Value> {
-    pair.get(
-        cluster,
-        "coordination.k8s.io",
-        "v1",
-        "leases",
-        "volsync-dr",
-        "volsync-dr",
-    )
+    pair.object(cluster, "leases", "volsync-dr", "volsync-dr")
+}
+
+/// `kubernetes-validate --strict` against the Kubernetes 1.32 schemas (unknown fields refused):
+/// whether it passed, and everything it printed.
+pub fn kubernetes_validate<P: AsRef<std::ffi::OsStr>>(files: &[P]) -> (bool, String) {
+    let out = std::process::Command::new("kubernetes-validate")
+        .args(["--strict", "--kubernetes-version", "1.32.0"])
+        .args(files)
+        .output()
+        .expect("kubernetes-validate is needed: pip install -r tests/requirements.txt");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
 }

@@ -129,6 +129,17 @@ impl ClusterPair {
         server.store().get(&rt, namespace, name).ok()
     }
 
+    /// An object by its resource's plural alone (`replicationsources`, `leases`, ...); panics
+    /// when the plural is not served or is served by more than one group.
+    pub fn object(&self, cluster: &str, plural: &str, namespace: &str, name: &str) -> Option<Value> {
+        let server = self.server(cluster);
+        let rt = server
+            .store()
+            .find_plural(plural)
+            .unwrap_or_else(|| panic!("{cluster} serves no single resource {plural:?}"));
+        server.store().get(&rt, namespace, name).ok()
+    }
+
     /// Create a PVC and wait until the simulator has bound it.
     pub async fn create_bound_pvc(&self, cluster: &str, pvc: Value) {
         let ns = pvc["metadata"]["namespace"].as_str().unwrap_or("default").to_string();

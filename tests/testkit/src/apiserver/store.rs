@@ -328,6 +328,15 @@ impl Store {
             .cloned()
     }
 
+    /// The type served under this plural, when exactly one group serves it (e.g. not `events`,
+    /// which core and events.k8s.io both serve).
+    pub fn find_plural(&self, plural: &str) -> Option<ResourceType> {
+        let s = self.lock();
+        let mut matching = s.types.iter().filter(|t| t.plural == plural);
+        let first = matching.next()?;
+        matching.all(|t| t.group == first.group).then(|| first.clone())
+    }
+
     pub fn find_kind(&self, group: &str, kind: &str) -> Option<ResourceType> {
         self.lock()
             .types
