@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use serde_json::{Value, json};
-use support::{DrProcess, annotation, patch_pvc, wait_annotation};
+use support::{DrProcess, annotate, annotation, patch_pvc, wait_annotation};
 use testkit::apiserver::Fault;
 use testkit::apiserver::store::{PatchType, Subresource};
 use testkit::pair::{ClusterPair, PRIMARY, SECONDARY};
@@ -244,22 +244,12 @@ async fn annotation_changes_unprotect_and_deletion() {
     wait_annotation(&pair, PRIMARY, "app", "volsync-dr.io/state", "Protected").await;
 
     // A new schedule reaches the ReplicationSource; a new service type the RD and the endpoint.
-    patch_pvc(
-        &pair,
-        PRIMARY,
-        "app",
-        json!({"metadata": {"annotations": {"volsync-dr.io/schedule": "@hourly"}}}),
-    );
+    annotate(&pair, PRIMARY, "app", "volsync-dr.io/schedule", "@hourly");
     pair.wait_for(30, "new schedule", |p| {
         (get(p, PRIMARY, "replicationsources", "rs-app")?["spec"]["trigger"]["schedule"] == "@hourly").then_some(())
     })
     .await;
-    patch_pvc(
-        &pair,
-        PRIMARY,
-        "app",
-        json!({"metadata": {"annotations": {"volsync-dr.io/service-type": "NodePort"}}}),
-    );
+    annotate(&pair, PRIMARY, "app", "volsync-dr.io/service-type", "NodePort");
     pair.wait_for(30, "NodePort endpoint", |p| {
         let rd = get(p, SECONDARY, "replicationdestinations", "rd-app")?;
         let rs = get(p, PRIMARY, "replicationsources", "rs-app")?;
@@ -289,12 +279,7 @@ async fn annotation_changes_unprotect_and_deletion() {
     pair.simulator.run_schedules_now();
     pair.wait_for(30, "replica", |p| p.read(SECONDARY, NS, "app", "keep.txt"))
         .await;
-    patch_pvc(
-        &pair,
-        PRIMARY,
-        "app",
-        json!({"metadata": {"annotations": {"volsync-dr.io/protect": "false"}}}),
-    );
+    annotate(&pair, PRIMARY, "app", "volsync-dr.io/protect", "false");
     pair.wait_for(30, "finalizer released", |p| {
         get(p, PRIMARY, "persistentvolumeclaims", "app")?["metadata"]["finalizers"]
             .is_null()
@@ -418,12 +403,7 @@ async fn peer_outage_crash_mid_protect_and_conflicts() {
 
     // An outage while protected: the local side keeps its RS, the PVC shows Degraded, then recovers.
     pair.b.stop().await;
-    patch_pvc(
-        &pair,
-        PRIMARY,
-        "p1",
-        json!({"metadata": {"annotations": {"volsync-dr.io/schedule": "0 * * * *"}}}),
-    );
+    annotate(&pair, PRIMARY, "p1", "volsync-dr.io/schedule", "0 * * * *");
     wait_annotation(&pair, PRIMARY, "p1", "volsync-dr.io/state", "Degraded").await;
     assert!(
         get(&pair, PRIMARY, "replicationsources", "rs-p1").is_some(),
