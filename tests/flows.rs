@@ -103,6 +103,11 @@ async fn stage(standby_annotations: Value) -> Stage {
     Stage { pair, a, b }
 }
 
+/// How far the PVC watches lag behind writes once an action is requested: every reconcile
+/// woken by a ReplicationSource, Destination or workload event within this time of a step's
+/// progress write sees the PVC as it was before that write.
+const WATCH_LAG: std::time::Duration = std::time::Duration::from_millis(400);
+
 /// Run `request` on `cluster`, killing its process right after each step of `verb` starts
 /// and starting it again, then let it finish.
 async fn with_a_crash_at_every_step(
@@ -112,6 +117,7 @@ async fn with_a_crash_at_every_step(
     verb: Verb,
     request: &str,
 ) {
+    lag_pvc_watches(pair);
     for (i, step) in flow(verb).iter().enumerate() {
         let hold = format!("{verb}/{}", step.as_str());
         runner.restart_with_env(&[(HOLD, &hold)]).await;
@@ -129,6 +135,56 @@ async fn with_a_crash_at_every_step(
         runner.kill().await;
     }
     runner.restart_with_env(&[]).await;
+}
+
+/// From now on the PVC watches of both clusters lag by `WATCH_LAG`, so a pass that trusted
+/// its cached copy would run a step again; `assert_no_step_twice` checks that none did.
+fn lag_pvc_watches(pair: &ClusterPair) {
+    for server in [&pair.a, &pair.b] {
+        server.lag_watches("persistentvolumeclaims", WATCH_LAG);
+    }
+}
+
+/// Each step of `request` acted at most once in the runner's whole log (its restarts
+/// included: a crash holds a step before it acts), the request finished once, and the objects
+/// the action deleted stay deleted for several watch lags after it finished.
+async fn assert_no_step_twice(pair: &ClusterPair, runner: &DrProcess, request: &str, gone: &[(&str, &str, &str)]) {
+    let verb: Verb = request
+        .parse::<volsync_dr::model::action::ActionRequest>()
+        .expect("request")
+        .verb;
+    let whole = runner.log_text();
+    // From the request's start: an earlier action in the same log may share step names.
+    let started = format!("action started namespace=\"default\" pvc=\"db\" request=\"{request}\"");
+    let log = &whole[whole
+        .find(&started)
+        .unwrap_or_else(|| panic!("{request} never started"))..];
+    for step in flow(verb) {
+        let acted = log
+            .matches(&format!(
+                "acting namespace=\"default\" pvc=\"db\" step=\"{}\"",
+                step.as_str()
+            ))
+            .count();
+        assert!(acted <= 1, "{request}: step {} acted {acted} times", step.as_str());
+    }
+    let finished = log
+        .matches(&format!(
+            "action finished namespace=\"default\" pvc=\"db\" request=\"{request}\""
+        ))
+        .count();
+    assert_eq!(finished, 1, "{request} finished {finished} times");
+    // Absence can only be seen over a window: look every 50 ms for five watch lags.
+    let deadline = tokio::time::Instant::now() + WATCH_LAG * 5;
+    while tokio::time::Instant::now() < deadline {
+        for (cluster, plural, name) in gone {
+            assert!(
+                object(pair, cluster, plural, name).is_none(),
+                "{plural}/{name} on {cluster} came back after the action deleted it"
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 async fn wait_finished(pair: &ClusterPair, cluster: &str, request: &str) -> String {
@@ -205,9 +261,17 @@ async fn assert_migrated(pair: &ClusterPair, expected: &BTreeMap<String, String>
 async fn migrate_moves_the_application_and_reverses_protection() {
     let s = stage(json!({})).await;
     let expected = before_migrate(&s.pair);
+    lag_pvc_watches(&s.pair);
     annotate(&s.pair, PRIMARY, "db", "volsync-dr.io/action", "migrate:1");
     let message = wait_finished(&s.pair, PRIMARY, "migrate:1").await;
     assert_migrated(&s.pair, &expected, &message).await;
+    assert_no_step_twice(
+        &s.pair,
+        &s.a,
+        "migrate:1",
+        &[(PRIMARY, "replicationsources", "rs-db-latest")],
+    )
+    .await;
 
     let metrics = testkit::http::request(s.a.admin, "GET", "/metrics", "text/plain", "").await;
     let text = metrics.body.as_str().unwrap_or_default().to_string();
@@ -227,6 +291,11 @@ async fn migrate_survives_a_crash_at_every_step() {
     let expected = before_migrate(&s.pair);
     with_a_crash_at_every_step(&s.pair, &mut s.a, PRIMARY, Verb::Migrate, "migrate:c").await;
     let message = wait_finished(&s.pair, PRIMARY, "migrate:c").await;
+    let gone = [
+        (PRIMARY, "replicationsources", "rs-db-latest"),
+        (SECONDARY, "replicationsources", "rs-db-latest"),
+    ];
+    assert_no_step_twice(&s.pair, &s.a, "migrate:c", &gone).await;
     assert_migrated(&s.pair, &expected, &message).await;
 }
 
@@ -307,9 +376,15 @@ async fn failover_starts_the_application_on_the_last_complete_copy() {
     // The standby says how many replicas a failover starts.
     let mut s = stage(json!({"volsync-dr.io/replicas": "3"})).await;
     cut_off_and_lose_a(&mut s).await;
+    lag_pvc_watches(&s.pair);
     annotate(&s.pair, SECONDARY, "db", "volsync-dr.io/action", "failover:1");
     let message = wait_finished(&s.pair, SECONDARY, "failover:1").await;
     assert_failed_over(&s.pair, &message, 3).await;
+    let gone = [
+        (SECONDARY, "replicationsources", "rs-db-local"),
+        (SECONDARY, "persistentvolumeclaims", "restored-db"),
+    ];
+    assert_no_step_twice(&s.pair, &s.b, "failover:1", &gone).await;
     // With A gone, B reports it cannot replicate.
     wait_annotation(&s.pair, SECONDARY, "db", "volsync-dr.io/state", "Degraded").await;
 }
@@ -320,6 +395,12 @@ async fn failover_survives_a_crash_at_every_step() {
     cut_off_and_lose_a(&mut s).await;
     with_a_crash_at_every_step(&s.pair, &mut s.b, SECONDARY, Verb::Failover, "failover:c").await;
     let message = wait_finished(&s.pair, SECONDARY, "failover:c").await;
+    let gone = [
+        (SECONDARY, "replicationsources", "rs-db-local"),
+        (SECONDARY, "replicationdestinations", "rd-db"),
+        (SECONDARY, "persistentvolumeclaims", "restored-db"),
+    ];
+    assert_no_step_twice(&s.pair, &s.b, "failover:c", &gone).await;
     // No count recorded on the standby: one replica.
     assert_failed_over(&s.pair, &message, 1).await;
 }
@@ -401,10 +482,18 @@ async fn assert_failed_back(pair: &ClusterPair, expected: &BTreeMap<String, Stri
 async fn failback_returns_the_application_with_the_writes_made_after_failover() {
     let mut s = stage(json!({"volsync-dr.io/replicas": "2"})).await;
     let expected = failed_over_and_back(&mut s).await;
+    lag_pvc_watches(&s.pair);
     annotate(&s.pair, SECONDARY, "db", "volsync-dr.io/action", "failback:1");
     let message = wait_finished(&s.pair, SECONDARY, "failback:1").await;
     assert!(message.contains("the application was down for"), "{message}");
     assert_failed_back(&s.pair, &expected, &message).await;
+    assert_no_step_twice(
+        &s.pair,
+        &s.b,
+        "failback:1",
+        &[(SECONDARY, "replicationsources", "rs-db-latest")],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -413,6 +502,11 @@ async fn failback_survives_a_crash_at_every_step() {
     let expected = failed_over_and_back(&mut s).await;
     with_a_crash_at_every_step(&s.pair, &mut s.b, SECONDARY, Verb::Failback, "failback:c").await;
     let message = wait_finished(&s.pair, SECONDARY, "failback:c").await;
+    let gone = [
+        (SECONDARY, "replicationsources", "rs-db-latest"),
+        (PRIMARY, "replicationdestinations", "rd-db"),
+    ];
+    assert_no_step_twice(&s.pair, &s.b, "failback:c", &gone).await;
     assert_failed_back(&s.pair, &expected, &message).await;
 }
 
@@ -424,6 +518,13 @@ async fn sync_now_survives_a_crash_at_every_step() {
     s.pair.write(PRIMARY, NS, "db", "a1", "newest");
     with_a_crash_at_every_step(&s.pair, &mut s.a, PRIMARY, Verb::SyncNow, "sync-now:c").await;
     wait_finished(&s.pair, PRIMARY, "sync-now:c").await;
+    assert_no_step_twice(
+        &s.pair,
+        &s.a,
+        "sync-now:c",
+        &[(PRIMARY, "replicationsources", "rs-db-latest")],
+    )
+    .await;
     assert_eq!(files(&s.pair, SECONDARY), files(&s.pair, PRIMARY));
     assert_eq!(s.pair.read(SECONDARY, NS, "db", "a1").as_deref(), Some("newest"));
     assert!(object(&s.pair, PRIMARY, "replicationsources", "rs-db-latest").is_none());

@@ -70,6 +70,21 @@ async fn reconcile_inner(
         return Ok(Action::await_change());
     }
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.local.clone(), namespace);
+    // The watch can lag behind this process's own writes, so the cached copy may show a step
+    // of an action that has moved on or finished. A step that creates, deletes or scales must
+    // work from the current progress: when an action is pending or in flight, read it fresh.
+    let fresh;
+    let pvc = if concerns_an_action(pvc.annotations()) {
+        match pvcs.get_opt(name).await.map_err(Error::local("read PVC"))? {
+            Some(current) => {
+                fresh = current;
+                &fresh
+            }
+            None => return Ok(Action::await_change()),
+        }
+    } else {
+        pvc
+    };
     let spec = match ProtectionSpec::parse(pvc.annotations()) {
         Ok(spec) => spec,
         Err(errors) => {
@@ -174,6 +189,15 @@ async fn reconcile_inner(
         .await;
     }
     Ok(Action::await_change())
+}
+
+/// Whether these annotations show an action in flight or one requested and not yet finished.
+fn concerns_an_action(annotations: &BTreeMap<String, String>) -> bool {
+    Progress::read(annotations).in_flight().is_some()
+        || is_pending(
+            annotations.get(keys::ACTION).map(String::as_str),
+            annotations.get(keys::LAST_ACTION).map(String::as_str),
+        )
 }
 
 /// JSON patch adding finalizer and label, guarded by a test of the current finalizers so a

@@ -111,6 +111,8 @@ struct Shared {
     /// Bumped by `stop`: a watch of an older generation sends nothing more, even before its
     /// aborted connection is gone, so an outage takes effect at once.
     generation: std::sync::atomic::AtomicU64,
+    /// Per resource plural: how long after a change its watchers are told (see `lag_watches`).
+    watch_lag: Mutex<BTreeMap<String, Duration>>,
 }
 
 /// A running (or stopped) test API server. Dropping it stops it.
@@ -133,6 +135,7 @@ impl ApiServer {
             routes: Mutex::new(Default::default()),
             denied: Mutex::new(Default::default()),
             generation: std::sync::atomic::AtomicU64::new(0),
+            watch_lag: Mutex::new(BTreeMap::new()),
             tls,
             store: Store::new(config.history),
             config,
@@ -256,6 +259,19 @@ impl ApiServer {
     /// Undo every `deny_access`.
     pub fn allow_all_access(&self) {
         self.shared.denied.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// Tell watchers of `resource` (a plural, e.g. `persistentvolumeclaims`) of each change only
+    /// `lag` after it was made, in order, while reads already return it: a real API server's
+    /// watch cache lags behind its writes the same way, so a client's cache (a reflector) can
+    /// be older than what it just wrote. `Duration::ZERO` ends the lag.
+    pub fn lag_watches(&self, resource: &str, lag: Duration) {
+        let mut lags = self.shared.watch_lag.lock().unwrap_or_else(|p| p.into_inner());
+        if lag.is_zero() {
+            lags.remove(resource);
+        } else {
+            lags.insert(resource.to_string(), lag);
+        }
     }
 
     pub fn inject(&self, fault: Fault) {
@@ -912,6 +928,8 @@ fn watch(
     };
     let kind = t.rt.kind.clone();
     let api_version = t.rt.api_version();
+    let server_lag = shared.clone();
+    let resource = t.rt.plural.clone();
     tokio::spawn(async move {
         let matches = |v: &Value| labels.matches(v) && fields.matches(v);
         let mut last_rv = start_rv;
@@ -981,6 +999,10 @@ fn watch(
                         (EventType::Modified, true, false) => "DELETED",
                         _ => continue,
                     };
+                    let lag = lag_of(&server_lag, &resource);
+                    if !lag.is_zero() {
+                        tokio::time::sleep_until(tokio::time::Instant::from_std(e.at + lag)).await;
+                    }
                     if !alive() || tx.send(Ok(render(type_, &e.object))).await.is_err() { return; }
                 }
             }
@@ -992,6 +1014,17 @@ fn watch(
         .header("transfer-encoding", "chunked")
         .body(Body::from_stream(stream))
         .unwrap_or_else(|_| Response::new(Body::empty())))
+}
+
+/// The lag set by `ApiServer::lag_watches` for a resource (zero when none).
+fn lag_of(shared: &Shared, resource: &str) -> Duration {
+    shared
+        .watch_lag
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(resource)
+        .copied()
+        .unwrap_or_default()
 }
 
 // === discovery ===

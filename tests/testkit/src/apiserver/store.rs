@@ -133,6 +133,8 @@ pub struct WatchEvent {
     pub namespace: String,
     pub object: Value,
     pub old: Option<Value>,
+    /// When the store made the change (a lagging watch delivers it relative to this).
+    pub at: std::time::Instant,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -422,6 +424,7 @@ impl Store {
                         namespace: k.namespace.clone(),
                         object: v.clone(),
                         old: None,
+                        at: std::time::Instant::now(),
                     })
                 })
                 .collect(),
@@ -1026,6 +1029,7 @@ impl State {
             namespace: key.namespace,
             object: object.clone(),
             old,
+            at: std::time::Instant::now(),
         });
         self.history.push_back(event.clone());
         while self.history.len() > limit {
