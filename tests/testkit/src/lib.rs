@@ -3,6 +3,7 @@
 
 pub mod apiserver;
 pub mod cluster;
+pub mod cluster_api;
 pub mod http;
 pub mod kubectl;
 pub mod pair;

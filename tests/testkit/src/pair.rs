@@ -51,7 +51,7 @@ impl ClusterPair {
                 .expect("kubeconfig");
             sims.push(SimCluster {
                 name: name.to_string(),
-                server: server.clone(),
+                backend: crate::simulator::Backend::Store(server.clone()),
                 data_dir: dir.path().join(name),
                 node_address: node_address.to_string(),
             });

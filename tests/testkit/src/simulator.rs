@@ -23,9 +23,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::apiserver::ApiServer;
-use crate::apiserver::registry::ResourceType;
-use crate::apiserver::store::{PatchType, Store, Subresource, WriteOptions, now};
+use crate::apiserver::store::{Subresource, now};
+pub use crate::cluster_api::Backend;
 
 /// VolSync's Service name rule for an rsync-tls RD.
 pub fn rsync_tls_service_name(rd: &str) -> String {
@@ -40,7 +39,7 @@ pub fn rsync_tls_service_name(rd: &str) -> String {
 /// One simulated cluster.
 pub struct SimCluster {
     pub name: String,
-    pub server: Arc<ApiServer>,
+    pub backend: Backend,
     /// Where volume and snapshot directories live.
     pub data_dir: PathBuf,
     /// The address of this cluster's node (NodePort endpoints use it).
@@ -54,10 +53,6 @@ impl SimCluster {
 
     pub fn snapshot_path(&self, namespace: &str, snapshot: &str) -> PathBuf {
         self.data_dir.join("snapshots").join(namespace).join(snapshot)
-    }
-
-    fn store(&self) -> &Store {
-        self.server.store()
     }
 }
 
@@ -79,7 +74,6 @@ pub struct Simulator {
 }
 
 const TICK: Duration = Duration::from_millis(50);
-const MANAGER: &str = "volsync";
 
 impl Simulator {
     pub fn start(clusters: Vec<SimCluster>) -> Simulator {
@@ -99,7 +93,7 @@ impl Simulator {
                         if paused.contains(&c.name) {
                             continue;
                         }
-                        reconcile_cluster(&clusters, i, &faults, &paused, force_schedules);
+                        reconcile_cluster(&clusters, i, &faults, &paused, force_schedules).await;
                     }
                 }
             })
@@ -153,40 +147,27 @@ impl Drop for Simulator {
 
 // === reconciliation, one pass over one cluster ===
 
-fn rt(store: &Store, group: &str, version: &str, plural: &str) -> Option<ResourceType> {
-    store.find_type(group, version, plural)
+async fn list(b: &Backend, group: &str, version: &str, plural: &str) -> Vec<Value> {
+    b.list(group, version, plural).await
 }
 
-fn list(store: &Store, group: &str, version: &str, plural: &str) -> Vec<Value> {
-    let Some(t) = rt(store, group, version, plural) else {
-        return Vec::new();
-    };
-    store.list(&t, None, &Default::default(), &Default::default()).0
+async fn get(b: &Backend, group: &str, version: &str, plural: &str, ns: &str, name: &str) -> Option<Value> {
+    b.get(group, version, plural, ns, name).await
 }
 
-fn get(store: &Store, group: &str, version: &str, plural: &str, ns: &str, name: &str) -> Option<Value> {
-    store.get(&rt(store, group, version, plural)?, ns, name).ok()
+/// A merge patch; a conflict or a vanished object is retried on the next tick, as a
+/// controller would.
+async fn patch(b: &Backend, group: &str, version: &str, plural: &str, obj: &Value, body: Value, sub: Subresource) {
+    let (ns, name) = ns_name(obj);
+    b.patch(group, version, plural, &ns, &name, body, sub).await;
 }
 
-fn opts() -> WriteOptions {
-    WriteOptions {
-        field_manager: Some(MANAGER.into()),
-        ..WriteOptions::default()
-    }
+async fn create(b: &Backend, group: &str, version: &str, plural: &str, ns: &str, obj: Value) {
+    b.create(group, version, plural, ns, obj).await;
 }
 
-fn patch(store: &Store, group: &str, version: &str, plural: &str, obj: &Value, body: Value, sub: Subresource) {
-    if let Some(t) = rt(store, group, version, plural) {
-        let (ns, name) = ns_name(obj);
-        // A conflict or a vanished object is retried on the next tick, as a controller would.
-        let _ = store.patch(&t, &ns, &name, PatchType::Merge, &body, sub, &opts());
-    }
-}
-
-fn create(store: &Store, group: &str, version: &str, plural: &str, ns: &str, obj: Value) {
-    if let Some(t) = rt(store, group, version, plural) {
-        let _ = store.create(&t, ns, obj, &opts());
-    }
+async fn delete(b: &Backend, group: &str, version: &str, plural: &str, ns: &str, name: &str) {
+    b.delete(group, version, plural, ns, name).await;
 }
 
 fn ns_name(obj: &Value) -> (String, String) {
@@ -201,7 +182,7 @@ fn owner_ref(obj: &Value) -> Value {
             "uid": obj["metadata"]["uid"], "controller": true, "blockOwnerDeletion": true}])
 }
 
-fn reconcile_cluster(
+async fn reconcile_cluster(
     clusters: &[SimCluster],
     index: usize,
     faults: &Mutex<Faults>,
@@ -209,21 +190,23 @@ fn reconcile_cluster(
     force_schedules: bool,
 ) {
     let c = &clusters[index];
-    bind_pvcs(c);
-    for rd in list(c.store(), "volsync.backube", "v1alpha1", "replicationdestinations") {
-        reconcile_rd(c, &rd);
+    bind_pvcs(c).await;
+    for rd in list(&c.backend, "volsync.backube", "v1alpha1", "replicationdestinations").await {
+        reconcile_rd(c, &rd).await;
     }
-    release_kept_snapshots(c);
+    release_kept_snapshots(c).await;
     let mut endpoints = None;
-    for rs in list(c.store(), "volsync.backube", "v1alpha1", "replicationsources") {
-        reconcile_rs(clusters, index, &rs, faults, paused, force_schedules, &mut endpoints);
+    for rs in list(&c.backend, "volsync.backube", "v1alpha1", "replicationsources").await {
+        reconcile_rs(clusters, index, &rs, faults, paused, force_schedules, &mut endpoints).await;
     }
-    reconcile_workloads(c);
-    collect_data(c);
+    if !c.backend.has_controllers() {
+        reconcile_workloads(c).await;
+    }
+    collect_data(c).await;
 }
 
-fn bind_pvcs(c: &SimCluster) {
-    for pvc in list(c.store(), "", "v1", "persistentvolumeclaims") {
+async fn bind_pvcs(c: &SimCluster) {
+    for pvc in list(&c.backend, "", "v1", "persistentvolumeclaims").await {
         if pvc["status"]["phase"] == "Bound" || !pvc["metadata"]["deletionTimestamp"].is_null() {
             continue;
         }
@@ -233,13 +216,15 @@ fn bind_pvcs(c: &SimCluster) {
         if source["kind"] == "ReplicationDestination" {
             let rd_name = source["name"].as_str().unwrap_or("");
             let Some(rd) = get(
-                c.store(),
+                &c.backend,
                 "volsync.backube",
                 "v1alpha1",
                 "replicationdestinations",
                 &ns,
                 rd_name,
-            ) else {
+            )
+            .await
+            else {
                 continue;
             };
             let image = &rd["status"]["latestImage"];
@@ -255,21 +240,60 @@ fn bind_pvcs(c: &SimCluster) {
             continue;
         }
         let capacity = pvc["spec"]["resources"]["requests"].clone();
+        if c.backend.has_controllers() {
+            // As a provisioner: a PersistentVolume bound ahead to the claim; the cluster's
+            // persistent-volume binder binds the claim to it.
+            provision(c, &pvc, &path).await;
+            continue;
+        }
         let status =
             json!({"status": {"phase": "Bound", "accessModes": pvc["spec"]["accessModes"], "capacity": capacity}});
         patch(
-            c.store(),
+            &c.backend,
             "",
             "v1",
             "persistentvolumeclaims",
             &pvc,
             status,
             Subresource::Status,
-        );
+        )
+        .await;
     }
 }
 
-fn reconcile_rd(c: &SimCluster, rd: &Value) {
+/// Labels the PersistentVolumes the simulator provisions.
+const PROVISIONED: &str = "volsync-dr.test/simulated";
+
+async fn provision(c: &SimCluster, pvc: &Value, path: &Path) {
+    if pvc["spec"]["volumeName"].as_str().is_some_and(|v| !v.is_empty()) {
+        return;
+    }
+    let uid = pvc["metadata"]["uid"].as_str().unwrap_or("");
+    let name = format!("pv-{uid}");
+    if get(&c.backend, "", "v1", "persistentvolumes", "", &name)
+        .await
+        .is_some()
+    {
+        return;
+    }
+    let (ns, claim) = ns_name(pvc);
+    let pv = json!({
+        "apiVersion": "v1", "kind": "PersistentVolume",
+        "metadata": {"name": name, "labels": {PROVISIONED: "true"}},
+        "spec": {
+            "capacity": {"storage": pvc["spec"]["resources"]["requests"]["storage"]},
+            "accessModes": pvc["spec"]["accessModes"],
+            "volumeMode": pvc["spec"]["volumeMode"].as_str().unwrap_or("Filesystem"),
+            "storageClassName": pvc["spec"]["storageClassName"].as_str().unwrap_or(""),
+            "persistentVolumeReclaimPolicy": "Retain",
+            "hostPath": {"path": path.to_string_lossy()},
+            "claimRef": {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "namespace": ns, "name": claim, "uid": uid}
+        }
+    });
+    create(&c.backend, "", "v1", "persistentvolumes", "", pv).await;
+}
+
+async fn reconcile_rd(c: &SimCluster, rd: &Value) {
     let tls = &rd["spec"]["rsyncTLS"];
     if !tls.is_object() || !rd["metadata"]["deletionTimestamp"].is_null() {
         return;
@@ -277,11 +301,11 @@ fn reconcile_rd(c: &SimCluster, rd: &Value) {
     let (ns, name) = ns_name(rd);
     let service_type = tls["serviceType"].as_str().unwrap_or("ClusterIP");
     let service_name = rsync_tls_service_name(&name);
-    let service = match get(c.store(), "", "v1", "services", &ns, &service_name) {
+    let service = match get(&c.backend, "", "v1", "services", &ns, &service_name).await {
         Some(s) => s,
         None => {
             create(
-                c.store(),
+                &c.backend,
                 "",
                 "v1",
                 "services",
@@ -293,28 +317,27 @@ fn reconcile_rd(c: &SimCluster, rd: &Value) {
                     "spec": {"type": service_type, "selector": {"app.kubernetes.io/name": format!("volsync-rsync-tls-dst-{name}")},
                              "ports": [{"name": "rsync-tls", "port": 8000, "targetPort": 8000, "protocol": "TCP"}]}
                 }),
-            );
+            ).await;
             return;
         }
     };
     if service["spec"]["type"].as_str() != Some(service_type) {
         // VolSync replaces the Service when the RD's service type changes.
-        if let Some(t) = rt(c.store(), "", "v1", "services") {
-            let _ = c.store().delete(&t, &ns, &service_name, &json!({}), false);
-        }
+        delete(&c.backend, "", "v1", "services", &ns, &service_name).await;
         return;
     }
     if service_type == "LoadBalancer" && service["status"]["loadBalancer"]["ingress"].is_null() {
         let ip = format!("192.0.2.{}", 1 + crc32fast::hash(service_name.as_bytes()) % 250);
         patch(
-            c.store(),
+            &c.backend,
             "",
             "v1",
             "services",
             &service,
             json!({"status": {"loadBalancer": {"ingress": [{"ip": ip}]}}}),
             Subresource::Status,
-        );
+        )
+        .await;
         return;
     }
     let address = match service_type {
@@ -325,7 +348,7 @@ fn reconcile_rd(c: &SimCluster, rd: &Value) {
     if published["address"] != address || published["keySecret"] != tls["keySecret"] {
         // VolSync publishes only the address (never the port).
         patch(
-            c.store(),
+            &c.backend,
             "volsync.backube",
             "v1alpha1",
             "replicationdestinations",
@@ -334,13 +357,13 @@ fn reconcile_rd(c: &SimCluster, rd: &Value) {
                                 "conditions": [{"type": "Synchronizing", "status": "True", "reason": "SyncInProgress",
                                                 "message": "Synchronization in-progress", "lastTransitionTime": now()}]}}),
             Subresource::Status,
-        );
+        ).await;
     }
 }
 
 /// VolSync lets go of a snapshot labelled do-not-delete, so deleting its RD keeps it.
-fn release_kept_snapshots(c: &SimCluster) {
-    for snap in list(c.store(), "snapshot.storage.k8s.io", "v1", "volumesnapshots") {
+async fn release_kept_snapshots(c: &SimCluster) {
+    for snap in list(&c.backend, "snapshot.storage.k8s.io", "v1", "volumesnapshots").await {
         let kept = snap["metadata"]["labels"]
             .get("volsync.backube/do-not-delete")
             .is_some();
@@ -350,20 +373,21 @@ fn release_kept_snapshots(c: &SimCluster) {
                 .is_some_and(|r| !r.is_empty())
         {
             patch(
-                c.store(),
+                &c.backend,
                 "snapshot.storage.k8s.io",
                 "v1",
                 "volumesnapshots",
                 &snap,
                 json!({"metadata": {"ownerReferences": null}}),
                 Subresource::Main,
-            );
+            )
+            .await;
         }
     }
 }
 
-fn psk(c: &SimCluster, ns: &str, secret: &str) -> Option<String> {
-    let s = get(c.store(), "", "v1", "secrets", ns, secret)?;
+async fn psk(c: &SimCluster, ns: &str, secret: &str) -> Option<String> {
+    let s = get(&c.backend, "", "v1", "secrets", ns, secret).await?;
     s["data"]["psk.txt"].as_str().map(str::to_string)
 }
 
@@ -371,12 +395,12 @@ fn psk(c: &SimCluster, ns: &str, secret: &str) -> Option<String> {
 /// per tick so a thousand sources do not each scan every destination.
 type Endpoints = HashMap<(String, i64), (usize, Value)>;
 
-fn endpoints(clusters: &[SimCluster]) -> Endpoints {
+async fn endpoints(clusters: &[SimCluster]) -> Endpoints {
     let mut out = HashMap::new();
     for (i, c) in clusters.iter().enumerate() {
-        for rd in list(c.store(), "volsync.backube", "v1alpha1", "replicationdestinations") {
+        for rd in list(&c.backend, "volsync.backube", "v1alpha1", "replicationdestinations").await {
             let (ns, name) = ns_name(&rd);
-            let Some(service) = get(c.store(), "", "v1", "services", &ns, &rsync_tls_service_name(&name)) else {
+            let Some(service) = get(&c.backend, "", "v1", "services", &ns, &rsync_tls_service_name(&name)).await else {
                 continue;
             };
             if let Some(published) = rd["status"]["rsyncTLS"]["address"].as_str().filter(|a| !a.is_empty()) {
@@ -392,8 +416,27 @@ fn endpoints(clusters: &[SimCluster]) -> Endpoints {
     out
 }
 
+/// A sync that could not run: the mover's failure on the source, as VolSync reports it.
+async fn fail_sync(c: &SimCluster, rs: &Value, why: String) {
+    let message = format!("mover: {why}");
+    if rs["status"]["latestMoverStatus"]["logs"].as_str() != Some(message.as_str()) {
+        patch(
+            &c.backend,
+            "volsync.backube",
+            "v1alpha1",
+            "replicationsources",
+            rs,
+            json!({"status": {"latestMoverStatus": {"result": "Failed", "logs": message},
+                                "conditions": [{"type": "Synchronizing", "status": "True", "reason": "SyncInProgress",
+                                                "message": why, "lastTransitionTime": now()}]}}),
+            Subresource::Status,
+        )
+        .await;
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
-fn reconcile_rs(
+async fn reconcile_rs(
     clusters: &[SimCluster],
     cluster: usize,
     rs: &Value,
@@ -431,43 +474,35 @@ fn reconcile_rs(
     let address = tls["address"].as_str().unwrap_or("");
     let port = tls["port"].as_i64().unwrap_or(8000);
     let source_dir = c.volume_path(&ns, rs["spec"]["sourcePVC"].as_str().unwrap_or(""));
-    let fail = |why: &str| {
-        let message = format!("mover: {why}");
-        if status["latestMoverStatus"]["logs"].as_str() != Some(message.as_str()) {
-            patch(
-                c.store(),
-                "volsync.backube",
-                "v1alpha1",
-                "replicationsources",
-                rs,
-                json!({"status": {"latestMoverStatus": {"result": "Failed", "logs": message},
-                                    "conditions": [{"type": "Synchronizing", "status": "True", "reason": "SyncInProgress",
-                                                    "message": why, "lastTransitionTime": now()}]}}),
-                Subresource::Status,
-            );
-        }
-    };
+    let fail = |why: String| fail_sync(c, rs, why);
+    if index.is_none() {
+        *index = Some(endpoints(clusters).await);
+    }
     let found = index
-        .get_or_insert_with(|| endpoints(clusters))
-        .get(&(address.to_string(), port))
+        .as_ref()
+        .and_then(|i| i.get(&(address.to_string(), port)))
         .cloned();
     let Some((dst_index, rd)) = found else {
-        return fail(&format!("no rsync-tls destination answers at {address}:{port}"));
+        return fail(format!("no rsync-tls destination answers at {address}:{port}")).await;
     };
     let dst = &clusters[dst_index];
     if paused.contains(&dst.name) {
-        return fail(&format!("{address}:{port} does not answer"));
+        return fail(format!("{address}:{port} does not answer")).await;
     }
     let (dst_ns, rd_name) = ns_name(&rd);
-    let key_here = tls["keySecret"].as_str().and_then(|s| psk(c, &ns, s));
-    let key_there = rd["spec"]["rsyncTLS"]["keySecret"]
-        .as_str()
-        .and_then(|s| psk(dst, &dst_ns, s));
+    let key_here = match tls["keySecret"].as_str() {
+        Some(s) => psk(c, &ns, s).await,
+        None => None,
+    };
+    let key_there = match rd["spec"]["rsyncTLS"]["keySecret"].as_str() {
+        Some(s) => psk(dst, &dst_ns, s).await,
+        None => None,
+    };
     if key_here.is_none() || key_here != key_there {
-        return fail("TLS handshake failed: pre-shared keys differ");
+        return fail("TLS handshake failed: pre-shared keys differ".to_string()).await;
     }
     if !source_dir.is_dir() {
-        return fail("source volume not bound");
+        return fail("source volume not bound".to_string()).await;
     }
     let dst_pvc = rd["spec"]["rsyncTLS"]["destinationPVC"]
         .as_str()
@@ -478,10 +513,10 @@ fn reconcile_rs(
     let interrupt = std::mem::take(&mut faults.lock().unwrap_or_else(|p| p.into_inner()).interrupt_next_sync);
     if interrupt {
         let _ = mirror(&source_dir, &dst_dir, Some(0.5));
-        return fail("connection reset during transfer");
+        return fail("connection reset during transfer".to_string()).await;
     }
     if mirror(&source_dir, &dst_dir, None).is_err() {
-        return fail("copy failed");
+        return fail("copy failed".to_string()).await;
     }
     let end = chrono::Utc::now();
     let duration = format!("{:.3}s", (end - start).num_milliseconds() as f64 / 1000.0);
@@ -494,10 +529,10 @@ fn reconcile_rs(
         "Snapshot" => {
             let snap_name = format!("volsync-{rd_name}-dst-{}", end.format("%Y%m%d%H%M%S%3f"));
             if mirror(&dst_dir, &dst.snapshot_path(&dst_ns, &snap_name), None).is_err() {
-                return fail("snapshot failed");
+                return fail("snapshot failed".to_string()).await;
             }
             create(
-                dst.store(),
+                &dst.backend,
                 "snapshot.storage.k8s.io",
                 "v1",
                 "volumesnapshots",
@@ -509,41 +544,53 @@ fn reconcile_rs(
                     "spec": {"source": {"persistentVolumeClaimName": dst_pvc},
                              "volumeSnapshotClassName": rd["spec"]["rsyncTLS"]["volumeSnapshotClassName"]}
                 }),
-            );
+            )
+            .await;
             if let Some(snap) = get(
-                dst.store(),
+                &dst.backend,
                 "snapshot.storage.k8s.io",
                 "v1",
                 "volumesnapshots",
                 &dst_ns,
                 &snap_name,
-            ) {
+            )
+            .await
+            {
                 patch(
-                    dst.store(),
+                    &dst.backend,
                     "snapshot.storage.k8s.io",
                     "v1",
                     "volumesnapshots",
                     &snap,
                     json!({"status": {"readyToUse": true, "creationTime": stamp(end)}}),
                     Subresource::Status,
-                );
+                )
+                .await;
             }
             // VolSync keeps one image: the previous one goes unless it is to be kept.
             if let Some(old) = rd["status"]["latestImage"]["name"].as_str()
                 && let Some(old_snap) = get(
-                    dst.store(),
+                    &dst.backend,
                     "snapshot.storage.k8s.io",
                     "v1",
                     "volumesnapshots",
                     &dst_ns,
                     old,
                 )
+                .await
                 && old_snap["metadata"]["labels"]
                     .get("volsync.backube/do-not-delete")
                     .is_none()
-                && let Some(t) = rt(dst.store(), "snapshot.storage.k8s.io", "v1", "volumesnapshots")
             {
-                let _ = dst.store().delete(&t, &dst_ns, old, &json!({}), false);
+                delete(
+                    &dst.backend,
+                    "snapshot.storage.k8s.io",
+                    "v1",
+                    "volumesnapshots",
+                    &dst_ns,
+                    old,
+                )
+                .await;
             }
             rd_status["latestImage"] =
                 json!({"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": snap_name});
@@ -551,14 +598,15 @@ fn reconcile_rs(
         _ => rd_status["latestImage"] = json!({"apiGroup": "", "kind": "PersistentVolumeClaim", "name": dst_pvc}),
     }
     patch(
-        dst.store(),
+        &dst.backend,
         "volsync.backube",
         "v1alpha1",
         "replicationdestinations",
         &rd,
         json!({"status": rd_status}),
         Subresource::Status,
-    );
+    )
+    .await;
 
     // Source side.
     let mut rs_status = json!({"lastSyncTime": stamp(end), "lastSyncStartTime": stamp(start), "lastSyncDuration": duration,
@@ -587,22 +635,24 @@ fn reconcile_rs(
     rs_status["conditions"] = json!([{"type": "Synchronizing", "status": "False", "reason": reason,
                                       "message": "Waiting for next trigger", "lastTransitionTime": now()}]);
     patch(
-        c.store(),
+        &c.backend,
         "volsync.backube",
         "v1alpha1",
         "replicationsources",
         rs,
         json!({"status": rs_status}),
         Subresource::Status,
-    );
+    )
+    .await;
 }
 
-fn reconcile_workloads(c: &SimCluster) {
+async fn reconcile_workloads(c: &SimCluster) {
     for (plural, kind) in [("deployments", "Deployment"), ("statefulsets", "StatefulSet")] {
-        for w in list(c.store(), "apps", "v1", plural) {
+        for w in list(&c.backend, "apps", "v1", plural).await {
             let (ns, name) = ns_name(&w);
             let want = w["spec"]["replicas"].as_i64().unwrap_or(1).max(0);
-            let pods: Vec<Value> = list(c.store(), "", "v1", "pods")
+            let pods: Vec<Value> = list(&c.backend, "", "v1", "pods")
+                .await
                 .into_iter()
                 .filter(|p| {
                     p["metadata"]["namespace"] == ns.as_str()
@@ -629,7 +679,7 @@ fn reconcile_workloads(c: &SimCluster) {
                     }
                 }
                 create(
-                    c.store(),
+                    &c.backend,
                     "",
                     "v1",
                     "pods",
@@ -640,7 +690,7 @@ fn reconcile_workloads(c: &SimCluster) {
                                      "ownerReferences": owner_ref(&w)},
                         "spec": spec
                     }),
-                );
+                ).await;
             }
             for p in &pods {
                 let ordinal = p["metadata"]["name"]
@@ -648,20 +698,19 @@ fn reconcile_workloads(c: &SimCluster) {
                     .and_then(|n| n.rsplit('-').next())
                     .and_then(|o| o.parse::<i64>().ok());
                 if ordinal.is_none_or(|o| o >= want) {
-                    if let Some(t) = rt(c.store(), "", "v1", "pods") {
-                        let (pns, pname) = ns_name(p);
-                        let _ = c.store().delete(&t, &pns, &pname, &json!({}), false);
-                    }
+                    let (pns, pname) = ns_name(p);
+                    delete(&c.backend, "", "v1", "pods", &pns, &pname).await;
                 } else if p["status"]["phase"] != "Running" {
                     patch(
-                        c.store(),
+                        &c.backend,
                         "",
                         "v1",
                         "pods",
                         p,
                         json!({"status": {"phase": "Running"}}),
                         Subresource::Status,
-                    );
+                    )
+                    .await;
                 }
             }
             let running = pods.iter().filter(|p| p["status"]["phase"] == "Running").count() as i64;
@@ -672,7 +721,7 @@ fn reconcile_workloads(c: &SimCluster) {
                 || status["observedGeneration"] != w["metadata"]["generation"]
             {
                 patch(
-                    c.store(),
+                    &c.backend,
                     "apps",
                     "v1",
                     plural,
@@ -680,19 +729,31 @@ fn reconcile_workloads(c: &SimCluster) {
                     json!({"status": {"replicas": want, "readyReplicas": ready, "availableReplicas": ready,
                                         "observedGeneration": w["metadata"]["generation"]}}),
                     Subresource::Status,
-                );
+                )
+                .await;
             }
         }
     }
 }
 
-/// Volume and snapshot directories whose objects are gone are deleted (reclaim policy Delete).
-fn collect_data(c: &SimCluster) {
-    let pvcs: BTreeSet<(String, String)> = list(c.store(), "", "v1", "persistentvolumeclaims")
-        .iter()
-        .map(ns_name)
-        .collect();
-    let snaps: BTreeSet<(String, String)> = list(c.store(), "snapshot.storage.k8s.io", "v1", "volumesnapshots")
+/// Volume and snapshot directories whose objects are gone are deleted (reclaim policy
+/// Delete), and so are the PersistentVolumes provisioned for claims that are gone.
+async fn collect_data(c: &SimCluster) {
+    let claims = list(&c.backend, "", "v1", "persistentvolumeclaims").await;
+    let pvcs: BTreeSet<(String, String)> = claims.iter().map(ns_name).collect();
+    if c.backend.has_controllers() {
+        let uids: BTreeSet<&str> = claims.iter().filter_map(|p| p["metadata"]["uid"].as_str()).collect();
+        for pv in list(&c.backend, "", "v1", "persistentvolumes").await {
+            let ours = pv["metadata"]["labels"][PROVISIONED] == "true";
+            let claim = pv["spec"]["claimRef"]["uid"].as_str().unwrap_or("");
+            if ours && !uids.contains(claim) {
+                let (_, name) = ns_name(&pv);
+                delete(&c.backend, "", "v1", "persistentvolumes", "", &name).await;
+            }
+        }
+    }
+    let snaps: BTreeSet<(String, String)> = list(&c.backend, "snapshot.storage.k8s.io", "v1", "volumesnapshots")
+        .await
         .iter()
         .map(ns_name)
         .collect();
