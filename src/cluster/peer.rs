@@ -24,8 +24,28 @@ pub enum PeerSetupError {
 pub enum PeerError {
     #[error("{what}: no answer within {after:?}")]
     Timeout { what: String, after: Duration },
-    #[error("{what}: {source}")]
+    #[error("{what}: {}", plain(source))]
     Api { what: String, source: kube::Error },
+}
+
+/// An API error as a sentence (the Status's message, not its debug dump), with what to do
+/// where the cause is known.
+fn plain(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) => {
+            let namespace_missing =
+                status.code == 404 && status.details.as_ref().is_some_and(|d| d.kind == "namespaces");
+            if namespace_missing {
+                format!(
+                    "{}: create the namespace on the peer cluster (volsync-dr does not create namespaces)",
+                    status.message
+                )
+            } else {
+                format!("{} ({} {})", status.message, status.code, status.reason)
+            }
+        }
+        other => other.to_string(),
+    }
 }
 
 impl PeerError {

@@ -9,7 +9,6 @@ use std::time::Duration;
 use k8s_openapi::api::authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use k8s_openapi::api::storage::v1::StorageClass;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 
@@ -31,9 +30,7 @@ struct Facts {
 
 async fn facts(client: &Client, namespace: &str, timeout: Duration) -> Result<Facts, String> {
     let names = |items: Vec<String>| items.into_iter().collect::<BTreeSet<_>>();
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crds = bounded(timeout, "list CRDs", crds.list(&ListParams::default())).await?;
-    let crds = names(crds.items.iter().map(|c| c.name_any()).collect());
+    let crds = served_crds(client, timeout).await?;
     let scs: Api<StorageClass> = Api::all(client.clone());
     let storage_classes = names(
         bounded(timeout, "list StorageClasses", scs.list(&ListParams::default()))
@@ -87,6 +84,37 @@ async fn facts(client: &Client, namespace: &str, timeout: Duration) -> Result<Fa
         primaries,
         webhook_cert,
     })
+}
+
+/// Which of the CRDs volsync-dr needs the cluster serves, as `plural.group`. Found by API
+/// discovery, which every authenticated identity may read (listing CRDs needs a permission
+/// the peer kubeconfig's ServiceAccount does not have, and should not).
+async fn served_crds(client: &Client, timeout: Duration) -> Result<BTreeSet<String>, String> {
+    let mut served = BTreeSet::new();
+    let groups = bounded(timeout, "read API discovery", client.list_api_groups()).await?;
+    for (crd, _) in doctor::REQUIRED_CRDS {
+        let Some((plural, group)) = crd.split_once('.') else {
+            continue;
+        };
+        let Some(version) = groups
+            .groups
+            .iter()
+            .find(|g| g.name == group)
+            .and_then(|g| g.preferred_version.as_ref().or(g.versions.first()))
+        else {
+            continue;
+        };
+        let resources = bounded(
+            timeout,
+            "read API discovery",
+            client.list_api_group_resources(&version.group_version),
+        )
+        .await?;
+        if resources.resources.iter().any(|r| r.name == plural) {
+            served.insert((*crd).to_string());
+        }
+    }
+    Ok(served)
 }
 
 /// `verb group/resource` the peer kubeconfig may not do.

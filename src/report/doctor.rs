@@ -34,6 +34,8 @@ pub const REQUIRED_ACCESS: &[(&str, &str, &[&str])] = &[
         "volumesnapshots",
         &["get", "list", "patch", "delete"],
     ),
+    ("storage.k8s.io", "storageclasses", &["list"]),
+    ("snapshot.storage.k8s.io", "volumesnapshotclasses", &["list"]),
     ("volsync-dr.io", "drpolicies", &["get", "list", "watch"]),
     ("volsync-dr.io", "drpolicies/status", &["patch"]),
     ("events.k8s.io", "events", &["create", "patch"]),

@@ -7,5 +7,6 @@ pub mod cluster_api;
 pub mod http;
 pub mod kubectl;
 pub mod pair;
+pub mod realk8s;
 pub mod simulator;
 pub mod tls;

@@ -1,0 +1,561 @@
+//! Two real Kubernetes control planes on 127.0.0.1: one etcd (a key prefix per cluster), and
+//! per cluster kube-apiserver (secure port, token and ServiceAccount authentication, RBAC, the
+//! default admission plugins with PodSecurity and MutatingAdmissionWebhook),
+//! kube-controller-manager, kube-scheduler and kwok with one fake node. The binaries come from
+//! `tests/realk8s/build-control-plane.sh` (built from Go modules, cached per machine).
+//!
+//! Every process is a child started here and stopped by its PID (SIGKILL) when its handle
+//! drops; `RealPair` stops everything it started, on success, failure or panic.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use serde_json::{Value, json};
+
+use crate::kubectl::Kubectl;
+use crate::simulator::{Backend, SimCluster, Simulator};
+
+pub const PRIMARY: &str = "cluster-a";
+pub const SECONDARY: &str = "cluster-b";
+
+/// Longest a control plane may take to come up (2 cores, both clusters at once).
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The directory holding the control-plane binaries: `$VOLSYNC_DR_K8S_BIN`, else what the
+/// build script prints (it builds only what its cache lacks).
+pub fn control_plane_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("VOLSYNC_DR_K8S_BIN") {
+            return PathBuf::from(dir);
+        }
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../realk8s/build-control-plane.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        assert!(out.status.success(), "{} failed", script.display());
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        PathBuf::from(stdout.lines().last().unwrap_or_default().trim())
+    })
+    .clone()
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+// === processes ===
+
+/// A child process with its log; SIGKILLed by PID when dropped.
+pub struct Process {
+    pub name: String,
+    program: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Process {
+    pub fn start(name: &str, program: &Path, args: Vec<String>, env: Vec<(String, String)>, log: PathBuf) -> Process {
+        let mut p = Process {
+            name: name.to_string(),
+            program: program.to_path_buf(),
+            args,
+            env,
+            log,
+            child: None,
+        };
+        p.spawn();
+        p
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap_or_else(|e| panic!("log {}: {e}", self.log.display()));
+        let child = Command::new(&self.program)
+            .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {} ({}): {e}", self.name, self.program.display()));
+        self.child = Some(child);
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGKILL, as a crash (or a cluster that dies); waits until it is gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn start_again(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Whether it has exited (a crash at start, say).
+    pub fn exited(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => c.try_wait().ok().flatten().is_some(),
+            None => true,
+        }
+    }
+
+    pub fn tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+// === certificates ===
+
+/// One CA per pair: it signs the API servers' serving certificates and is in every kubeconfig.
+struct Pki {
+    ca_pem: String,
+    ca_params: CertificateParams,
+    ca_key: KeyPair,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "volsync-dr test CA");
+        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca_key = KeyPair::generate().expect("CA key");
+        let ca_pem = ca_params.self_signed(&ca_key).expect("CA").pem();
+        Pki {
+            ca_pem,
+            ca_params,
+            ca_key,
+        }
+    }
+
+    /// A serving certificate for 127.0.0.1 and localhost: (cert PEM, key PEM).
+    fn serving(&self, common_name: &str) -> (String, String) {
+        let issuer = Issuer::from_params(&self.ca_params, &self.ca_key);
+        let mut params =
+            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).expect("params");
+        params.distinguished_name.push(DnType::CommonName, common_name);
+        let key = KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &issuer).expect("sign");
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+fn random_token() -> String {
+    use rand::Rng as _;
+    let bytes: [u8; 16] = rand::rng().random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A kubeconfig for `server` with a bearer token.
+pub fn kubeconfig(cluster: &str, server: &str, ca_pem: &str, user: &str, token: &str) -> String {
+    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: {cluster}\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\n\
+         users:\n- name: {user}\n  user:\n    token: {token}\ncontexts:\n- name: {cluster}\n  context:\n    cluster: {cluster}\n    user: {user}\n    namespace: default\n\
+         current-context: {cluster}\n"
+    )
+}
+
+// === one cluster ===
+
+pub struct RealCluster {
+    pub name: String,
+    pub url: String,
+    pub dir: PathBuf,
+    pub ca_pem: String,
+    /// Admin (system:masters) kubeconfig.
+    pub admin_kubeconfig: PathBuf,
+    /// The address of its node (kwok's node IP): NodePort endpoints use it.
+    pub node_address: String,
+    pub apiserver: Process,
+    pub controller_manager: Process,
+    pub scheduler: Process,
+    pub kwok: Process,
+}
+
+/// What differs between the two clusters of a pair.
+struct Layout {
+    name: &'static str,
+    service_cidr: &'static str,
+    pod_cidr: &'static str,
+    node_address: &'static str,
+}
+
+const LAYOUTS: [Layout; 2] = [
+    Layout {
+        name: PRIMARY,
+        service_cidr: "10.96.0.0/24",
+        pod_cidr: "10.244.0.0/24",
+        node_address: "192.0.2.101",
+    },
+    Layout {
+        name: SECONDARY,
+        service_cidr: "10.97.0.0/24",
+        pod_cidr: "10.245.0.0/24",
+        node_address: "192.0.2.102",
+    },
+];
+
+/// The controllers the tests need: workloads, garbage collection, namespaces, ServiceAccounts
+/// and their tokens, the root CA ConfigMap, PV binding, node lifecycle (lifts the not-ready taint).
+const CONTROLLERS: &str = "deployment-controller,replicaset-controller,statefulset-controller,\
+garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller,\
+root-ca-certificate-publisher-controller,persistentvolume-binder-controller,pod-garbage-collector-controller,\
+node-lifecycle-controller";
+
+impl RealCluster {
+    fn start(bin: &Path, layout: &Layout, etcd: &str, pki: &Pki, root: &Path) -> RealCluster {
+        let dir = root.join(layout.name);
+        std::fs::create_dir_all(&dir).expect("cluster dir");
+        let (cert, key) = pki.serving("kube-apiserver");
+        write(&dir.join("ca.crt"), &pki.ca_pem);
+        write(&dir.join("apiserver.crt"), &cert);
+        write(&dir.join("apiserver.key"), &key);
+        // The ServiceAccount token signing key and its public half.
+        let sa_key = KeyPair::generate().expect("SA key");
+        write(&dir.join("sa.key"), &sa_key.serialize_pem());
+        write(&dir.join("sa.pub"), &sa_key.public_key_pem());
+        let admin_token = random_token();
+        write(
+            &dir.join("tokens.csv"),
+            &format!("{admin_token},admin,admin-uid,\"system:masters\"\n"),
+        );
+        let port = free_port();
+        let url = format!("https://127.0.0.1:{port}");
+        let admin_kubeconfig = dir.join("admin.kubeconfig");
+        write(
+            &admin_kubeconfig,
+            &kubeconfig(layout.name, &url, &pki.ca_pem, "admin", &admin_token),
+        );
+        let path = |f: &str| dir.join(f).to_string_lossy().into_owned();
+        let args = |list: &[String]| list.to_vec();
+        let apiserver = Process::start(
+            "kube-apiserver",
+            &bin.join("kube-apiserver"),
+            args(&[
+                format!("--etcd-servers={etcd}"),
+                format!("--etcd-prefix=/{}/registry", layout.name),
+                "--bind-address=127.0.0.1".into(),
+                format!("--secure-port={port}"),
+                format!("--tls-cert-file={}", path("apiserver.crt")),
+                format!("--tls-private-key-file={}", path("apiserver.key")),
+                format!("--client-ca-file={}", path("ca.crt")),
+                format!("--token-auth-file={}", path("tokens.csv")),
+                "--authorization-mode=Node,RBAC".into(),
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
+                format!("--service-account-key-file={}", path("sa.pub")),
+                format!("--service-account-signing-key-file={}", path("sa.key")),
+                format!("--service-cluster-ip-range={}", layout.service_cidr),
+                "--endpoint-reconciler-type=none".into(),
+                format!("--cert-dir={}", path("apiserver-certs")),
+                "--profiling=false".into(),
+            ]),
+            vec![],
+            dir.join("kube-apiserver.log"),
+        );
+        let kubeconfig_flag = format!("--kubeconfig={}", admin_kubeconfig.display());
+        let controller_manager = Process::start(
+            "kube-controller-manager",
+            &bin.join("kube-controller-manager"),
+            args(&[
+                kubeconfig_flag.clone(),
+                format!("--controllers={CONTROLLERS}"),
+                format!("--service-account-private-key-file={}", path("sa.key")),
+                format!("--root-ca-file={}", path("ca.crt")),
+                "--leader-elect=false".into(),
+                "--use-service-account-credentials=false".into(),
+                "--bind-address=127.0.0.1".into(),
+                "--secure-port=0".into(),
+                "--profiling=false".into(),
+            ]),
+            vec![],
+            dir.join("kube-controller-manager.log"),
+        );
+        let scheduler = Process::start(
+            "kube-scheduler",
+            &bin.join("kube-scheduler"),
+            args(&[
+                kubeconfig_flag.clone(),
+                "--leader-elect=false".into(),
+                "--bind-address=127.0.0.1".into(),
+                "--secure-port=0".into(),
+                "--profiling=false".into(),
+            ]),
+            vec![],
+            dir.join("kube-scheduler.log"),
+        );
+        let kwok = Process::start(
+            "kwok",
+            &bin.join("kwok"),
+            args(&[
+                kubeconfig_flag,
+                "--manage-all-nodes=false".into(),
+                "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake".into(),
+                format!("--node-ip={}", layout.node_address),
+                format!("--cidr={}", layout.pod_cidr),
+                "--node-lease-duration-seconds=40".into(),
+            ]),
+            vec![],
+            dir.join("kwok.log"),
+        );
+        RealCluster {
+            name: layout.name.to_string(),
+            url,
+            dir,
+            ca_pem: pki.ca_pem.clone(),
+            admin_kubeconfig,
+            node_address: layout.node_address.to_string(),
+            apiserver,
+            controller_manager,
+            scheduler,
+            kwok,
+        }
+    }
+
+    pub fn kubectl(&self) -> Kubectl {
+        Kubectl::new(&self.admin_kubeconfig)
+    }
+
+    /// A client with the admin's credentials.
+    pub async fn client(&self) -> kube::Client {
+        let kubeconfig = kube::config::Kubeconfig::read_from(&self.admin_kubeconfig).expect("kubeconfig");
+        let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .expect("client config");
+        config.read_timeout = Some(Duration::from_secs(30));
+        kube::Client::try_from(config).expect("client")
+    }
+
+    /// Every process of this cluster that died, with its last log lines.
+    pub fn dead_processes(&mut self) -> Vec<String> {
+        let mut dead = Vec::new();
+        for p in [
+            &mut self.apiserver,
+            &mut self.controller_manager,
+            &mut self.scheduler,
+            &mut self.kwok,
+        ] {
+            if p.exited() {
+                dead.push(format!("{} exited; its log ends:\n{}", p.name, p.tail(20)));
+            }
+        }
+        dead
+    }
+
+    /// Wait for `/readyz`, then make the cluster usable: a Ready fake node, the default
+    /// ServiceAccount, a default StorageClass the simulator provisions.
+    async fn settle(&mut self) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let kubectl = self.kubectl();
+        loop {
+            let ready = kubectl.run(&["get", "--raw", "/readyz"]).await;
+            if ready.success && ready.stdout.trim() == "ok" {
+                break;
+            }
+            let dead = self.dead_processes();
+            assert!(dead.is_empty(), "cluster {}: {}", self.name, dead.join("\n"));
+            assert!(
+                Instant::now() < deadline,
+                "cluster {}: kube-apiserver not ready within {START_TIMEOUT:?}; its log ends:\n{}",
+                self.name,
+                self.apiserver.tail(30)
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let node = json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": format!("{}-node-1", self.name), "annotations": {"kwok.x-k8s.io/node": "fake"},
+                         "labels": {"type": "kwok", "kubernetes.io/hostname": format!("{}-node-1", self.name)}}
+        });
+        let class = json!({
+            "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+            "metadata": {"name": "standard", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+            "provisioner": "volsync-dr.test/simulated", "volumeBindingMode": "Immediate", "reclaimPolicy": "Retain"
+        });
+        self.apply(&[node, class]).await;
+        let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/volsync-crds");
+        let crds = crds.to_string_lossy().into_owned();
+        kubectl.ok(&["apply", "--server-side", "-f", &crds]).await;
+        self.wait_for(
+            &[
+                "get",
+                "node",
+                "-o",
+                "jsonpath={.items[*].status.conditions[?(@.type==\"Ready\")].status}",
+            ],
+            "True",
+            "the node is Ready",
+        )
+        .await;
+        self.wait_for(
+            &["get", "node", "-o", "jsonpath={.items[*].spec.taints}"],
+            "",
+            "the node has no taint",
+        )
+        .await;
+        self.wait_for(
+            &["-n", "default", "get", "serviceaccount", "default", "-o", "name"],
+            "serviceaccount/default",
+            "the default ServiceAccount",
+        )
+        .await;
+    }
+
+    /// `kubectl apply` of these objects, as the admin.
+    pub async fn apply(&self, objects: &[Value]) {
+        let list = json!({"apiVersion": "v1", "kind": "List", "items": objects});
+        let out = self
+            .kubectl()
+            .run_with_stdin(&["apply", "-f", "-"], &list.to_string())
+            .await;
+        assert!(out.success, "apply on {}: {}", self.name, out.stderr);
+    }
+
+    /// Wait (60 s at most) until `kubectl ARGS` prints `want` (trimmed).
+    pub async fn wait_for(&self, args: &[&str], want: &str, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            let out = self.kubectl().run(args).await;
+            last = format!("{}{}", out.stdout.trim(), out.stderr.trim());
+            if out.success && out.stdout.trim() == want {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        panic!("cluster {}: {what}: never saw {want:?}; last: {last:?}", self.name);
+    }
+}
+
+// === the pair ===
+
+pub struct RealPair {
+    pub a: RealCluster,
+    pub b: RealCluster,
+    pub etcd: Process,
+    pub simulator: Simulator,
+    pub dir: tempfile::TempDir,
+    /// How long the control planes took to come up (both at once).
+    pub started_in: Duration,
+}
+
+impl RealPair {
+    /// Both clusters, VolSync's and the snapshot CRDs installed, the simulator running over both.
+    pub async fn start() -> RealPair {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let bin = control_plane_bin();
+        let began = Instant::now();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (client_port, peer_port) = (free_port(), free_port());
+        let client_url = format!("http://127.0.0.1:{client_port}");
+        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        let etcd = Process::start(
+            "etcd",
+            &bin.join("etcd"),
+            vec![
+                format!("--data-dir={}", dir.path().join("etcd").display()),
+                format!("--listen-client-urls={client_url}"),
+                format!("--advertise-client-urls={client_url}"),
+                format!("--listen-peer-urls={peer_url}"),
+                format!("--initial-advertise-peer-urls={peer_url}"),
+                format!("--initial-cluster=default={peer_url}"),
+                "--unsafe-no-fsync".into(),
+                "--log-level=warn".into(),
+            ],
+            vec![],
+            dir.path().join("etcd.log"),
+        );
+        let pki = Pki::new();
+        let mut a = RealCluster::start(&bin, &LAYOUTS[0], &client_url, &pki, dir.path());
+        let mut b = RealCluster::start(&bin, &LAYOUTS[1], &client_url, &pki, dir.path());
+        tokio::join!(a.settle(), b.settle());
+        let mut sims = Vec::new();
+        for c in [&a, &b] {
+            sims.push(SimCluster {
+                name: c.name.clone(),
+                backend: Backend::Api(c.client().await),
+                data_dir: dir.path().join(&c.name).join("data"),
+                node_address: c.node_address.clone(),
+            });
+        }
+        let simulator = Simulator::start(sims);
+        RealPair {
+            a,
+            b,
+            etcd,
+            simulator,
+            dir,
+            started_in: began.elapsed(),
+        }
+    }
+
+    pub fn cluster(&self, name: &str) -> &RealCluster {
+        if name == PRIMARY { &self.a } else { &self.b }
+    }
+
+    pub fn cluster_mut(&mut self, name: &str) -> &mut RealCluster {
+        if name == PRIMARY { &mut self.a } else { &mut self.b }
+    }
+
+    pub fn peer_of(name: &str) -> &'static str {
+        if name == PRIMARY { SECONDARY } else { PRIMARY }
+    }
+
+    /// The directory standing for a PVC's volume on a cluster.
+    pub fn volume(&self, cluster: &str, namespace: &str, pvc: &str) -> PathBuf {
+        self.simulator.cluster(cluster).volume_path(namespace, pvc)
+    }
+
+    pub fn write(&self, cluster: &str, namespace: &str, pvc: &str, file: &str, content: &str) {
+        let path = self.volume(cluster, namespace, pvc).join(file);
+        std::fs::create_dir_all(path.parent().unwrap_or(Path::new("/"))).expect("mkdir");
+        std::fs::write(path, content).expect("write");
+    }
+
+    pub fn read(&self, cluster: &str, namespace: &str, pvc: &str, file: &str) -> Option<String> {
+        std::fs::read_to_string(self.volume(cluster, namespace, pvc).join(file)).ok()
+    }
+}
+
+/// Shared by the tests of one binary: a pair of real control planes takes a good part of two
+/// cores, so its tests run one at a time.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
