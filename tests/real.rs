@@ -7,241 +7,17 @@
 //!
 //! Each test starts its own pair; they run one at a time (`serial`).
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use serde_json::{Value, json};
 use testkit::kubectl::Kubectl;
-use testkit::realk8s::{PRIMARY, Process, RealPair, SECONDARY, free_port, kubeconfig, serial};
+use testkit::realk8s::{PRIMARY, RealPair, SECONDARY, deploy, serial};
 
 const NS: &str = "default";
 
-/// The operator of one cluster, deployed: `deploy/` applied, its ServiceAccount's token, the
-/// peer's, the webhook registered at the host process.
-struct Operator {
-    cluster: String,
-    process: Process,
-    admin: SocketAddr,
-    /// This cluster's `volsync-dr` ServiceAccount (what the process runs as).
-    kubeconfig: PathBuf,
-    /// The peer's `volsync-dr` ServiceAccount (what the process reaches the peer with).
-    peer_kubeconfig: PathBuf,
-}
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
-}
-
-async fn kubectl_ok(kubectl: &Kubectl, args: &[&str]) -> String {
-    kubectl.ok(args).await
-}
-
-/// Install steps 2 to 4 of the README on both clusters, then start both processes.
-async fn deploy(pair: &RealPair) -> (Operator, Operator) {
-    for c in [&pair.a, &pair.b] {
-        let overlay = root().join("deploy/overlays").join(&c.name);
-        kubectl_ok(&c.kubectl(), &["apply", "-k", &overlay.to_string_lossy()]).await;
-        c.wait_for(
-            &["-n", "volsync-dr", "get", "serviceaccount", "volsync-dr", "-o", "name"],
-            "serviceaccount/volsync-dr",
-            "volsync-dr's ServiceAccount",
-        )
-        .await;
-    }
-    // Step 3: a kubeconfig with each side's ServiceAccount token, stored on the other side.
-    let mut sa_kubeconfigs = Vec::new();
-    for c in [&pair.a, &pair.b] {
-        let token = kubectl_ok(
-            &c.kubectl(),
-            &["-n", "volsync-dr", "create", "token", "volsync-dr", "--duration", "2h"],
-        )
-        .await;
-        let path = c.dir.join("volsync-dr.kubeconfig");
-        std::fs::write(
-            &path,
-            kubeconfig(&c.name, &c.url, &c.ca_pem, "volsync-dr", token.trim()),
-        )
-        .expect("write");
-        sa_kubeconfigs.push(path);
-    }
-    let mut operators = Vec::new();
-    for (i, c) in [&pair.a, &pair.b].into_iter().enumerate() {
-        let peer = RealPair::peer_of(&c.name);
-        let peer_kubeconfig = sa_kubeconfigs[1 - i].clone();
-        kubectl_ok(
-            &c.kubectl(),
-            &[
-                "-n",
-                "volsync-dr",
-                "create",
-                "secret",
-                "generic",
-                &format!("volsync-dr-peer-{peer}"),
-                &format!("--from-file=kubeconfig={}", peer_kubeconfig.display()),
-            ],
-        )
-        .await;
-        // Step 4: the webhook certificate, its Secret, and the registration's caBundle; the
-        // registration points at the host process (as envtest does) instead of the Service.
-        let certs = c.dir.join("webhook-certs");
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_volsync-dr"))
-            .args([
-                "certs",
-                "--out-dir",
-                &certs.to_string_lossy(),
-                "--extra-name",
-                "127.0.0.1",
-            ])
-            .output()
-            .expect("volsync-dr certs");
-        assert!(out.status.success(), "certs: {}", String::from_utf8_lossy(&out.stderr));
-        kubectl_ok(
-            &c.kubectl(),
-            &[
-                "-n",
-                "volsync-dr",
-                "create",
-                "secret",
-                "tls",
-                "volsync-dr-webhook-tls",
-                &format!("--cert={}", certs.join("tls.crt").display()),
-                &format!("--key={}", certs.join("tls.key").display()),
-            ],
-        )
-        .await;
-        let ca = std::fs::read(certs.join("ca.crt")).expect("ca.crt");
-        let webhook = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let client_config = json!({"url": format!("https://{webhook}/mutate-pvc"),
-                                   "caBundle": base64::engine::general_purpose::STANDARD.encode(ca)});
-        let patch = json!([{"op": "replace", "path": "/webhooks/0/clientConfig", "value": client_config}]);
-        kubectl_ok(
-            &c.kubectl(),
-            &[
-                "patch",
-                "mutatingwebhookconfiguration",
-                "volsync-dr",
-                "--type=json",
-                "-p",
-                &patch.to_string(),
-            ],
-        )
-        .await;
-        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let args: Vec<String> = [
-            "run",
-            "--cluster-name",
-            &c.name,
-            "--peer-name",
-            peer,
-            "--peer-kubeconfig",
-            &peer_kubeconfig.to_string_lossy(),
-            "--admin-addr",
-            &admin.to_string(),
-            "--webhook-addr",
-            &webhook.to_string(),
-            "--tls-cert-file",
-            &certs.join("tls.crt").to_string_lossy(),
-            "--tls-key-file",
-            &certs.join("tls.key").to_string_lossy(),
-            "--peer-timeout-seconds",
-            "3",
-            "--resync-seconds",
-            "30",
-            "--pod-name",
-            &format!("{}-host", c.name),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let process = Process::start(
-            "volsync-dr",
-            Path::new(env!("CARGO_BIN_EXE_volsync-dr")),
-            args,
-            vec![
-                ("KUBECONFIG".into(), sa_kubeconfigs[i].to_string_lossy().into_owned()),
-                ("RUST_LOG".into(), "info,volsync_dr=debug".into()),
-            ],
-            c.dir.join("volsync-dr.log"),
-        );
-        let op = Operator {
-            cluster: c.name.clone(),
-            process,
-            admin,
-            kubeconfig: sa_kubeconfigs[i].clone(),
-            peer_kubeconfig,
-        };
-        op.wait_ready().await;
-        operators.push(op);
-    }
-    let b = operators.pop().expect("b");
-    let a = operators.pop().expect("a");
-    (a, b)
-}
-
-impl Operator {
-    async fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if tokio::net::TcpStream::connect(self.admin).await.is_ok() {
-                let reply = testkit::http::request(self.admin, "GET", "/readyz", "text/plain", "").await;
-                if reply.status == 200 {
-                    return;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "volsync-dr on {} not ready; log:\n{}",
-                self.cluster,
-                self.process.tail(40)
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.process.log).unwrap_or_default()
-    }
-
-    /// The shipped RBAC covers everything it did: the API server refused nothing.
-    fn assert_never_forbidden(&self) {
-        let log = self.log();
-        let denied: Vec<&str> = log
-            .lines()
-            .filter(|l| l.contains("forbidden") || l.contains("Forbidden"))
-            .take(5)
-            .collect();
-        assert!(
-            denied.is_empty(),
-            "volsync-dr on {} was refused by RBAC:\n{}",
-            self.cluster,
-            denied.join("\n")
-        );
-    }
-
-    /// `volsync-dr <subcommand>` as this cluster's ServiceAccount; (success, stdout, stderr).
-    fn cli(&self, args: &[&str]) -> (bool, String, String) {
-        let peer = RealPair::peer_of(&self.cluster);
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_volsync-dr"))
-            .args(args)
-            .args([
-                "--cluster-name",
-                &self.cluster,
-                "--peer-name",
-                peer,
-                "--peer-kubeconfig",
-            ])
-            .arg(&self.peer_kubeconfig)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .output()
-            .expect("volsync-dr");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
+fn volsync_dr() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_volsync-dr"))
 }
 
 fn pvc(name: &str, annotations: Value) -> Value {
@@ -314,10 +90,10 @@ async fn wait_annotation(kubectl: &Kubectl, name: &str, key: &str, want: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protect_on_real_clusters_under_the_shipped_rbac() {
-    let _serial = serial();
+    let _serial = serial().await;
     let pair = RealPair::start().await;
     eprintln!("two control planes up in {:.1}s", pair.started_in.as_secs_f64());
-    let (mut a, b) = deploy(&pair).await;
+    let (mut a, b) = deploy(&pair, volsync_dr()).await;
     let (ka, kb) = (pair.a.kubectl(), pair.b.kubectl());
 
     // The shipped Deployment's pods pass Pod Security `restricted` (the real admission) and
@@ -425,9 +201,9 @@ async fn protect_on_real_clusters_under_the_shipped_rbac() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drpolicy_and_doctor_on_real_clusters() {
-    let _serial = serial();
+    let _serial = serial().await;
     let pair = RealPair::start().await;
-    let (a, b) = deploy(&pair).await;
+    let (a, b) = deploy(&pair, volsync_dr()).await;
     let (ka, kb) = (pair.a.kubectl(), pair.b.kubectl());
 
     // A PVC that exists before its policy, in a namespace the policy selects by label.
