@@ -256,14 +256,17 @@ async fn policies_protect_by_namespace_label_pvc_label_and_storage_class_and_rel
     // clusters, the replica kept on the peer), except the explicit one.
     let out = k.run(&["label", "namespace", "shop", "dr-"]).await;
     assert!(out.success, "{}", out.stderr);
-    pair.wait_for(30, "orders released", |p| {
-        let a = annotations_of(p, PRIMARY, "shop", "orders");
-        (a.get("volsync-dr.io/protect").is_none()
-            && rs(p, "shop", "orders").is_none()
-            && rd(p, "shop", "orders").is_none())
+    // Releasing the finalizer is unprotect's last write: wait for it, then look at the rest.
+    pair.wait_for(30, "orders released (its finalizer removed)", |p| {
+        let pvc = p.object(PRIMARY, "persistentvolumeclaims", "shop", "orders")?;
+        let finalizers = pvc["metadata"]["finalizers"].as_array().cloned().unwrap_or_default();
+        (!finalizers.iter().any(|f| f == "volsync-dr.io/protection")
+            && pvc["metadata"]["annotations"].get("volsync-dr.io/protect").is_none())
         .then_some(())
     })
     .await;
+    assert!(rs(&pair, "shop", "orders").is_none());
+    assert!(rd(&pair, "shop", "orders").is_none());
     let orders = annotations_of(&pair, PRIMARY, "shop", "orders");
     for key in [
         "volsync-dr.io/policy",

@@ -176,14 +176,21 @@ async fn protects_every_service_type_and_mirrors_status() {
 
     // Status advances with syncs.
     let before = annotation(&pair, PRIMARY, "c-ip", "volsync-dr.io/last-sync-time").expect("synced");
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    pair.write(PRIMARY, NS, "c-ip", "data.txt", "second");
-    pair.simulator.run_schedules_now();
-    pair.wait_for(30, "a newer last-sync-time", |p| {
-        annotation(p, PRIMARY, "c-ip", "volsync-dr.io/last-sync-time").filter(|t| *t > before)
+    // Sync times have whole seconds: the next sync must start in a later second to show.
+    pair.wait_for(5, "the clock past the last sync's second", |_| {
+        (chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string() > before).then_some(())
     })
     .await;
-    assert_eq!(pair.read(SECONDARY, NS, "c-ip", "data.txt").as_deref(), Some("second"));
+    pair.write(PRIMARY, NS, "c-ip", "data.txt", "second");
+    pair.simulator.run_schedules_now();
+    // Both: a sync that ran before the write also shows a newer time, without the data.
+    pair.wait_for(30, "the new data on the peer and a newer last-sync-time", |p| {
+        (p.read(SECONDARY, NS, "c-ip", "data.txt").as_deref() == Some("second"))
+            .then(|| annotation(p, PRIMARY, "c-ip", "volsync-dr.io/last-sync-time"))
+            .flatten()
+            .filter(|t| *t > before)
+    })
+    .await;
 
     // A full resync with nothing changed writes nothing, on either cluster.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -354,10 +361,11 @@ async fn peer_outage_crash_mid_protect_and_conflicts() {
         get(&pair, PRIMARY, "persistentvolumeclaims", "p1").expect("pvc")["metadata"]["finalizers"],
         json!(["volsync-dr.io/protection"])
     );
-    assert!(
-        events_with_reason(&pair, PRIMARY, "Degraded") >= 1,
-        "the reason is in an Event"
-    );
+    // The Event follows the status write the wait above saw.
+    pair.wait_for(30, "the reason in a Degraded Event", |p| {
+        (events_with_reason(p, PRIMARY, "Degraded") >= 1).then_some(())
+    })
+    .await;
     assert!(get(&pair, PRIMARY, "replicationsources", "rs-p1").is_none());
 
     // Crash in the middle; the peer returns; writes meet conflicts; the restarted process finishes.
