@@ -168,12 +168,9 @@ async fn assert_no_step_twice(pair: &ClusterPair, runner: &DrProcess, request: &
             .count();
         assert!(acted <= 1, "{request}: step {} acted {acted} times", step.as_str());
     }
-    let finished = log
-        .matches(&format!(
-            "action finished namespace=\"default\" pvc=\"db\" request=\"{request}\""
-        ))
-        .count();
-    assert_eq!(finished, 1, "{request} finished {finished} times");
+    // That line comes after the annotations the test saw: wait for it, count it at the end.
+    let finished = format!("action finished namespace=\"default\" pvc=\"db\" request=\"{request}\"");
+    runner.wait_log(&finished, 1).await;
     // Absence can only be seen over a window: look every 50 ms for five watch lags.
     let deadline = tokio::time::Instant::now() + WATCH_LAG * 5;
     while tokio::time::Instant::now() < deadline {
@@ -185,6 +182,11 @@ async fn assert_no_step_twice(pair: &ClusterPair, runner: &DrProcess, request: &
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    let whole = runner.log_text();
+    let count = whole[whole.find(&started).unwrap_or_default()..]
+        .matches(&finished)
+        .count();
+    assert_eq!(count, 1, "{request} finished {count} times");
 }
 
 async fn wait_finished(pair: &ClusterPair, cluster: &str, request: &str) -> String {

@@ -266,11 +266,13 @@ impl RealCluster {
             &kubeconfig(layout.name, &url, &pki.ca_pem, "admin", &admin_token),
         );
         let path = |f: &str| dir.join(f).to_string_lossy().into_owned();
-        let args = |list: &[String]| list.to_vec();
-        let apiserver = Process::start(
+        // Each component: its binary, its flags, its log in the cluster's directory.
+        let component = |name: &str, args: Vec<String>| {
+            Process::start(name, &bin.join(name), args, vec![], dir.join(format!("{name}.log")))
+        };
+        let apiserver = component(
             "kube-apiserver",
-            &bin.join("kube-apiserver"),
-            args(&[
+            vec![
                 format!("--etcd-servers={etcd}"),
                 format!("--etcd-prefix=/{}/registry", layout.name),
                 "--bind-address=127.0.0.1".into(),
@@ -287,15 +289,12 @@ impl RealCluster {
                 "--endpoint-reconciler-type=none".into(),
                 format!("--cert-dir={}", path("apiserver-certs")),
                 "--profiling=false".into(),
-            ]),
-            vec![],
-            dir.join("kube-apiserver.log"),
+            ],
         );
         let kubeconfig_flag = format!("--kubeconfig={}", admin_kubeconfig.display());
-        let controller_manager = Process::start(
+        let controller_manager = component(
             "kube-controller-manager",
-            &bin.join("kube-controller-manager"),
-            args(&[
+            vec![
                 kubeconfig_flag.clone(),
                 format!("--controllers={CONTROLLERS}"),
                 format!("--service-account-private-key-file={}", path("sa.key")),
@@ -305,36 +304,28 @@ impl RealCluster {
                 "--bind-address=127.0.0.1".into(),
                 "--secure-port=0".into(),
                 "--profiling=false".into(),
-            ]),
-            vec![],
-            dir.join("kube-controller-manager.log"),
+            ],
         );
-        let scheduler = Process::start(
+        let scheduler = component(
             "kube-scheduler",
-            &bin.join("kube-scheduler"),
-            args(&[
+            vec![
                 kubeconfig_flag.clone(),
                 "--leader-elect=false".into(),
                 "--bind-address=127.0.0.1".into(),
                 "--secure-port=0".into(),
                 "--profiling=false".into(),
-            ]),
-            vec![],
-            dir.join("kube-scheduler.log"),
+            ],
         );
-        let kwok = Process::start(
+        let kwok = component(
             "kwok",
-            &bin.join("kwok"),
-            args(&[
+            vec![
                 kubeconfig_flag,
                 "--manage-all-nodes=false".into(),
                 "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake".into(),
                 format!("--node-ip={}", layout.node_address),
                 format!("--cidr={}", layout.pod_cidr),
                 "--node-lease-duration-seconds=40".into(),
-            ]),
-            vec![],
-            dir.join("kwok.log"),
+            ],
         );
         RealCluster {
             name: layout.name.to_string(),
