@@ -113,8 +113,15 @@ async fn the_leader_fails_over_within_the_lease_duration_and_hands_over_on_sigte
     // success and releases the Lease. The follower notices at its next look, which
     // kube-lease-manager schedules for the old expiry: within one lease duration.
     first.start_again().await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(holder(&pair).as_deref(), Some("replica-2"));
+    support::holds_for(
+        Duration::from_millis(500),
+        "the returning replica follows",
+        || match holder(&pair) {
+            Some(h) if h == "replica-2" => Ok(()),
+            other => Err(format!("the Lease is held by {other:?}")),
+        },
+    )
+    .await;
     let (ok, took) = second.terminate().await;
     assert!(ok, "exit status after SIGTERM; log:\n{}", second.log_text());
     assert!(took < Duration::from_secs(10), "stopping took {took:?}");
@@ -183,14 +190,19 @@ async fn a_webhook_request_in_flight_at_sigterm_is_answered() {
         .expect("kill");
     assert!(sent.success());
     dr.wait_log("shutting down", 1).await;
-    // New connections are refused now; the one in flight still gets its answer.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        testkit::http::TlsConnection::open(dr.webhook, &dr.ca_pem, "127.0.0.1")
-            .await
-            .is_err(),
-        "a new connection after SIGTERM"
-    );
+    // New connections are refused now (the listener closes just after that line); the one
+    // in flight still gets its answer.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while testkit::http::TlsConnection::open(dr.webhook, &dr.ca_pem, "127.0.0.1")
+        .await
+        .is_ok()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a new connection is still accepted 5 s after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     tls.write_all(rest).await.expect("write the rest");
     tls.flush().await.expect("flush");
     let mut answer = Vec::new();

@@ -364,16 +364,21 @@ async fn an_invalid_or_paused_policy_leaves_its_pvcs_alone_and_says_why() {
         pvc("default", "new", json!({"none": "x"}), json!({}), "standard"),
     )
     .await;
-    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    assert_eq!(
-        annotations_of(&pair, PRIMARY, "default", "data")["volsync-dr.io/protect"],
-        "true"
-    );
-    assert!(
-        annotations_of(&pair, PRIMARY, "default", "new")
-            .get("volsync-dr.io/protect")
-            .is_none()
-    );
+    // Paused: for two seconds, `data` stays protected and `new` is not taken.
+    support::holds_for(
+        std::time::Duration::from_secs(2),
+        "a paused policy changes nothing",
+        || {
+            if annotations_of(&pair, PRIMARY, "default", "data")["volsync-dr.io/protect"] != "true" {
+                return Err("data was released".into());
+            }
+            match annotations_of(&pair, PRIMARY, "default", "new").get("volsync-dr.io/protect") {
+                Some(v) => Err(format!("new was given protect={v}")),
+                None => Ok(()),
+            }
+        },
+    )
+    .await;
     // Resumed: the policy selects only `new` now; `data` is released, `new` protected.
     apply(
         &k,

@@ -192,12 +192,13 @@ async fn protects_every_service_type_and_mirrors_status() {
     })
     .await;
 
-    // A full resync with nothing changed writes nothing, on either cluster.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A full resync with nothing changed writes nothing, on either cluster: once everything
+    // is quiet, restart A's process and let it go through every PVC until quiet again.
+    support::settle(&pair, Duration::from_millis(500), Duration::from_secs(20)).await;
     pair.a.reset_stats();
     pair.b.reset_stats();
     a.restart().await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    support::settle(&pair, Duration::from_secs(1), Duration::from_secs(20)).await;
     assert_eq!(
         pair.a.stats().writes(),
         0,

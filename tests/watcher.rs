@@ -157,10 +157,17 @@ async fn controller_reconciles_with_server_side_apply_and_settles() {
     }
     // The apply changed each object once; the re-reconcile it triggers applies the same
     // configuration, which the server answers without a write, so everything settles.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let rv = server.store().current_rv();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(server.store().current_rv(), rv, "no writes once settled");
+    // Settled: no write for 500 ms (a hot apply loop would never get there within 10 s).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let (mut rv, mut since) = (server.store().current_rv(), tokio::time::Instant::now());
+    while since.elapsed() < Duration::from_millis(500) {
+        assert!(tokio::time::Instant::now() < deadline, "writes never stop");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = server.store().current_rv();
+        if now != rv {
+            (rv, since) = (now, tokio::time::Instant::now());
+        }
+    }
     assert!(runs.load(Ordering::SeqCst) >= 2);
     task.abort();
 }

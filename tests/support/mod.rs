@@ -365,6 +365,18 @@ pub async fn install_webhook(pair: &ClusterPair, dr: &DrProcess) -> serde_json::
     mwc
 }
 
+/// Absence can only be seen over a window: check every 50 ms for `window` that `check` holds
+/// (it returns what was wrong otherwise), and fail at the first time it does not.
+pub async fn holds_for(window: Duration, what: &str, check: impl Fn() -> Result<(), String>) {
+    let deadline = tokio::time::Instant::now() + window;
+    while tokio::time::Instant::now() < deadline {
+        if let Err(wrong) = check() {
+            panic!("{what}: {wrong}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Wait until no request reaches either server for `quiet`, at most `limit`.
 pub async fn settle(pair: &ClusterPair, quiet: Duration, limit: Duration) {
     let total = |p: &ClusterPair| -> u64 {

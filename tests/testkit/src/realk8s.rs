@@ -258,6 +258,12 @@ impl RealCluster {
             &dir.join("tokens.csv"),
             &format!("{admin_token},admin,admin-uid,\"system:masters\"\n"),
         );
+        // Writes only (reads are not logged): who changed what, for tests and benchmarks.
+        write(
+            &dir.join("audit-policy.yaml"),
+            "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n\
+             - level: None\n  verbs: [get, list, watch]\n- level: Metadata\n",
+        );
         let port = free_port();
         let url = format!("https://127.0.0.1:{port}");
         let admin_kubeconfig = dir.join("admin.kubeconfig");
@@ -289,6 +295,10 @@ impl RealCluster {
                 "--endpoint-reconciler-type=none".into(),
                 format!("--cert-dir={}", path("apiserver-certs")),
                 "--profiling=false".into(),
+                format!("--audit-policy-file={}", path("audit-policy.yaml")),
+                format!("--audit-log-path={}", path("audit.log")),
+                "--audit-log-format=json".into(),
+                "--audit-log-maxsize=0".into(),
             ],
         );
         let kubeconfig_flag = format!("--kubeconfig={}", admin_kubeconfig.display());
@@ -353,6 +363,27 @@ impl RealCluster {
             .expect("client config");
         config.read_timeout = Some(Duration::from_secs(30));
         kube::Client::try_from(config).expect("client")
+    }
+
+    /// Writes this API server completed for `user`, by `verb resource` (from its audit log).
+    pub fn writes_by(&self, user: &str) -> std::collections::BTreeMap<String, u64> {
+        let mut counts = std::collections::BTreeMap::new();
+        let text = std::fs::read_to_string(self.dir.join("audit.log")).unwrap_or_default();
+        for line in text.lines() {
+            let Ok(entry) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            if entry["stage"] == "ResponseComplete" && entry["user"]["username"] == user {
+                let resource = entry["objectRef"]["resource"].as_str().unwrap_or("?");
+                let sub = entry["objectRef"]["subresource"]
+                    .as_str()
+                    .map(|s| format!("/{s}"))
+                    .unwrap_or_default();
+                let key = format!("{} {resource}{sub}", entry["verb"].as_str().unwrap_or("?"));
+                *counts.entry(key).or_insert(0) += 1;
+            }
+        }
+        counts
     }
 
     /// Every process of this cluster that died, with its last log lines.

@@ -73,7 +73,10 @@ pub struct Simulator {
     paused: Arc<Mutex<BTreeSet<String>>>,
 }
 
+/// How often the simulator looks: every 50 ms at the in-process store; through a real API
+/// server, where each look is a few lists over HTTP, every 250 ms.
 const TICK: Duration = Duration::from_millis(50);
+const TICK_OVER_API: Duration = Duration::from_millis(250);
 
 impl Simulator {
     pub fn start(clusters: Vec<SimCluster>) -> Simulator {
@@ -83,7 +86,12 @@ impl Simulator {
         let task = {
             let (clusters, faults, paused) = (clusters.clone(), faults.clone(), paused.clone());
             tokio::spawn(async move {
-                let mut ticker = tokio::time::interval(TICK);
+                let tick = if clusters.iter().any(|c| c.backend.has_controllers()) {
+                    TICK_OVER_API
+                } else {
+                    TICK
+                };
+                let mut ticker = tokio::time::interval(tick);
                 loop {
                     ticker.tick().await;
                     let paused = paused.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -191,8 +199,9 @@ async fn reconcile_cluster(
 ) {
     let c = &clusters[index];
     bind_pvcs(c).await;
+    let services = services_by_name(c).await;
     for rd in list(&c.backend, "volsync.backube", "v1alpha1", "replicationdestinations").await {
-        reconcile_rd(c, &rd).await;
+        reconcile_rd(c, &rd, &services).await;
     }
     release_kept_snapshots(c).await;
     let mut endpoints = None;
@@ -293,7 +302,17 @@ async fn provision(c: &SimCluster, pvc: &Value, path: &Path) {
     create(&c.backend, "", "v1", "persistentvolumes", "", pv).await;
 }
 
-async fn reconcile_rd(c: &SimCluster, rd: &Value) {
+/// Every Service of a cluster by (namespace, name): one list per tick instead of a read per
+/// ReplicationDestination (a thousand reads a tick through a real API server).
+async fn services_by_name(c: &SimCluster) -> HashMap<(String, String), Value> {
+    list(&c.backend, "", "v1", "services")
+        .await
+        .into_iter()
+        .map(|s| (ns_name(&s), s))
+        .collect()
+}
+
+async fn reconcile_rd(c: &SimCluster, rd: &Value, services: &HashMap<(String, String), Value>) {
     let tls = &rd["spec"]["rsyncTLS"];
     if !tls.is_object() || !rd["metadata"]["deletionTimestamp"].is_null() {
         return;
@@ -301,7 +320,7 @@ async fn reconcile_rd(c: &SimCluster, rd: &Value) {
     let (ns, name) = ns_name(rd);
     let service_type = tls["serviceType"].as_str().unwrap_or("ClusterIP");
     let service_name = rsync_tls_service_name(&name);
-    let service = match get(&c.backend, "", "v1", "services", &ns, &service_name).await {
+    let service = match services.get(&(ns.clone(), service_name.clone())).cloned() {
         Some(s) => s,
         None => {
             create(
@@ -398,9 +417,10 @@ type Endpoints = HashMap<(String, i64), (usize, Value)>;
 async fn endpoints(clusters: &[SimCluster]) -> Endpoints {
     let mut out = HashMap::new();
     for (i, c) in clusters.iter().enumerate() {
+        let services = services_by_name(c).await;
         for rd in list(&c.backend, "volsync.backube", "v1alpha1", "replicationdestinations").await {
             let (ns, name) = ns_name(&rd);
-            let Some(service) = get(&c.backend, "", "v1", "services", &ns, &rsync_tls_service_name(&name)).await else {
+            let Some(service) = services.get(&(ns.clone(), rsync_tls_service_name(&name))) else {
                 continue;
             };
             if let Some(published) = rd["status"]["rsyncTLS"]["address"].as_str().filter(|a| !a.is_empty()) {
