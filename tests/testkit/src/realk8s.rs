@@ -57,6 +57,8 @@ pub fn free_port() -> u16 {
 
 // === processes ===
 
+const SETPRIV: &str = "/usr/bin/setpriv";
+
 /// A child process with its log; SIGKILLed by PID when dropped.
 pub struct Process {
     pub name: String,
@@ -87,7 +89,17 @@ impl Process {
             .append(true)
             .open(&self.log)
             .unwrap_or_else(|e| panic!("log {}: {e}", self.log.display()));
-        let child = Command::new(&self.program)
+        // The kernel SIGKILLs the child if this process dies without running its destructors
+        // (a test binary killed by a signal): `setpriv` (util-linux) sets that up, then execs
+        // the program under the same PID.
+        let mut command = if Path::new(SETPRIV).exists() {
+            let mut c = Command::new(SETPRIV);
+            c.args(["--pdeathsig", "KILL", "--"]).arg(&self.program);
+            c
+        } else {
+            Command::new(&self.program)
+        };
+        let child = command
             .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
@@ -222,13 +234,13 @@ struct Layout {
 const LAYOUTS: [Layout; 2] = [
     Layout {
         name: PRIMARY,
-        service_cidr: "10.96.0.0/24",
+        service_cidr: "10.96.0.0/16",
         pod_cidr: "10.244.0.0/24",
         node_address: "192.0.2.101",
     },
     Layout {
         name: SECONDARY,
-        service_cidr: "10.97.0.0/24",
+        service_cidr: "10.97.0.0/16",
         pod_cidr: "10.245.0.0/24",
         node_address: "192.0.2.102",
     },
