@@ -301,3 +301,147 @@ async fn drpolicy_and_doctor_on_real_clusters() {
     a.assert_never_forbidden();
     b.assert_never_forbidden();
 }
+
+/// A Deployment `app` whose pods mount the PVC `db`.
+fn app(replicas: i32) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "app", "namespace": NS},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "app"}},
+                 "template": {"metadata": {"labels": {"app": "app"}},
+                              "spec": {"containers": [{"name": "app", "image": "busybox"}],
+                                       "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "db"}}]}}}
+    })
+}
+
+async fn running_pods(kubectl: &Kubectl) -> usize {
+    list(kubectl, "pods", NS)
+        .await
+        .iter()
+        .filter(|p| p["metadata"]["labels"]["app"] == "app" && p["status"]["phase"] == "Running")
+        .count()
+}
+
+/// Protected `db` on cluster-a with `app` at 2 replicas, the standby `app` at 0 on cluster-b,
+/// and a first file synced.
+async fn protected_app(pair: &RealPair) {
+    let (ka, kb) = (pair.a.kubectl(), pair.b.kubectl());
+    create(&ka, &pvc("db", json!({"volsync-dr.io/protect": "true"}))).await;
+    pair.a.apply(&[app(2)]).await;
+    pair.b.apply(&[app(0)]).await;
+    wait_annotation(&ka, "db", "volsync-dr.io/state", "Protected").await;
+    wait_for("the application's two pods Running on cluster-a", || async {
+        (running_pods(&ka).await == 2).then_some(())
+    })
+    .await;
+    pair.write(PRIMARY, NS, "db", "v1", "first");
+    pair.simulator.run_schedules_now();
+    wait_for("the first file on cluster-b", || async {
+        (pair.read(SECONDARY, NS, "db", "v1").as_deref() == Some("first")).then_some(())
+    })
+    .await;
+    wait_annotation(&kb, "db", "volsync-dr.io/role", "secondary").await;
+}
+
+async fn wait_succeeded(kubectl: &Kubectl, request: &str) {
+    let finished = try_wait_for(|| async {
+        (annotation(kubectl, "db", "volsync-dr.io/last-action").await.as_deref() == Some(request)).then_some(())
+    })
+    .await;
+    if finished.is_none() {
+        let pvc = get(kubectl, "pvc", NS, "db").await.unwrap_or_default();
+        let events = kubectl
+            .run(&["-n", NS, "get", "events", "--sort-by=.lastTimestamp"])
+            .await
+            .stdout;
+        panic!(
+            "{request} did not finish; annotations: {}\nevents:\n{events}",
+            pvc["metadata"]["annotations"]
+        );
+    }
+    let phase = annotation(kubectl, "db", "volsync-dr.io/action-phase").await;
+    let message = annotation(kubectl, "db", "volsync-dr.io/action-message").await;
+    assert_eq!(phase.as_deref(), Some("Succeeded"), "{request}: {message:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_on_real_clusters_moves_the_application_and_its_data() {
+    let _serial = serial().await;
+    let pair = RealPair::start().await;
+    let (a, b) = deploy(&pair, volsync_dr()).await;
+    let (ka, kb) = (pair.a.kubectl(), pair.b.kubectl());
+    protected_app(&pair).await;
+
+    // Written just before the request: only the migration's own sync carries it.
+    pair.write(PRIMARY, NS, "db", "v2", "just before migrate");
+    ka.ok(&["annotate", "pvc", "db", "volsync-dr.io/action=migrate:1"])
+        .await;
+    wait_succeeded(&ka, "migrate:1").await;
+    assert_eq!(
+        pair.read(SECONDARY, NS, "db", "v2").as_deref(),
+        Some("just before migrate")
+    );
+    // The real Deployment controller removed a's pods; b's run.
+    assert_eq!(running_pods(&ka).await, 0);
+    let a_app = get(&ka, "deployment", NS, "app").await.expect("app on a");
+    assert_eq!(a_app["spec"]["replicas"], 0);
+    wait_for("the application's two pods Running on cluster-b", || async {
+        (running_pods(&kb).await == 2).then_some(())
+    })
+    .await;
+    assert_eq!(
+        annotation(&ka, "db", "volsync-dr.io/role").await.as_deref(),
+        Some("secondary")
+    );
+    assert_eq!(
+        annotation(&kb, "db", "volsync-dr.io/role").await.as_deref(),
+        Some("primary")
+    );
+    // Protection now runs b → a.
+    wait_annotation(&kb, "db", "volsync-dr.io/state", "Protected").await;
+    pair.write(SECONDARY, NS, "db", "v3", "written on b");
+    pair.simulator.run_schedules_now();
+    wait_for("b's write on a", || async {
+        (pair.read(PRIMARY, NS, "db", "v3").as_deref() == Some("written on b")).then_some(())
+    })
+    .await;
+    a.assert_never_forbidden();
+    b.assert_never_forbidden();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_on_real_clusters_with_cluster_a_killed() {
+    let _serial = serial().await;
+    let mut pair = RealPair::start().await;
+    let (mut a, b) = deploy(&pair, volsync_dr()).await;
+    let kb = pair.b.kubectl();
+    protected_app(&pair).await;
+
+    // Cluster a dies: its API server SIGKILLed (and its operator and VolSync with it).
+    a.process.kill();
+    pair.simulator.pause(PRIMARY);
+    pair.cluster_mut(PRIMARY).apiserver.kill();
+    kb.ok(&["annotate", "pvc", "db", "volsync-dr.io/action=failover:1"])
+        .await;
+    wait_succeeded(&kb, "failover:1").await;
+    assert_eq!(pair.read(SECONDARY, NS, "db", "v1").as_deref(), Some("first"));
+    assert_eq!(
+        annotation(&kb, "db", "volsync-dr.io/role").await.as_deref(),
+        Some("primary")
+    );
+    wait_for("the application Running on cluster-b", || async {
+        (running_pods(&kb).await >= 1).then_some(())
+    })
+    .await;
+    for (kind, name) in [
+        ("replicationdestination", "rd-db"),
+        ("replicationsource", "rs-db-local"),
+        ("pvc", "restored-db"),
+    ] {
+        assert!(
+            get(&kb, kind, NS, name).await.is_none(),
+            "{kind}/{name} is left on cluster-b"
+        );
+    }
+    b.assert_never_forbidden();
+}

@@ -247,11 +247,13 @@ const LAYOUTS: [Layout; 2] = [
 ];
 
 /// The controllers the tests need: workloads, garbage collection, namespaces, ServiceAccounts
-/// and their tokens, the root CA ConfigMap, PV binding, node lifecycle (lifts the not-ready taint).
+/// and their tokens, the root CA ConfigMap, PV binding, PVC and PV protection (they lift the
+/// `kubernetes.io/pvc-protection` finalizer the API server puts on every PVC, without which a
+/// deleted PVC never goes), node lifecycle (lifts the not-ready taint).
 const CONTROLLERS: &str = "deployment-controller,replicaset-controller,statefulset-controller,\
 garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller,\
 root-ca-certificate-publisher-controller,persistentvolume-binder-controller,pod-garbage-collector-controller,\
-node-lifecycle-controller";
+persistentvolumeclaim-protection-controller,persistentvolume-protection-controller,node-lifecycle-controller";
 
 impl RealCluster {
     fn start(bin: &Path, layout: &Layout, etcd: &str, pki: &Pki, root: &Path) -> RealCluster {
