@@ -187,7 +187,63 @@ impl DrProcess {
         p
     }
 
+    /// Start the process and wait until it is ready. A port picked free can be taken by
+    /// another test's process before this one binds it: then it starts again on new ports
+    /// (five tries).
     async fn spawn(&mut self) {
+        for _ in 0..5 {
+            let logged_before = self.log_text().len();
+            self.spawn_once();
+            if self.ready_or_exited().await {
+                return;
+            }
+            let said = self.log_text()[logged_before..].to_string();
+            assert!(
+                said.contains("Address already in use"),
+                "volsync-dr on {} exited at start:\n{said}",
+                self.cluster
+            );
+            self.admin = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+            self.webhook = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+            let (admin, webhook) = (self.admin.to_string(), self.webhook.to_string());
+            for i in 1..self.args.len() {
+                match self.args[i - 1].as_str() {
+                    "--admin-addr" => self.args[i] = admin.clone(),
+                    "--webhook-addr" => self.args[i] = webhook.clone(),
+                    _ => {}
+                }
+            }
+        }
+        panic!("volsync-dr on {} found no free ports in five tries", self.cluster);
+    }
+
+    /// Whether it became ready (true) or exited first (false); 30 s at most.
+    async fn ready_or_exited(&mut self) -> bool {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && child.try_wait().ok().flatten().is_some()
+            {
+                self.child = None;
+                return false;
+            }
+            if tokio::net::TcpStream::connect(self.admin).await.is_ok() {
+                let reply = testkit::http::request(self.admin, "GET", "/readyz", "text/plain", "").await;
+                if reply.status == 200 {
+                    return true;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "volsync-dr on {} not ready; log:\n{}",
+                self.cluster,
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn spawn_once(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -205,7 +261,6 @@ impl DrProcess {
             .spawn()
             .expect("start volsync-dr");
         self.child = Some(child);
-        self.wait_ready().await;
     }
 
     pub async fn wait_ready(&self) {
