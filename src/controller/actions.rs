@@ -22,7 +22,7 @@ use super::clusters::ClusterRef;
 use super::context::Context;
 use super::error::Error;
 use super::execute::Job;
-use super::reconcile::publish;
+use super::report::publish;
 use crate::model::action::{ActionRequest, Verb};
 use crate::model::keys;
 use crate::model::names::Names;

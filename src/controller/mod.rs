@@ -8,8 +8,11 @@ pub mod clusters;
 pub mod context;
 pub mod error;
 pub mod execute;
+pub mod finalizer;
+pub mod peer_side;
 pub mod policy;
 pub mod reconcile;
+pub mod report;
 pub mod workloads;
 
 use std::sync::Arc;

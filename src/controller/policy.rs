@@ -18,7 +18,7 @@ use serde_json::json;
 use super::apply::field_manager;
 use super::context::Context;
 use super::error::Error;
-use super::reconcile::publish;
+use super::report::publish;
 use crate::cluster::policies::PolicyWatch;
 use crate::model::policy::{DRPolicy, DRPolicyStatus};
 use crate::plan::policy::{AnnotationChange, Outcome, PolicyLookup, PolicySet, evaluate, policy_after};

@@ -6,25 +6,29 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Secret, Service};
-use kube::api::{Patch, PatchParams};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
+use kube::api::Patch;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
-use kube::{Api, Resource, ResourceExt};
+use kube::runtime::events::EventType;
+use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 
 use super::actions;
 use super::apply::{Outcome, delete_if_present, ensure, field_manager};
 use super::context::Context;
 use super::error::Error;
+use super::finalizer;
+use super::peer_side::{HANDED_OFF_RETRY, PeerSide, ensure_peer};
+use super::report::{publish, report, write_status};
 use crate::cluster::peer::PeerError;
 use crate::model::action::{is_pending, refusal_for_role};
 use crate::model::keys;
-use crate::model::names::{Names, volsync_rsync_tls_service};
-use crate::model::protection::{ProtectionSpec, Role, State};
-use crate::model::volsync::{ReplicationDestination, ReplicationSource, ServiceType};
-use crate::plan::status::{StatusView, SyncTimes, clear_status_patch, pick_node_address, status_patch};
-use crate::plan::{self, Endpoint, Psk, resolve_endpoint};
+use crate::model::names::Names;
+use crate::model::protection::ProtectionSpec;
+use crate::model::role::{Role, State};
+use crate::model::volsync::{ReplicationDestination, ReplicationSource};
+use crate::plan::status::{StatusView, SyncTimes, clear_status_patch};
+use crate::plan::{self, Psk};
 use crate::steps::Progress;
 
 /// How soon a PVC waiting for the destination's address is looked at again.
@@ -137,7 +141,7 @@ async fn reconcile_inner(
         if has_finalizer {
             // Left from when this side was primary: a secondary holds none (the primary drives
             // its cleanup), and it must not block the PVC's deletion.
-            release_finalizer(&pvcs, pvc)
+            finalizer::release_finalizer(&pvcs, pvc)
                 .await
                 .map_err(Error::local("remove finalizer"))?;
             return Ok(Action::await_change());
@@ -149,7 +153,7 @@ async fn reconcile_inner(
         if !stamped {
             // The webhook was skipped (or is down): stamp what it would have. The write brings
             // the PVC back through the watch.
-            pvcs.patch(name, &PatchParams::default(), &Patch::Json::<()>(stamp_patch(pvc)))
+            finalizer::stamp(&pvcs, pvc)
                 .await
                 .map_err(Error::local("add finalizer and label"))?;
             return Ok(Action::await_change());
@@ -176,7 +180,7 @@ async fn reconcile_inner(
                 .await
                 .map_err(Error::local("clear status"))?;
         }
-        release_finalizer(&pvcs, pvc)
+        finalizer::release_finalizer(&pvcs, pvc)
             .await
             .map_err(Error::local("remove finalizer"))?;
         publish(
@@ -198,58 +202,6 @@ fn concerns_an_action(annotations: &BTreeMap<String, String>) -> bool {
             annotations.get(keys::ACTION).map(String::as_str),
             annotations.get(keys::LAST_ACTION).map(String::as_str),
         )
-}
-
-/// JSON patch adding finalizer and label, guarded by a test of the current finalizers so a
-/// concurrent change makes it fail (and retry) instead of overwriting.
-fn stamp_patch(pvc: &PersistentVolumeClaim) -> json_patch::Patch {
-    let finalizers = pvc.finalizers();
-    let mut ops = Vec::new();
-    if !finalizers.iter().any(|f| f == keys::FINALIZER) {
-        if finalizers.is_empty() {
-            ops.push(json!({"op": "test", "path": "/metadata/finalizers", "value": null}));
-            ops.push(json!({"op": "add", "path": "/metadata/finalizers", "value": [keys::FINALIZER]}));
-        } else {
-            ops.push(json!({"op": "test", "path": "/metadata/finalizers", "value": finalizers}));
-            ops.push(json!({"op": "add", "path": "/metadata/finalizers/-", "value": keys::FINALIZER}));
-        }
-    }
-    if pvc.metadata.labels.is_none() {
-        ops.push(json!({"op": "add", "path": "/metadata/labels", "value": {keys::PROTECTED_LABEL: "true"}}));
-    } else {
-        ops.push(json!({"op": "add", "path": format!("/metadata/labels/{}", escape(keys::PROTECTED_LABEL)), "value": "true"}));
-    }
-    serde_json::from_value(Value::Array(ops)).unwrap_or_default()
-}
-
-/// Remove our finalizer from the PVC (guarded: a concurrent change of the finalizers makes
-/// it fail and retry rather than overwrite).
-pub(super) async fn release_finalizer(
-    pvcs: &Api<PersistentVolumeClaim>,
-    pvc: &PersistentVolumeClaim,
-) -> Result<PersistentVolumeClaim, kube::Error> {
-    pvcs.patch(
-        &pvc.name_any(),
-        &PatchParams::default(),
-        &Patch::Json::<()>(release_patch(pvc)),
-    )
-    .await
-}
-
-/// JSON patch removing our finalizer, guarded the same way.
-fn release_patch(pvc: &PersistentVolumeClaim) -> json_patch::Patch {
-    let finalizers = pvc.finalizers();
-    let rest: Vec<&String> = finalizers.iter().filter(|f| *f != keys::FINALIZER).collect();
-    serde_json::from_value(json!([
-        {"op": "test", "path": "/metadata/finalizers", "value": finalizers},
-        {"op": "replace", "path": "/metadata/finalizers", "value": rest},
-    ]))
-    .unwrap_or_default()
-}
-
-/// RFC 6901 escaping of one reference token.
-fn escape(token: &str) -> String {
-    token.replace('~', "~0").replace('/', "~1")
 }
 
 fn psk_of(secret: &Secret) -> Option<Psk> {
@@ -367,121 +319,6 @@ async fn protect(
     Ok(action)
 }
 
-/// The peer's side: Secret, counterpart PVC, RD; then the RD's endpoint if it is known.
-async fn ensure_peer(
-    ctx: &Context,
-    pvc: &PersistentVolumeClaim,
-    namespace: &str,
-    p: &plan::ProtectPlan,
-) -> Result<PeerSide, PeerError> {
-    let pvcs: Api<PersistentVolumeClaim> = ctx.peer.namespaced(namespace);
-    let existing = ctx.peer.call("read PVC", pvcs.get_opt(&p.names.pvc)).await?;
-    // The peer's copy may have taken over (failover) or be taking over: then it is not ours
-    // to overwrite, whatever this side's annotations say.
-    if let Some(reason) = existing
-        .as_ref()
-        .and_then(|peer_pvc| plan::protect::hand_off_reason(pvc.annotations(), peer_pvc.annotations(), &ctx.peer.name))
-    {
-        return Ok(PeerSide::HandedOff(reason));
-    }
-    let secrets: Api<Secret> = ctx.peer.namespaced(namespace);
-    ctx.peer
-        .call("apply Secret", ensure(&secrets, &p.secondary_secret))
-        .await?;
-    match existing {
-        None => {
-            ctx.peer.call("create PVC", ensure(&pvcs, &p.secondary_pvc)).await?;
-        }
-        // Once it exists its spec is immutable, and applying only metadata under our field
-        // manager would drop the spec we applied: labels and annotations go by merge patch.
-        Some(current) => {
-            let want = json!({"metadata": {"labels": p.secondary_pvc.metadata.labels, "annotations": p.secondary_pvc.metadata.annotations}});
-            let have = serde_json::to_value(&current).unwrap_or_default();
-            if super::apply::needs_write(&want, &have) {
-                ctx.peer
-                    .call(
-                        "label PVC",
-                        pvcs.patch(&p.names.pvc, &field_manager(), &Patch::Merge(want)),
-                    )
-                    .await?;
-            }
-        }
-    }
-    let rds: Api<ReplicationDestination> = ctx.peer.namespaced(namespace);
-    ctx.peer
-        .call("apply ReplicationDestination", ensure(&rds, &p.replication_destination))
-        .await?;
-    Ok(PeerSide::Destination(
-        destination_endpoint(ctx, namespace, &p.names, p.settings.service_type).await?,
-    ))
-}
-
-/// How the peer's side of a protection stands.
-enum PeerSide {
-    /// Ours; the RD's endpoint once it is known.
-    Destination(Option<Endpoint>),
-    /// The peer's PVC is primary too, or fails over: this side leaves the pair alone.
-    HandedOff(String),
-}
-
-/// How soon a primary that handed off looks at the peer again (the peer's change that ends it,
-/// a failback, is not watched from here).
-const HANDED_OFF_RETRY: Duration = Duration::from_secs(15);
-
-/// Where this cluster reaches the peer's `rd-P`, if it exists and its address is known.
-pub(super) async fn destination_endpoint(
-    ctx: &Context,
-    namespace: &str,
-    names: &Names,
-    service_type: ServiceType,
-) -> Result<Option<Endpoint>, PeerError> {
-    let rds: Api<ReplicationDestination> = ctx.peer.namespaced(namespace);
-    let rd = ctx
-        .peer
-        .call(
-            "read ReplicationDestination",
-            rds.get_opt(&names.replication_destination),
-        )
-        .await?;
-    let Some(rd) = rd else { return Ok(None) };
-    let published = rd.published_address().map(str::to_string);
-    let (node_address, node_port) = if service_type == ServiceType::NodePort {
-        let services: Api<Service> = ctx.peer.namespaced(namespace);
-        let service_name = volsync_rsync_tls_service(&names.replication_destination);
-        // The node port changes whenever the RD is re-created, so it is read every time.
-        let service = ctx
-            .peer
-            .call("read RD Service", services.get_opt(&service_name))
-            .await?;
-        let node_port = service.and_then(|s| s.spec?.ports?.first()?.node_port);
-        (peer_node_address(ctx).await?, node_port)
-    } else {
-        (None, None)
-    };
-    Ok(resolve_endpoint(
-        service_type,
-        published.as_deref(),
-        node_address.as_deref(),
-        node_port,
-    ))
-}
-
-async fn peer_node_address(ctx: &Context) -> Result<Option<String>, PeerError> {
-    if let Some(address) = &ctx.config.peer_node_address {
-        return Ok(Some(address.clone()));
-    }
-    if let Some(address) = ctx.cached_node_address() {
-        return Ok(Some(address));
-    }
-    let nodes: Api<Node> = ctx.peer.all();
-    let list = ctx.peer.call("list Nodes", nodes.list(&Default::default())).await?;
-    let address = pick_node_address(&list.items);
-    if let Some(a) = &address {
-        ctx.remember_node_address(a);
-    }
-    Ok(address)
-}
-
 /// Remove what protection created: here first (the local side stops syncing even if the peer
 /// is away), then on the peer. The counterpart PVC on the peer is kept: it holds the replica.
 async fn unprotect(pvc: &PersistentVolumeClaim, namespace: &str, name: &str, ctx: &Context) -> Result<(), Error> {
@@ -575,78 +412,4 @@ async fn mirror_secondary(
     };
     write_status(pvc, pvcs, ctx, &view, None).await?;
     Ok(Action::requeue(ctx.config.resync))
-}
-
-async fn report(
-    pvc: &PersistentVolumeClaim,
-    pvcs: &Api<PersistentVolumeClaim>,
-    ctx: &Context,
-    state: State,
-    sync: SyncTimes,
-    reason: Option<String>,
-) -> Result<(), Error> {
-    let view = StatusView {
-        role: Role::Primary,
-        state,
-        sync,
-    };
-    write_status(pvc, pvcs, ctx, &view, reason).await
-}
-
-/// Write status annotations only when they change, with an Event for each state transition
-/// and each failure.
-async fn write_status(
-    pvc: &PersistentVolumeClaim,
-    pvcs: &Api<PersistentVolumeClaim>,
-    ctx: &Context,
-    view: &StatusView,
-    reason: Option<String>,
-) -> Result<(), Error> {
-    let name = pvc.name_any();
-    let last_sync = view
-        .sync
-        .last_sync_time
-        .as_deref()
-        .or(pvc.annotations().get(keys::LAST_SYNC_TIME).map(String::as_str))
-        .and_then(|t| t.parse::<jiff::Timestamp>().ok());
-    ctx.metrics.pvc_status(
-        &pvc.namespace().unwrap_or_default(),
-        &name,
-        crate::metrics::PvcStatus {
-            role: view.role.as_str().to_string(),
-            state: view.state.as_str().to_string(),
-            last_sync: last_sync.map(|t| t.as_millisecond() as f64 / 1000.0),
-        },
-    );
-    if let Some(patch) = status_patch(pvc.annotations(), view) {
-        pvcs.patch(&name, &field_manager(), &Patch::Merge(patch))
-            .await
-            .map_err(Error::local("write status"))?;
-    }
-    let before = pvc.annotations().get(keys::STATE).and_then(|s| State::parse(s));
-    if let Some(reason) = &reason {
-        publish(ctx, pvc, EventType::Warning, "Degraded", reason).await;
-    } else if before != Some(view.state) {
-        let note = match view.state {
-            State::Pending => "waiting for the replication objects and the destination's address".to_string(),
-            State::Protected => format!("replicating to cluster {}", ctx.peer.name),
-            State::Degraded => "degraded".to_string(),
-        };
-        publish(ctx, pvc, EventType::Normal, view.state.as_str(), &note).await;
-    }
-    Ok(())
-}
-
-/// Publish an Event on the PVC. An Event that cannot be written is logged, not fatal.
-pub(super) async fn publish(ctx: &Context, pvc: &PersistentVolumeClaim, type_: EventType, reason: &str, note: &str) {
-    let event = Event {
-        type_,
-        reason: reason.to_string(),
-        note: Some(note.chars().take(1000).collect()),
-        action: "Reconcile".to_string(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &pvc.object_ref(&())).await {
-        tracing::warn!(reason, error = %e, "cannot publish Event");
-    }
 }

@@ -86,8 +86,8 @@ impl fmt::Display for ActionRequest {
 
 /// Why `verb` cannot run on a PVC of this role, if it cannot. The webhook and the controller
 /// both ask this, so they refuse the same requests with the same words.
-pub fn refusal_for_role(verb: Verb, role: super::protection::Role) -> Option<String> {
-    use super::protection::Role;
+pub fn refusal_for_role(verb: Verb, role: super::role::Role) -> Option<String> {
+    use super::role::Role;
     match (verb, role) {
         (Verb::Failover, Role::Primary) => {
             Some("failover runs on the secondary (volsync-dr.io/role=secondary); this PVC is the primary".into())
@@ -145,7 +145,7 @@ mod tests {
 
     #[test]
     fn which_role_runs_which_verb() {
-        use crate::model::protection::Role;
+        use crate::model::role::Role;
         let cases = [
             (Verb::SyncNow, Role::Primary, None),
             (Verb::Migrate, Role::Primary, None),

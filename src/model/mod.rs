@@ -7,6 +7,7 @@ pub mod names;
 pub mod policy;
 pub mod progress;
 pub mod protection;
+pub mod role;
 pub mod schedule;
 pub mod volsync;
 pub mod workload;

@@ -19,7 +19,7 @@ use kube::core::SelectorExt;
 use crate::model::keys;
 use crate::model::policy::{DRPolicy, PolicyRules, SpecErrors};
 use crate::model::progress::Progress;
-use crate::model::protection::Role;
+use crate::model::role::Role;
 use crate::model::schedule;
 use crate::model::volsync::{CopyMethod, ServiceType};
 use crate::plan::protect::{is_restore, is_volsync_owned};

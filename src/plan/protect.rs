@@ -15,7 +15,8 @@ use crate::model::action::{ActionRequest, Verb};
 use crate::model::keys;
 use crate::model::names::Names;
 use crate::model::progress::{Phase, Progress};
-use crate::model::protection::{ProtectionSpec, Role};
+use crate::model::protection::ProtectionSpec;
+use crate::model::role::Role;
 use crate::model::schedule::Schedule;
 use crate::model::volsync::{
     CopyMethod, MoverConfig, ReplicationDestination, ReplicationDestinationRsyncTlsSpec, ReplicationDestinationSpec,

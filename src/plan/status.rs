@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::Node;
 use serde_json::{Map, Value, json};
 
 use crate::model::keys;
-use crate::model::protection::{Role, State};
+use crate::model::role::{Role, State};
 use crate::model::volsync::{ReplicationDestination, ReplicationSource};
 
 /// Sync times mirrored from VolSync's status.

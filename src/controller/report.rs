@@ -1,0 +1,88 @@
+//! What a reconcile reports: status annotations on the PVC, written only when they change,
+//! and Events (one per state transition, step and failure).
+
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use kube::api::{Api, Patch};
+use kube::runtime::events::{Event, EventType};
+use kube::{Resource, ResourceExt};
+
+use super::apply::field_manager;
+use super::context::Context;
+use super::error::Error;
+use crate::model::keys;
+use crate::model::role::{Role, State};
+use crate::plan::status::{StatusView, SyncTimes, status_patch};
+
+pub(super) async fn report(
+    pvc: &PersistentVolumeClaim,
+    pvcs: &Api<PersistentVolumeClaim>,
+    ctx: &Context,
+    state: State,
+    sync: SyncTimes,
+    reason: Option<String>,
+) -> Result<(), Error> {
+    let view = StatusView {
+        role: Role::Primary,
+        state,
+        sync,
+    };
+    write_status(pvc, pvcs, ctx, &view, reason).await
+}
+
+/// Write status annotations only when they change, with an Event for each state transition
+/// and each failure.
+pub(super) async fn write_status(
+    pvc: &PersistentVolumeClaim,
+    pvcs: &Api<PersistentVolumeClaim>,
+    ctx: &Context,
+    view: &StatusView,
+    reason: Option<String>,
+) -> Result<(), Error> {
+    let name = pvc.name_any();
+    let last_sync = view
+        .sync
+        .last_sync_time
+        .as_deref()
+        .or(pvc.annotations().get(keys::LAST_SYNC_TIME).map(String::as_str))
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok());
+    ctx.metrics.pvc_status(
+        &pvc.namespace().unwrap_or_default(),
+        &name,
+        crate::metrics::PvcStatus {
+            role: view.role.as_str().to_string(),
+            state: view.state.as_str().to_string(),
+            last_sync: last_sync.map(|t| t.as_millisecond() as f64 / 1000.0),
+        },
+    );
+    if let Some(patch) = status_patch(pvc.annotations(), view) {
+        pvcs.patch(&name, &field_manager(), &Patch::Merge(patch))
+            .await
+            .map_err(Error::local("write status"))?;
+    }
+    let before = pvc.annotations().get(keys::STATE).and_then(|s| State::parse(s));
+    if let Some(reason) = &reason {
+        publish(ctx, pvc, EventType::Warning, "Degraded", reason).await;
+    } else if before != Some(view.state) {
+        let note = match view.state {
+            State::Pending => "waiting for the replication objects and the destination's address".to_string(),
+            State::Protected => format!("replicating to cluster {}", ctx.peer.name),
+            State::Degraded => "degraded".to_string(),
+        };
+        publish(ctx, pvc, EventType::Normal, view.state.as_str(), &note).await;
+    }
+    Ok(())
+}
+
+/// Publish an Event on the PVC. An Event that cannot be written is logged, not fatal.
+pub(super) async fn publish(ctx: &Context, pvc: &PersistentVolumeClaim, type_: EventType, reason: &str, note: &str) {
+    let event = Event {
+        type_,
+        reason: reason.to_string(),
+        note: Some(note.chars().take(1000).collect()),
+        action: "Reconcile".to_string(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &pvc.object_ref(&())).await {
+        tracing::warn!(reason, error = %e, "cannot publish Event");
+    }
+}
