@@ -208,149 +208,235 @@ pub async fn run(pvc: &PersistentVolumeClaim, ctx: &Context) -> Result<Action, E
             return finish(pvc, ctx, &text, &progress, Phase::Failed, &message).await;
         }
     };
-    let verb = request.verb;
-    let steps = flow(verb);
     let job = Job {
         ctx,
-        verb,
+        verb: request.verb,
         trigger: text.clone(),
         namespace: namespace.clone(),
         names: Names::for_pvc(&name),
         here: ClusterRef::here(ctx),
         peer: ClusterRef::peer(ctx),
     };
-    let (here, peer) = (job.here.name.clone(), job.peer.name.clone());
-
     if progress.in_flight().is_none() {
-        let first = steps[0];
-        let now = Timestamp::now();
-        let mut fields: Vec<(&str, Option<String>)> = keys::ACTION_BOOKKEEPING.iter().map(|k| (*k, None)).collect();
-        fields.extend([
-            (keys::ACTION_PHASE, Some(Phase::Running.as_str().to_string())),
-            (keys::ACTION_RUNNING, Some(text.clone())),
-            (keys::ACTION_STEP, Some(first.as_str().to_string())),
-            (keys::ACTION_STEP_STARTED, Some(now.to_string())),
-            (keys::ACTION_STARTED, Some(now.to_string())),
-            (keys::ACTION_MESSAGE, Some(String::new())),
-        ]);
-        record(&pvcs, &name, &fields).await?;
-        publish(
-            ctx,
-            pvc,
-            EventType::Normal,
-            "ActionStarted",
-            &format!("{text}: started; step {}", first.as_str()),
-        )
-        .await;
-        tracing::info!(namespace, pvc = name, request = text, "action started");
-        progress = Progress {
-            phase: Some(Phase::Running),
-            running: Some(text.clone()),
-            step: Some(first.as_str().to_string()),
-            step_started: Some(now),
-            action_started: Some(now),
-            app_down_since: None,
-            app_down_seconds: None,
-        };
-        hold_if_asked(ctx, verb, first).await;
-    } else if let Some(newer) = pvc.annotations().get(keys::ACTION).filter(|a| **a != text)
-        && ctx.first_time(format!("refused {namespace}/{name} {newer} during {text}"))
+        progress = start(pvc, ctx, &pvcs, &text, request.verb).await?;
+    } else {
+        refuse_newer_request(pvc, ctx, &text).await;
+    }
+    let mut pass = Pass {
+        pvc,
+        ctx,
+        pvcs: &pvcs,
+        job: &job,
+        text: &text,
+        progress,
+        shown_message: pvc.annotations().get(keys::ACTION_MESSAGE).cloned(),
+    };
+    for _ in 0..MAX_MOVES_PER_PASS {
+        if let Some(action) = pass.one_move().await? {
+            return Ok(action);
+        }
+    }
+    Ok(Action::requeue(Duration::from_millis(10)))
+}
+
+/// Record the request as running at its first step, before anything acts.
+async fn start(
+    pvc: &PersistentVolumeClaim,
+    ctx: &Context,
+    pvcs: &Api<PersistentVolumeClaim>,
+    text: &str,
+    verb: Verb,
+) -> Result<Progress, Error> {
+    let first = flow(verb)[0];
+    let now = Timestamp::now();
+    let mut fields: Vec<(&str, Option<String>)> = keys::ACTION_BOOKKEEPING.iter().map(|k| (*k, None)).collect();
+    fields.extend([
+        (keys::ACTION_PHASE, Some(Phase::Running.as_str().to_string())),
+        (keys::ACTION_RUNNING, Some(text.to_string())),
+        (keys::ACTION_STEP, Some(first.as_str().to_string())),
+        (keys::ACTION_STEP_STARTED, Some(now.to_string())),
+        (keys::ACTION_STARTED, Some(now.to_string())),
+        (keys::ACTION_MESSAGE, Some(String::new())),
+    ]);
+    record(pvcs, &pvc.name_any(), &fields).await?;
+    publish(
+        ctx,
+        pvc,
+        EventType::Normal,
+        "ActionStarted",
+        &format!("{text}: started; step {}", first.as_str()),
+    )
+    .await;
+    tracing::info!(
+        namespace = pvc.namespace().unwrap_or_default(),
+        pvc = pvc.name_any(),
+        request = text,
+        "action started"
+    );
+    hold_if_asked(ctx, verb, first).await;
+    Ok(Progress {
+        phase: Some(Phase::Running),
+        running: Some(text.to_string()),
+        step: Some(first.as_str().to_string()),
+        step_started: Some(now),
+        action_started: Some(now),
+        app_down_since: None,
+        app_down_seconds: None,
+    })
+}
+
+/// A different request made while `running` runs (past the webhook) is said once to be refused
+/// now; `finish` records it as refused.
+async fn refuse_newer_request(pvc: &PersistentVolumeClaim, ctx: &Context, running: &str) {
+    let (namespace, name) = (pvc.namespace().unwrap_or_default(), pvc.name_any());
+    if let Some(newer) = pvc.annotations().get(keys::ACTION).filter(|a| **a != running)
+        && ctx.first_time(format!("refused {namespace}/{name} {newer} during {running}"))
     {
         publish(
             ctx,
             pvc,
             EventType::Warning,
             "ActionRefused",
-            &format!("{newer}: refused, {text} is still running; request it again with a new ID once it has finished"),
+            &format!(
+                "{newer}: refused, {running} is still running; request it again with a new ID once it has finished"
+            ),
         )
         .await;
     }
+}
 
-    let mut shown_message = pvc.annotations().get(keys::ACTION_MESSAGE).cloned();
-    for _ in 0..MAX_MOVES_PER_PASS {
-        let recorded = progress.step.clone().unwrap_or_default();
+/// One pass of the step machine over one PVC: what it works on and what it has recorded.
+struct Pass<'a> {
+    pvc: &'a PersistentVolumeClaim,
+    ctx: &'a Context,
+    pvcs: &'a Api<PersistentVolumeClaim>,
+    job: &'a Job<'a>,
+    text: &'a str,
+    progress: Progress,
+    /// The `action-message` on the PVC, so an unchanged wait message is not written again.
+    shown_message: Option<String>,
+}
+
+impl Pass<'_> {
+    /// Look at the recorded step once: act, advance, or end the pass with what to do next
+    /// (`Some`: wait, finished or failed).
+    async fn one_move(&mut self) -> Result<Option<Action>, Error> {
+        let (ctx, verb) = (self.ctx, self.job.verb);
+        let steps = flow(verb);
+        let recorded = self.progress.step.clone().unwrap_or_default();
         let Some(step) = Step::parse(&recorded).filter(|s| steps.contains(s)) else {
             let message = format!(
                 "the recorded step {recorded:?} is not a step of {verb}; nothing more was done: request the action again with a new ID"
             );
-            return finish(pvc, ctx, &text, &progress, Phase::Failed, &message).await;
+            return self.end(Phase::Failed, &message).await;
         };
         let limit = step.timeout(ctx.config.action_sync_timeout, ctx.config.action_step_timeout);
-        if timed_out(progress.step_started, Timestamp::now(), limit) {
-            if let Err(e) = job.clean_up_after_failure(step).await {
-                tracing::warn!(namespace, pvc = name, error = %e, "cleanup after a timed-out step failed");
-            }
-            let message = format!(
-                "step {} did not finish within {}s; {}",
-                step.as_str(),
-                limit.as_secs(),
-                after_failure(verb, step, &here, &peer)
-            );
-            return finish(pvc, ctx, &text, &progress, Phase::Failed, &message).await;
+        if timed_out(self.progress.step_started, Timestamp::now(), limit) {
+            let why = format!("did not finish within {}s", limit.as_secs());
+            return self.fail(step, &why).await;
         }
-        let observed = job.observe(step).await?;
-        match next(steps, step, &observed, &text) {
+        let observed = self.job.observe(step).await?;
+        match next(steps, step, &observed, self.text) {
             Transition::Act => {
-                tracing::debug!(namespace, pvc = name, step = step.as_str(), "acting");
-                job.act(step).await?;
+                tracing::debug!(
+                    namespace = self.job.namespace,
+                    pvc = self.pvc.name_any(),
+                    step = step.as_str(),
+                    "acting"
+                );
+                self.job.act(step).await?;
+                Ok(None)
             }
             Transition::Wait(message) => {
-                if shown_message.as_deref() != Some(message.as_str()) {
-                    record(&pvcs, &name, &[(keys::ACTION_MESSAGE, Some(message))]).await?;
+                if self.shown_message.as_deref() != Some(message.as_str()) {
+                    record(
+                        self.pvcs,
+                        &self.pvc.name_any(),
+                        &[(keys::ACTION_MESSAGE, Some(message))],
+                    )
+                    .await?;
                 }
                 let poll = match step {
                     Step::WaitForSync | Step::WaitForLocalSync => POLL_SYNC,
                     _ => POLL,
                 };
-                return Ok(Action::requeue(poll));
+                Ok(Some(Action::requeue(poll)))
             }
             Transition::Advance(following) => {
-                let now = Timestamp::now();
-                let mut fields: Vec<(&str, Option<String>)> = vec![
-                    (keys::ACTION_STEP, Some(following.as_str().to_string())),
-                    (keys::ACTION_STEP_STARTED, Some(now.to_string())),
-                    (keys::ACTION_MESSAGE, Some(String::new())),
-                ];
-                if following.scales_down() && progress.app_down_since.is_none() {
-                    fields.push((keys::APP_DOWN_SINCE, Some(now.to_string())));
-                    progress.app_down_since = Some(now);
-                }
-                if let Some(down) = application_back(ctx, verb, step, &observed, &mut progress, now) {
-                    fields.push((keys::APP_DOWN_SECONDS, Some(format!("{down:.3}"))));
-                }
-                record(&pvcs, &name, &fields).await?;
-                shown_message = Some(String::new());
-                ctx.metrics.step_finished(verb.as_str(), step.as_str());
-                publish(
-                    ctx,
-                    pvc,
-                    EventType::Normal,
-                    "ActionStep",
-                    &format!("{text}: step {} finished; next {}", step.as_str(), following.as_str()),
-                )
-                .await;
-                progress.step = Some(following.as_str().to_string());
-                progress.step_started = Some(now);
-                hold_if_asked(ctx, verb, following).await;
+                self.advance(step, following, &observed).await?;
+                Ok(None)
             }
             Transition::Done => {
                 ctx.metrics.step_finished(verb.as_str(), step.as_str());
-                application_back(ctx, verb, step, &observed, &mut progress, Timestamp::now());
-                let message = success_message(verb, &progress, Timestamp::now());
-                return finish(pvc, ctx, &text, &progress, Phase::Succeeded, &message).await;
+                application_back(ctx, verb, step, &observed, &mut self.progress, Timestamp::now());
+                let message = success_message(verb, &self.progress, Timestamp::now());
+                self.end(Phase::Succeeded, &message).await
             }
-            Transition::Fail(why) => {
-                if let Err(e) = job.clean_up_after_failure(step).await {
-                    tracing::warn!(namespace, pvc = name, error = %e, "cleanup after a failed step failed");
-                }
-                let message = format!(
-                    "step {} failed: {why}; {}",
-                    step.as_str(),
-                    after_failure(verb, step, &here, &peer)
-                );
-                return finish(pvc, ctx, &text, &progress, Phase::Failed, &message).await;
-            }
+            Transition::Fail(why) => self.fail(step, &format!("failed: {why}")).await,
         }
     }
-    Ok(Action::requeue(Duration::from_millis(10)))
+
+    /// The step is seen done: record the next one (and the application's downtime) before it acts.
+    async fn advance(&mut self, step: Step, following: Step, observed: &Observed) -> Result<(), Error> {
+        let (ctx, verb) = (self.ctx, self.job.verb);
+        let now = Timestamp::now();
+        let mut fields: Vec<(&str, Option<String>)> = vec![
+            (keys::ACTION_STEP, Some(following.as_str().to_string())),
+            (keys::ACTION_STEP_STARTED, Some(now.to_string())),
+            (keys::ACTION_MESSAGE, Some(String::new())),
+        ];
+        if following.scales_down() && self.progress.app_down_since.is_none() {
+            fields.push((keys::APP_DOWN_SINCE, Some(now.to_string())));
+            self.progress.app_down_since = Some(now);
+        }
+        if let Some(down) = application_back(ctx, verb, step, observed, &mut self.progress, now) {
+            fields.push((keys::APP_DOWN_SECONDS, Some(format!("{down:.3}"))));
+        }
+        record(self.pvcs, &self.pvc.name_any(), &fields).await?;
+        self.shown_message = Some(String::new());
+        ctx.metrics.step_finished(verb.as_str(), step.as_str());
+        publish(
+            ctx,
+            self.pvc,
+            EventType::Normal,
+            "ActionStep",
+            &format!(
+                "{}: step {} finished; next {}",
+                self.text,
+                step.as_str(),
+                following.as_str()
+            ),
+        )
+        .await;
+        self.progress.step = Some(following.as_str().to_string());
+        self.progress.step_started = Some(now);
+        hold_if_asked(ctx, verb, following).await;
+        Ok(())
+    }
+
+    /// The step failed or timed out: undo what it created, and finish the request saying what
+    /// state the clusters are in and how to go on.
+    async fn fail(&mut self, step: Step, why: &str) -> Result<Option<Action>, Error> {
+        if let Err(e) = self.job.clean_up_after_failure(step).await {
+            tracing::warn!(
+                namespace = self.job.namespace,
+                pvc = self.pvc.name_any(),
+                error = %e,
+                "cleanup after a failed step failed"
+            );
+        }
+        let (here, peer) = (self.job.here.name.clone(), self.job.peer.name.clone());
+        let message = format!(
+            "step {} {why}; {}",
+            step.as_str(),
+            after_failure(self.job.verb, step, &here, &peer)
+        );
+        self.end(Phase::Failed, &message).await
+    }
+
+    async fn end(&mut self, phase: Phase, message: &str) -> Result<Option<Action>, Error> {
+        finish(self.pvc, self.ctx, self.text, &self.progress, phase, message)
+            .await
+            .map(Some)
+    }
 }
