@@ -450,7 +450,14 @@ async fn namespace_scope_and_failed_syncs() {
     );
     assert!(outside["metadata"]["annotations"].get("volsync-dr.io/state").is_none());
 
-    // A sync cut off halfway degrades the PVC; the next good sync brings it back.
+    // A sync cut off halfway degrades the PVC; the next good sync brings it back. The first
+    // sync must be done: an interrupted first sync is retried on the simulator's next tick and
+    // can succeed before the Failed status is ever seen.
+    pair.wait_for(30, "apps/db's first sync", |p| {
+        let rs = p.object(PRIMARY, "replicationsources", "apps", "rs-db")?;
+        rs["status"]["lastSyncTime"].as_str().map(|_| ())
+    })
+    .await;
     pair.simulator.interrupt_next_sync();
     pair.simulator.run_schedules_now();
     let state = |p: &ClusterPair| {

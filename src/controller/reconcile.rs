@@ -74,20 +74,14 @@ async fn reconcile_inner(
         return Ok(Action::await_change());
     }
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.local.clone(), namespace);
-    // The watch can lag behind this process's own writes, so the cached copy may show a step
-    // of an action that has moved on or finished. A step that creates, deletes or scales must
-    // work from the current progress: when an action is pending or in flight, read it fresh.
     let fresh;
-    let pvc = if concerns_an_action(pvc.annotations()) {
-        match pvcs.get_opt(name).await.map_err(Error::local("read PVC"))? {
-            Some(current) => {
-                fresh = current;
-                &fresh
-            }
-            None => return Ok(Action::await_change()),
+    let pvc = match current_view(pvc, &pvcs, name).await? {
+        View::Cached => pvc,
+        View::Fresh(current) => {
+            fresh = *current;
+            &fresh
         }
-    } else {
-        pvc
+        View::Gone => return Ok(Action::await_change()),
     };
     let spec = match ProtectionSpec::parse(pvc.annotations()) {
         Ok(spec) => spec,
@@ -165,34 +159,75 @@ async fn reconcile_inner(
         return actions::refuse(pvc, ctx, &request.to_string(), &why).await;
     }
     if has_finalizer {
-        unprotect(pvc, namespace, name, ctx).await?;
-        ctx.metrics.pvc_forget(namespace, name);
-        tracing::debug!(namespace, name, "cleaned up both clusters");
-        let has_label = pvc.labels().contains_key(keys::PROTECTED_LABEL);
-        let clear = clear_status_patch(pvc.annotations());
-        if !deleting && (has_label || clear.is_some()) {
-            // No longer protected: the PVC stops showing volsync-dr's status and label.
-            let mut patch = clear.unwrap_or_else(|| json!({"metadata": {}}));
-            if has_label {
-                patch["metadata"]["labels"] = json!({keys::PROTECTED_LABEL: null});
-            }
-            pvcs.patch(name, &field_manager(), &Patch::Merge(patch))
-                .await
-                .map_err(Error::local("clear status"))?;
-        }
-        finalizer::release_finalizer(&pvcs, pvc)
-            .await
-            .map_err(Error::local("remove finalizer"))?;
-        publish(
-            ctx,
-            pvc,
-            EventType::Normal,
-            "Unprotected",
-            "protection removed on both clusters",
-        )
-        .await;
+        release(pvc, &pvcs, namespace, name, ctx).await?;
     }
     Ok(Action::await_change())
+}
+
+/// No longer protected (or being deleted): protection removed on both clusters, then the PVC's
+/// status and label cleared, and last the finalizer released (the write that ends it all).
+async fn release(
+    pvc: &PersistentVolumeClaim,
+    pvcs: &Api<PersistentVolumeClaim>,
+    namespace: &str,
+    name: &str,
+    ctx: &Context,
+) -> Result<(), Error> {
+    unprotect(pvc, namespace, name, ctx).await?;
+    ctx.metrics.pvc_forget(namespace, name);
+    tracing::debug!(namespace, name, "cleaned up both clusters");
+    let deleting = pvc.metadata.deletion_timestamp.is_some();
+    let has_label = pvc.labels().contains_key(keys::PROTECTED_LABEL);
+    let clear = clear_status_patch(pvc.annotations());
+    if !deleting && (has_label || clear.is_some()) {
+        // No longer protected: the PVC stops showing volsync-dr's status and label.
+        let mut patch = clear.unwrap_or_else(|| json!({"metadata": {}}));
+        if has_label {
+            patch["metadata"]["labels"] = json!({keys::PROTECTED_LABEL: null});
+        }
+        pvcs.patch(name, &field_manager(), &Patch::Merge(patch))
+            .await
+            .map_err(Error::local("clear status"))?;
+    }
+    finalizer::release_finalizer(pvcs, pvc)
+        .await
+        .map_err(Error::local("remove finalizer"))?;
+    publish(
+        ctx,
+        pvc,
+        EventType::Normal,
+        "Unprotected",
+        "protection removed on both clusters",
+    )
+    .await;
+    Ok(())
+}
+
+/// The copy of the PVC a pass decides from.
+enum View {
+    /// The reflector's copy will do.
+    Cached,
+    /// Read just now.
+    Fresh(Box<PersistentVolumeClaim>),
+    /// Deleted since the copy was cached.
+    Gone,
+}
+
+/// The watch can lag behind this process's own writes, so the cached copy may show a step of
+/// an action that has moved on or finished. A step that creates, deletes or scales must work
+/// from the current progress: when an action is pending or in flight, the PVC is read fresh.
+async fn current_view(
+    cached: &PersistentVolumeClaim,
+    pvcs: &Api<PersistentVolumeClaim>,
+    name: &str,
+) -> Result<View, Error> {
+    if !concerns_an_action(cached.annotations()) {
+        return Ok(View::Cached);
+    }
+    Ok(match pvcs.get_opt(name).await.map_err(Error::local("read PVC"))? {
+        Some(current) => View::Fresh(Box::new(current)),
+        None => View::Gone,
+    })
 }
 
 /// Whether these annotations show an action in flight or one requested and not yet finished.
