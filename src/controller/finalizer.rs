@@ -69,12 +69,7 @@ pub(super) async fn stamp(
     pvcs: &Api<PersistentVolumeClaim>,
     pvc: &PersistentVolumeClaim,
 ) -> Result<PersistentVolumeClaim, kube::Error> {
-    pvcs.patch(
-        &pvc.name_any(),
-        &PatchParams::default(),
-        &Patch::Json::<()>(stamp_patch(pvc)),
-    )
-    .await
+    send(pvcs, pvc, stamp_patch(pvc)).await
 }
 
 /// Remove our finalizer from the PVC.
@@ -82,12 +77,16 @@ pub(super) async fn release_finalizer(
     pvcs: &Api<PersistentVolumeClaim>,
     pvc: &PersistentVolumeClaim,
 ) -> Result<PersistentVolumeClaim, kube::Error> {
-    pvcs.patch(
-        &pvc.name_any(),
-        &PatchParams::default(),
-        &Patch::Json::<()>(release_patch(pvc)),
-    )
-    .await
+    send(pvcs, pvc, release_patch(pvc)).await
+}
+
+async fn send(
+    pvcs: &Api<PersistentVolumeClaim>,
+    pvc: &PersistentVolumeClaim,
+    patch: JsonPatch,
+) -> Result<PersistentVolumeClaim, kube::Error> {
+    pvcs.patch(&pvc.name_any(), &PatchParams::default(), &Patch::Json::<()>(patch))
+        .await
 }
 
 #[cfg(test)]

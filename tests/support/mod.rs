@@ -263,27 +263,6 @@ impl DrProcess {
         self.child = Some(child);
     }
 
-    pub async fn wait_ready(&self) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Ok(stream)) =
-                tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(self.admin)).await
-            {
-                drop(stream);
-                let reply = testkit::http::request(self.admin, "GET", "/readyz", "text/plain", "").await;
-                if reply.status == 200 {
-                    return;
-                }
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "volsync-dr on {} not ready; log:\n{}",
-                self.cluster,
-                self.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
 
     /// SIGKILL: no chance to clean up, as a crash.
     pub async fn kill(&mut self) {
