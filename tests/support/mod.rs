@@ -263,7 +263,6 @@ impl DrProcess {
         self.child = Some(child);
     }
 
-
     /// SIGKILL: no chance to clean up, as a crash.
     pub async fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
