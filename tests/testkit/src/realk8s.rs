@@ -611,16 +611,12 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-async fn kubectl_ok(kubectl: &Kubectl, args: &[&str]) -> String {
-    kubectl.ok(args).await
-}
-
 /// Install steps 2 to 4 of the README on both clusters, then start both processes of the
 /// `volsync-dr` binary at `binary`.
 pub async fn deploy(pair: &RealPair, binary: &Path) -> (Operator, Operator) {
     for c in [&pair.a, &pair.b] {
         let overlay = root().join("deploy/overlays").join(&c.name);
-        kubectl_ok(&c.kubectl(), &["apply", "-k", &overlay.to_string_lossy()]).await;
+        c.kubectl().ok(&["apply", "-k", &overlay.to_string_lossy()]).await;
         c.wait_for(
             &["-n", "volsync-dr", "get", "serviceaccount", "volsync-dr", "-o", "name"],
             "serviceaccount/volsync-dr",
@@ -631,11 +627,10 @@ pub async fn deploy(pair: &RealPair, binary: &Path) -> (Operator, Operator) {
     // Step 3: a kubeconfig with each side's ServiceAccount token, stored on the other side.
     let mut sa_kubeconfigs = Vec::new();
     for c in [&pair.a, &pair.b] {
-        let token = kubectl_ok(
-            &c.kubectl(),
-            &["-n", "volsync-dr", "create", "token", "volsync-dr", "--duration", "2h"],
-        )
-        .await;
+        let token = c
+            .kubectl()
+            .ok(&["-n", "volsync-dr", "create", "token", "volsync-dr", "--duration", "2h"])
+            .await;
         let path = c.dir.join("volsync-dr.kubeconfig");
         std::fs::write(
             &path,
@@ -648,9 +643,8 @@ pub async fn deploy(pair: &RealPair, binary: &Path) -> (Operator, Operator) {
     for (i, c) in [&pair.a, &pair.b].into_iter().enumerate() {
         let peer = RealPair::peer_of(&c.name);
         let peer_kubeconfig = sa_kubeconfigs[1 - i].clone();
-        kubectl_ok(
-            &c.kubectl(),
-            &[
+        c.kubectl()
+            .ok(&[
                 "-n",
                 "volsync-dr",
                 "create",
@@ -658,9 +652,8 @@ pub async fn deploy(pair: &RealPair, binary: &Path) -> (Operator, Operator) {
                 "generic",
                 &format!("volsync-dr-peer-{peer}"),
                 &format!("--from-file=kubeconfig={}", peer_kubeconfig.display()),
-            ],
-        )
-        .await;
+            ])
+            .await;
         // Step 4: the webhook certificate, its Secret, and the registration's caBundle; the
         // registration points at the host process (as envtest does) instead of the Service.
         let certs = c.dir.join("webhook-certs");
@@ -675,9 +668,8 @@ pub async fn deploy(pair: &RealPair, binary: &Path) -> (Operator, Operator) {
             .output()
             .expect("volsync-dr certs");
         assert!(out.status.success(), "certs: {}", String::from_utf8_lossy(&out.stderr));
-        kubectl_ok(
-            &c.kubectl(),
-            &[
+        c.kubectl()
+            .ok(&[
                 "-n",
                 "volsync-dr",
                 "create",
@@ -686,26 +678,23 @@ pub async fn deploy(pair: &RealPair, binary: &Path) -> (Operator, Operator) {
                 "volsync-dr-webhook-tls",
                 &format!("--cert={}", certs.join("tls.crt").display()),
                 &format!("--key={}", certs.join("tls.key").display()),
-            ],
-        )
-        .await;
+            ])
+            .await;
         let ca = std::fs::read(certs.join("ca.crt")).expect("ca.crt");
         let webhook = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let client_config = json!({"url": format!("https://{webhook}/mutate-pvc"),
                                    "caBundle": base64::engine::general_purpose::STANDARD.encode(ca)});
         let patch = json!([{"op": "replace", "path": "/webhooks/0/clientConfig", "value": client_config}]);
-        kubectl_ok(
-            &c.kubectl(),
-            &[
+        c.kubectl()
+            .ok(&[
                 "patch",
                 "mutatingwebhookconfiguration",
                 "volsync-dr",
                 "--type=json",
                 "-p",
                 &patch.to_string(),
-            ],
-        )
-        .await;
+            ])
+            .await;
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let args: Vec<String> = [
             "run",
