@@ -81,11 +81,18 @@ async fn annotation(kubectl: &Kubectl, name: &str, key: &str) -> Option<String> 
     pvc["metadata"]["annotations"][key].as_str().map(str::to_string)
 }
 
+/// Wait (90 s) for an annotation's value; on a timeout, say what the PVC and its Events showed.
 async fn wait_annotation(kubectl: &Kubectl, name: &str, key: &str, want: &str) {
-    wait_for(&format!("{name} {key}={want}"), || async {
-        (annotation(kubectl, name, key).await.as_deref() == Some(want)).then_some(())
-    })
-    .await;
+    let seen =
+        try_wait_for(|| async { (annotation(kubectl, name, key).await.as_deref() == Some(want)).then_some(()) }).await;
+    if seen.is_none() {
+        let pvc = get(kubectl, "pvc", NS, name).await.unwrap_or_default();
+        let events = kubectl.run(&["-n", NS, "get", "events"]).await.stdout;
+        panic!(
+            "timed out waiting for {name} {key}={want}; metadata: {}; status: {}\nevents:\n{events}",
+            pvc["metadata"], pvc["status"]
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
