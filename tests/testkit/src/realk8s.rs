@@ -812,6 +812,38 @@ impl Operator {
     }
 }
 
+impl Drop for RealPair {
+    /// A failing test's temporary directory goes with it: keep its logs (every process's, the
+    /// audit logs) where they can be read afterwards.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let keep = std::env::temp_dir().join(format!(
+            "volsync-dr-real-failure-{}",
+            chrono::Utc::now().format("%Y%m%dT%H%M%S%.3f")
+        ));
+        let mut stack = vec![self.dir.path().to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if path.extension().is_some_and(|e| e == "log") {
+                    let relative = path.strip_prefix(self.dir.path()).unwrap_or(&path);
+                    let target = keep.join(relative);
+                    let _ = std::fs::create_dir_all(target.parent().unwrap_or(&keep));
+                    let _ = std::fs::copy(&path, &target);
+                }
+            }
+        }
+        eprintln!("the failed test's logs are kept in {}", keep.display());
+    }
+}
+
 /// Shared by the tests of one binary: a pair of real control planes takes a good part of two
 /// cores, so its tests run one at a time.
 pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
