@@ -132,6 +132,17 @@ async fn doctor_finds_each_problem_and_says_what_to_do() {
     assert!(ok, "{text}");
     assert_eq!(text.lines().filter(|l| l.starts_with("OK")).count(), 9, "{text}");
 
+    // "Come back later" (429, as a real API server answers while a new CRD's storage is still
+    // initializing) is asked again after its Retry-After, not reported as a failure.
+    pair.b.inject(testkit::apiserver::Fault {
+        verb: Some("list"),
+        resource: Some("volumesnapshotclasses".into()),
+        count: 1,
+        code: 429,
+    });
+    let (ok, text) = doctor(&pair);
+    assert!(ok, "a 429 is retried: {text}");
+
     // The peer's API server gone: said as such, not as a crash.
     pair.b.stop().await;
     let (ok, text) = doctor(&pair);

@@ -30,10 +30,11 @@ struct Facts {
 
 async fn facts(client: &Client, namespace: &str, timeout: Duration) -> Result<Facts, String> {
     let names = |items: Vec<String>| items.into_iter().collect::<BTreeSet<_>>();
+    let all = ListParams::default();
     let crds = served_crds(client, timeout).await?;
     let scs: Api<StorageClass> = Api::all(client.clone());
     let storage_classes = names(
-        bounded(timeout, "list StorageClasses", scs.list(&ListParams::default()))
+        bounded(timeout, "list StorageClasses", || scs.list(&all))
             .await?
             .items
             .iter()
@@ -44,7 +45,7 @@ async fn facts(client: &Client, namespace: &str, timeout: Duration) -> Result<Fa
         let gvk = GroupVersionKind::gvk("snapshot.storage.k8s.io", "v1", "VolumeSnapshotClass");
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &ApiResource::from_gvk(&gvk));
         names(
-            bounded(timeout, "list VolumeSnapshotClasses", api.list(&ListParams::default()))
+            bounded(timeout, "list VolumeSnapshotClasses", || api.list(&all))
                 .await?
                 .items
                 .iter()
@@ -55,7 +56,7 @@ async fn facts(client: &Client, namespace: &str, timeout: Duration) -> Result<Fa
         BTreeSet::new()
     };
     let pvcs: Api<PersistentVolumeClaim> = Api::all(client.clone());
-    let primaries = bounded(timeout, "list PVCs", pvcs.list(&ListParams::default()))
+    let primaries = bounded(timeout, "list PVCs", || pvcs.list(&all))
         .await?
         .items
         .into_iter()
@@ -66,11 +67,9 @@ async fn facts(client: &Client, namespace: &str, timeout: Duration) -> Result<Fa
         })
         .collect();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let webhook_cert = bounded(
-        timeout,
-        "read the webhook Secret",
-        secrets.get_opt("volsync-dr-webhook-tls"),
-    )
+    let webhook_cert = bounded(timeout, "read the webhook Secret", || {
+        secrets.get_opt("volsync-dr-webhook-tls")
+    })
     .await?
     .and_then(|s| {
         s.data?
@@ -91,7 +90,7 @@ async fn facts(client: &Client, namespace: &str, timeout: Duration) -> Result<Fa
 /// the peer kubeconfig's ServiceAccount does not have, and should not).
 async fn served_crds(client: &Client, timeout: Duration) -> Result<BTreeSet<String>, String> {
     let mut served = BTreeSet::new();
-    let groups = bounded(timeout, "read API discovery", client.list_api_groups()).await?;
+    let groups = bounded(timeout, "read API discovery", || client.list_api_groups()).await?;
     for (crd, _) in doctor::REQUIRED_CRDS {
         let Some((plural, group)) = crd.split_once('.') else {
             continue;
@@ -104,11 +103,9 @@ async fn served_crds(client: &Client, timeout: Duration) -> Result<BTreeSet<Stri
         else {
             continue;
         };
-        let resources = bounded(
-            timeout,
-            "read API discovery",
-            client.list_api_group_resources(&version.group_version),
-        )
+        let resources = bounded(timeout, "read API discovery", || {
+            client.list_api_group_resources(&version.group_version)
+        })
         .await?;
         if resources.resources.iter().any(|r| r.name == plural) {
             served.insert((*crd).to_string());
@@ -120,6 +117,7 @@ async fn served_crds(client: &Client, timeout: Duration) -> Result<BTreeSet<Stri
 /// `verb group/resource` the peer kubeconfig may not do.
 async fn denied(client: &Client, timeout: Duration) -> Result<Vec<String>, String> {
     let api: Api<SelfSubjectAccessReview> = Api::all(client.clone());
+    let post = PostParams::default();
     let mut denied = Vec::new();
     for (group, resource, verbs) in REQUIRED_ACCESS {
         let (resource, subresource) = match resource.split_once('/') {
@@ -140,12 +138,7 @@ async fn denied(client: &Client, timeout: Duration) -> Result<Vec<String>, Strin
                 },
                 ..Default::default()
             };
-            let answer = bounded(
-                timeout,
-                "SelfSubjectAccessReview",
-                api.create(&PostParams::default(), &review),
-            )
-            .await?;
+            let answer = bounded(timeout, "SelfSubjectAccessReview", || api.create(&post, &review)).await?;
             if !answer.status.is_some_and(|s| s.allowed) {
                 let full = subresource
                     .as_ref()

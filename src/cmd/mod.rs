@@ -22,15 +22,28 @@ pub(crate) async fn connect_pair(
     Ok((local, peer, timeout))
 }
 
-/// A cluster call with a time limit; the error says what was asked and why it failed.
-pub(crate) async fn bounded<T>(
-    timeout: std::time::Duration,
-    what: &str,
-    f: impl Future<Output = Result<T, kube::Error>>,
-) -> Result<T, String> {
-    match tokio::time::timeout(timeout, f).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(format!("{what}: {e}")),
-        Err(_) => Err(format!("{what}: no answer within {} s", timeout.as_secs())),
+/// A cluster call with a time limit; the error says what was asked and why it failed. An answer
+/// "come back later" (429 or 503, as an API server gives while a new CRD's storage is still
+/// initializing) is asked again after its Retry-After, within the same limit.
+pub(crate) async fn bounded<T, F, Fut>(timeout: std::time::Duration, what: &str, mut call: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, kube::Error>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match tokio::time::timeout_at(deadline, call()).await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(kube::Error::Api(status))) if matches!(status.code, 429 | 503) => {
+                let after = status.details.as_ref().map_or(1, |d| d.retry_after_seconds.max(1));
+                let wait = std::time::Duration::from_secs(u64::from(after));
+                if tokio::time::Instant::now() + wait >= deadline {
+                    return Err(format!("{what}: {}", kube::Error::Api(status)));
+                }
+                tokio::time::sleep(wait).await;
+            }
+            Ok(Err(e)) => return Err(format!("{what}: {e}")),
+            Err(_) => return Err(format!("{what}: no answer within {} s", timeout.as_secs())),
+        }
     }
 }

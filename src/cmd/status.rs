@@ -19,7 +19,8 @@ pub async fn run(args: &StatusArgs) -> Result<()> {
                 Some(ns) => Api::namespaced(client, ns),
                 None => Api::all(client),
             };
-            super::bounded(timeout, "list PVCs", api.list(&ListParams::default()))
+            let all = ListParams::default();
+            super::bounded(timeout, "list PVCs", || api.list(&all))
                 .await
                 .map(|l| l.items)
         }
