@@ -41,14 +41,7 @@ impl Backend {
                 store.list(&t, None, &Default::default(), &Default::default()).0
             }
             Backend::Api(client) => {
-                let Some(list) = call(
-                    client,
-                    http::Method::GET,
-                    &path(group, version, plural, "", ""),
-                    None,
-                    None,
-                )
-                .await
+                let Some(list) = call(client, http::Method::GET, &path(group, version, plural, ""), None, None).await
                 else {
                     return Vec::new();
                 };
@@ -76,7 +69,7 @@ impl Backend {
                 store.get(&store.find_type(group, version, plural)?, ns, name).ok()
             }
             Backend::Api(client) => {
-                let path = format!("{}/{name}", path(group, version, plural, ns, ""));
+                let path = format!("{}/{name}", path(group, version, plural, ns));
                 call(client, http::Method::GET, &path, None, None).await
             }
         }
@@ -91,7 +84,7 @@ impl Backend {
                 }
             }
             Backend::Api(client) => {
-                let path = format!("{}?fieldManager={MANAGER}", path(group, version, plural, ns, ""));
+                let path = format!("{}?fieldManager={MANAGER}", path(group, version, plural, ns));
                 call(
                     client,
                     http::Method::POST,
@@ -127,7 +120,7 @@ impl Backend {
                 let status = if sub == Subresource::Status { "/status" } else { "" };
                 let path = format!(
                     "{}/{name}{status}?fieldManager={MANAGER}",
-                    path(group, version, plural, ns, "")
+                    path(group, version, plural, ns)
                 );
                 call(
                     client,
@@ -151,7 +144,7 @@ impl Backend {
             }
             Backend::Api(client) => {
                 // Background propagation: owned objects go too, as with kubectl delete.
-                let path = format!("{}/{name}", path(group, version, plural, ns, ""));
+                let path = format!("{}/{name}", path(group, version, plural, ns));
                 let body = json!({"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"});
                 call(
                     client,
@@ -175,7 +168,7 @@ fn options() -> WriteOptions {
 
 /// The REST path of a collection: all namespaces when `ns` is empty (or the kind is
 /// cluster-scoped).
-fn path(group: &str, version: &str, plural: &str, ns: &str, _name: &str) -> String {
+fn path(group: &str, version: &str, plural: &str, ns: &str) -> String {
     let prefix = if group.is_empty() {
         format!("/api/{version}")
     } else {
