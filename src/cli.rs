@@ -166,7 +166,9 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 600, env = "VOLSYNC_DR_ACTION_STEP_TIMEOUT_SECONDS")]
     pub action_step_timeout_seconds: u64,
     /// Fault injection for the crash tests: `VERB/STEP` makes the action engine stop (and wait
-    /// to be killed) right after it records that step as started, before the step acts.
+    /// to be killed) right after it records that step as started, before the step acts. Only
+    /// in builds with the `test-hooks` feature (the tests'), never in a release build.
+    #[cfg(feature = "test-hooks")]
     #[arg(long, env = "VOLSYNC_DR_TEST_HOLD_AT_STEP", hide = true)]
     pub test_hold_at_step: Option<String>,
     /// Elect a leader among the replicas on a coordination.k8s.io Lease in --own-namespace:

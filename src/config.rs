@@ -33,6 +33,7 @@ pub struct RunConfig {
     /// Longest any other action step may take.
     pub action_step_timeout: Duration,
     /// Crash-test hook: hold the action engine right after this `VERB/STEP` starts.
+    #[cfg(feature = "test-hooks")]
     pub test_hold_at_step: Option<String>,
     pub concurrency: u16,
     pub log_format: LogFormat,
@@ -53,6 +54,31 @@ pub struct ConfigError {
     pub flag: &'static str,
     pub value: String,
     pub problem: String,
+}
+
+/// Leader election's settings, when it is on.
+fn leader_config(args: &RunArgs) -> Result<Option<LeaderConfig>, ConfigError> {
+    if !args.leader_elect {
+        return Ok(None);
+    }
+    if args.lease_duration_seconds < 2 {
+        return Err(ConfigError {
+            flag: "--lease-duration-seconds",
+            value: args.lease_duration_seconds.to_string(),
+            problem: "must be at least 2".into(),
+        });
+    }
+    Ok(Some(LeaderConfig {
+        lease_name: args.lease_name.clone(),
+        lease_duration: Duration::from_secs(args.lease_duration_seconds),
+        identity: args
+            .pod_name
+            .clone()
+            .or_else(|| std::env::var("POD_NAME").ok())
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| format!("volsync-dr-{}", std::process::id())),
+    }))
 }
 
 impl RunConfig {
@@ -129,31 +155,11 @@ impl RunConfig {
             resync: positive("--resync-seconds", args.resync_seconds)?,
             action_sync_timeout: positive("--action-sync-timeout-seconds", args.action_sync_timeout_seconds)?,
             action_step_timeout: positive("--action-step-timeout-seconds", args.action_step_timeout_seconds)?,
+            #[cfg(feature = "test-hooks")]
             test_hold_at_step: args.test_hold_at_step.clone(),
             concurrency: args.concurrency,
             log_format: args.log_format,
-            leader: if args.leader_elect {
-                if args.lease_duration_seconds < 2 {
-                    return Err(ConfigError {
-                        flag: "--lease-duration-seconds",
-                        value: args.lease_duration_seconds.to_string(),
-                        problem: "must be at least 2".into(),
-                    });
-                }
-                Some(LeaderConfig {
-                    lease_name: args.lease_name.clone(),
-                    lease_duration: Duration::from_secs(args.lease_duration_seconds),
-                    identity: args
-                        .pod_name
-                        .clone()
-                        .or_else(|| std::env::var("POD_NAME").ok())
-                        .or_else(|| std::env::var("HOSTNAME").ok())
-                        .filter(|n| !n.is_empty())
-                        .unwrap_or_else(|| format!("volsync-dr-{}", std::process::id())),
-                })
-            } else {
-                None
-            },
+            leader: leader_config(args)?,
         })
     }
 

@@ -1,7 +1,8 @@
 //! The runbook flows end to end: two test clusters, the VolSync simulator moving real files,
 //! real `volsync-dr run` processes. One test per flow (migrate, failover, failback), and the
 //! crash matrix: for every step of every verb, the process is SIGKILLed right after the step
-//! starts (a hidden hook holds it there), restarted, and the action ends with the same data.
+//! starts (a hook holds it there; built only with `--features volsync-dr/test-hooks`, as the
+//! README's test command does), restarted, and the action ends with the same data.
 
 mod support;
 
@@ -288,6 +289,10 @@ async fn migrate_moves_the_application_and_reverses_protection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "test-hooks"),
+    ignore = "the crash hook needs --features volsync-dr/test-hooks"
+)]
 async fn migrate_survives_a_crash_at_every_step() {
     let mut s = stage(json!({})).await;
     let expected = before_migrate(&s.pair);
@@ -392,6 +397,10 @@ async fn failover_starts_the_application_on_the_last_complete_copy() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "test-hooks"),
+    ignore = "the crash hook needs --features volsync-dr/test-hooks"
+)]
 async fn failover_survives_a_crash_at_every_step() {
     let mut s = stage(json!({})).await;
     cut_off_and_lose_a(&mut s).await;
@@ -504,6 +513,10 @@ async fn failback_returns_the_application_with_the_writes_made_after_failover() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "test-hooks"),
+    ignore = "the crash hook needs --features volsync-dr/test-hooks"
+)]
 async fn failback_survives_a_crash_at_every_step() {
     let mut s = stage(json!({"volsync-dr.io/replicas": "2"})).await;
     let expected = failed_over_and_back(&mut s).await;
@@ -520,6 +533,10 @@ async fn failback_survives_a_crash_at_every_step() {
 // === sync-now ===
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "test-hooks"),
+    ignore = "the crash hook needs --features volsync-dr/test-hooks"
+)]
 async fn sync_now_survives_a_crash_at_every_step() {
     let mut s = stage(json!({})).await;
     s.pair.write(PRIMARY, NS, "db", "a1", "newest");

@@ -23,7 +23,7 @@ file="${1:?usage: tests/repeat.sh [--busy] [-n N] TEST_FILE [FILTER]}"
 filter="${2:-}"
 mkdir -p target/repeat
 
-cargo test --locked --test "$file" --no-run >/dev/null 2>&1 || cargo test --locked --test "$file" --no-run
+cargo test --locked --features volsync-dr/test-hooks --test "$file" --no-run >/dev/null 2>&1 || cargo test --locked --features volsync-dr/test-hooks --test "$file" --no-run
 
 burners=()
 stop_burners() { for pid in "${burners[@]}"; do kill "$pid" 2>/dev/null || true; done; }
@@ -40,7 +40,7 @@ passed=0 failed=0
 for ((i = 1; i <= runs; i++)); do
   log="target/repeat/$file-$i.log"
   start=$(date +%s)
-  if cargo test --locked --test "$file" -- ${filter:+"$filter"} >"$log" 2>&1; then
+  if cargo test --locked --features volsync-dr/test-hooks --test "$file" -- ${filter:+"$filter"} >"$log" 2>&1; then
     passed=$((passed + 1)); rm -f "$log"; verdict=ok
   else
     failed=$((failed + 1)); verdict="FAILED (see $log)"

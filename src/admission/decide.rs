@@ -8,12 +8,14 @@ use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 
 use crate::model::action::{is_pending, refusal_for_role};
 use crate::model::keys;
+use crate::model::marks;
+use crate::model::marks::is_volsync_owned;
 use crate::model::progress::Phase;
 use crate::model::protection::ProtectionSpec;
 use crate::model::role::Role;
 use crate::model::schedule;
 use crate::model::volsync::{CopyMethod, ServiceType};
-use crate::plan::protect::{is_restore, is_volsync_owned};
+use crate::plan::protect::is_restore;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Operation {
@@ -32,13 +34,13 @@ pub struct AdmissionDefaults {
 pub struct Mutation {
     /// Annotations to set (absent ones only: what the user wrote is never overwritten).
     pub annotations: BTreeMap<String, String>,
-    pub protected_label: bool,
-    pub finalizer: bool,
+    /// Add volsync-dr's finalizer and label (`model::marks::stamp`).
+    pub stamp: bool,
 }
 
 impl Mutation {
     pub fn is_empty(&self) -> bool {
-        self.annotations.is_empty() && !self.protected_label && !self.finalizer
+        self.annotations.is_empty() && !self.stamp
     }
 }
 
@@ -61,7 +63,7 @@ pub fn decide(
     defaults: &AdmissionDefaults,
     policy: Option<&BTreeMap<String, String>>,
 ) -> Decision {
-    if is_volsync_owned(pvc) || is_restore(pvc) {
+    if is_volsync_owned(&pvc.metadata) || is_restore(pvc) {
         return Decision::Allow(Mutation::default());
     }
     let mut mutation = Mutation::default();
@@ -87,10 +89,7 @@ pub fn decide(
     let deleting = pvc.metadata.deletion_timestamp.is_some();
     let secondary = spec.role == Some(Role::Secondary);
     if spec.is_protected() && !deleting && !secondary {
-        let labels = pvc.metadata.labels.clone().unwrap_or_default();
-        mutation.protected_label = labels.get(keys::PROTECTED_LABEL).map(String::as_str) != Some("true");
-        let finalizers = pvc.metadata.finalizers.clone().unwrap_or_default();
-        mutation.finalizer = !finalizers.iter().any(|f| f == keys::FINALIZER);
+        mutation.stamp = !marks::is_stamped(&pvc.metadata);
         let explicit = [
             (keys::SCHEDULE, schedule::DEFAULT.to_string()),
             (keys::COPY_METHOD, CopyMethod::default().as_str().to_string()),
@@ -165,11 +164,10 @@ mod tests {
         }
     }
 
-    fn allow(m: &[(&str, &str)], label: bool, finalizer: bool) -> Decision {
+    fn allow(m: &[(&str, &str)], stamp: bool) -> Decision {
         Decision::Allow(Mutation {
             annotations: m.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            protected_label: label,
-            finalizer,
+            stamp,
         })
     }
 
@@ -189,32 +187,28 @@ mod tests {
             (keys::SERVICE_TYPE, "ClusterIP"),
         ];
         let cases: Vec<(&str, PersistentVolumeClaim, Decision)> = vec![
-            ("unannotated", pvc(&[], &[], &[]), allow(&[], false, false)),
-            ("protected, new", pvc(&protected, &[], &[]), allow(DEFAULTS, true, true)),
-            (
-                "explicit settings win",
-                pvc(&full, &[], &["other"]),
-                allow(&[], true, true),
-            ),
+            ("unannotated", pvc(&[], &[], &[]), allow(&[], false)),
+            ("protected, new", pvc(&protected, &[], &[]), allow(DEFAULTS, true)),
+            ("explicit settings win", pvc(&full, &[], &["other"]), allow(&[], true)),
             (
                 "already stamped",
                 pvc(&full, &[(keys::PROTECTED_LABEL, "true")], &[keys::FINALIZER]),
-                allow(&[], false, false),
+                allow(&[], false),
             ),
             (
                 "protect false",
                 pvc(&[(keys::PROTECT, "false")], &[], &[]),
-                allow(&[], false, false),
+                allow(&[], false),
             ),
             (
                 "secondary is left to its primary",
                 pvc(&[(keys::PROTECT, "true"), (keys::ROLE, "secondary")], &[], &[]),
-                allow(&[], false, false),
+                allow(&[], false),
             ),
             (
                 "VolSync's own PVC",
                 pvc(&[(keys::PROTECT, "nonsense")], &[(keys::CREATED_BY, "volsync")], &[]),
-                allow(&[], false, false),
+                allow(&[], false),
             ),
         ];
         for (name, p, want) in cases {
@@ -226,7 +220,7 @@ mod tests {
         ));
         assert_eq!(
             decide(Operation::Update, &deleting, None, &defaults(), None),
-            allow(&[], false, false)
+            allow(&[], false)
         );
     }
 
@@ -243,7 +237,7 @@ mod tests {
         }
         assert_eq!(
             decide(Operation::Create, &p, None, &defaults(), None),
-            allow(&[], false, false)
+            allow(&[], false)
         );
     }
 
@@ -406,7 +400,6 @@ mod tests {
                     (keys::SCHEDULE, "0 * * * *"),
                     (keys::COPY_METHOD, "Snapshot")
                 ],
-                true,
                 true
             )
         );
@@ -417,7 +410,7 @@ mod tests {
             &defaults(),
             Some(&policy),
         );
-        assert_eq!(opted_out, allow(&[], false, false));
+        assert_eq!(opted_out, allow(&[], false));
         let update = decide(
             Operation::Update,
             &pvc(&[], &[], &[]),
@@ -427,7 +420,7 @@ mod tests {
         );
         assert_eq!(
             update,
-            allow(&[], false, false),
+            allow(&[], false),
             "policies reach existing PVCs through the watcher, not admission"
         );
     }

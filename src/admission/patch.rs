@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use super::decide::Mutation;
-use crate::model::keys;
+use crate::model::marks;
 
 /// The patch turning `object` into the mutated PVC; empty when nothing changes.
 pub fn patch_for(object: &Value, mutation: &Mutation) -> json_patch::Patch {
@@ -20,17 +20,8 @@ pub fn patch_for(object: &Value, mutation: &Mutation) -> json_patch::Patch {
         }
         meta["annotations"][key] = json!(value);
     }
-    if mutation.protected_label {
-        if !meta["labels"].is_object() {
-            meta["labels"] = json!({});
-        }
-        meta["labels"][keys::PROTECTED_LABEL] = json!("true");
-    }
-    if mutation.finalizer {
-        match meta["finalizers"].as_array_mut() {
-            Some(list) => list.push(json!(keys::FINALIZER)),
-            None => meta["finalizers"] = json!([keys::FINALIZER]),
-        }
+    if mutation.stamp {
+        marks::stamp(meta);
     }
     json_patch::diff(object, &after)
 }
@@ -38,14 +29,14 @@ pub fn patch_for(object: &Value, mutation: &Mutation) -> json_patch::Patch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::keys;
 
     #[test]
     fn creates_maps_escapes_keys_and_touches_nothing_else() {
         let pvc = json!({"metadata": {"name": "p", "finalizers": ["x"]}, "spec": {"a": [1, 2]}});
         let m = Mutation {
             annotations: [(keys::SCHEDULE.to_string(), "@hourly".to_string())].into(),
-            protected_label: true,
-            finalizer: true,
+            stamp: true,
         };
         let patch = patch_for(&pvc, &m);
         let text = serde_json::to_string(&patch).expect("json");

@@ -1,12 +1,12 @@
-//! The peer cluster. Every call is bounded by a timeout, and an unreachable peer is a value
-//! (`PeerError`), never a hang or a panic: the local side keeps working without it.
+//! The connection to the peer cluster. Calls go through the controller's `ClusterRef`, bounded
+//! by this timeout; an unreachable peer is a value (`PeerError`), never a hang or a panic: the
+//! local side keeps working without it.
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use kube::Client;
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PeerSetupError {
@@ -94,47 +94,12 @@ impl Peer {
         })
     }
 
-    /// Whether the peer's API server answers now (its version endpoint, within the timeout).
-    pub async fn reachable(&self) -> bool {
-        self.call("probe", self.client.apiserver_version()).await.is_ok()
-    }
-
     pub fn client(&self) -> Client {
         self.client.clone()
     }
 
-    pub fn namespaced<K>(&self, namespace: &str) -> Api<K>
-    where
-        K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
-        <K as kube::Resource>::DynamicType: Default,
-    {
-        Api::namespaced(self.client.clone(), namespace)
-    }
-
-    pub fn all<K>(&self) -> Api<K>
-    where
-        K: kube::Resource,
-        <K as kube::Resource>::DynamicType: Default,
-    {
-        Api::all(self.client.clone())
-    }
-
-    /// Run one call against the peer, bounded by the timeout.
-    pub async fn call<T>(
-        &self,
-        what: &str,
-        call: impl Future<Output = Result<T, kube::Error>>,
-    ) -> Result<T, PeerError> {
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(source)) => Err(PeerError::Api {
-                what: what.to_string(),
-                source,
-            }),
-            Err(_) => Err(PeerError::Timeout {
-                what: what.to_string(),
-                after: self.timeout,
-            }),
-        }
+    /// How long one call to the peer may take.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 }

@@ -35,16 +35,7 @@ pub async fn run(args: &RunArgs) -> Result<()> {
         Some((watch, cache)) => (Some(watch), futures::future::Either::Left(cache)),
         None => (None, futures::future::Either::Right(std::future::pending())),
     };
-    let webhook_router = admission::router(Arc::new(AdmissionState {
-        defaults: AdmissionDefaults {
-            service_type: config.default_service_type,
-        },
-        metrics: metrics.clone(),
-        policies: policy_watch.clone().map(|lookup| PolicyHook {
-            lookup,
-            scope: config.policy_scope(),
-        }),
-    }));
+    let webhook_router = admission_router(&config, &metrics, policy_watch.clone());
     let webhook_listener = std::net::TcpListener::bind(config.webhook_addr)
         .map_err(|e| Error::Cluster(format!("cannot listen on --webhook-addr {}: {e}", config.webhook_addr)))?;
     let webhook_handle = axum_server::Handle::new();
@@ -72,19 +63,7 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     );
     let synced = Arc::new(AtomicUsize::new(0));
     let needed = config.namespaces.len().max(1);
-    let leadership = match &config.leader {
-        Some(leader) => Some(
-            Leadership::start(local.clone(), &config.own_namespace, leader)
-                .await
-                .map_err(|e| {
-                    Error::Cluster(format!(
-                        "leader election on Lease {}/{}: {e}",
-                        config.own_namespace, leader.lease_name
-                    ))
-                })?,
-        ),
-        None => None,
-    };
+    let leadership = elect(&local, &config).await?;
     let leading = Arc::new(AtomicBool::new(false));
     let ctx = Arc::new(Context::new(local, peer, config, metrics.clone(), policy_watch));
     let (stop_tx, stop) = watch::channel(false);
@@ -94,15 +73,7 @@ pub async fn run(args: &RunArgs) -> Result<()> {
         webhook_handle.graceful_shutdown(Some(WEBHOOK_DRAIN));
         let _ = stop_tx.send(true);
     };
-    let probe = {
-        let (peer, metrics) = (ctx.peer.clone(), ctx.metrics.clone());
-        async move {
-            loop {
-                metrics.set_peer_reachable(peer.reachable().await);
-                tokio::time::sleep(PEER_PROBE_INTERVAL).await;
-            }
-        }
-    };
+    let probe = probe_peer(ctx.clone());
     let watcher = {
         let (synced, leading) = (synced.clone(), leading.clone());
         async move {
@@ -125,6 +96,47 @@ pub async fn run(args: &RunArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn admission_router(
+    config: &RunConfig,
+    metrics: &Arc<Metrics>,
+    policies: Option<Arc<cluster::policies::PolicyWatch>>,
+) -> axum::Router {
+    admission::router(Arc::new(AdmissionState {
+        defaults: AdmissionDefaults {
+            service_type: config.default_service_type,
+        },
+        metrics: metrics.clone(),
+        policies: policies.map(|lookup| PolicyHook {
+            lookup,
+            scope: config.policy_scope(),
+        }),
+    }))
+}
+
+/// Join the leader election when it is on (`None`: a single replica, always leading).
+async fn elect(local: &kube::Client, config: &RunConfig) -> Result<Option<Leadership>> {
+    let Some(leader) = &config.leader else {
+        return Ok(None);
+    };
+    let leadership = Leadership::start(local.clone(), &config.own_namespace, leader)
+        .await
+        .map_err(|e| {
+            Error::Cluster(format!(
+                "leader election on Lease {}/{}: {e}",
+                config.own_namespace, leader.lease_name
+            ))
+        })?;
+    Ok(Some(leadership))
+}
+
+/// Probe the peer's API server forever, for `volsync_dr_peer_reachable`.
+async fn probe_peer(ctx: Arc<Context>) {
+    loop {
+        ctx.metrics.set_peer_reachable(ctx.peer.reachable().await);
+        tokio::time::sleep(PEER_PROBE_INTERVAL).await;
+    }
 }
 
 /// How often the peer's API server is probed for `volsync_dr_peer_reachable`.

@@ -11,21 +11,21 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use kube::ResourceExt;
 use kube::api::Patch;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::{Api, ResourceExt};
-use serde_json::{Map, Value, json};
 
 use super::apply::field_manager;
-use super::clusters::ClusterRef;
 use super::context::Context;
 use super::error::Error;
 use super::execute::Job;
-use super::report::publish;
+use super::report::publish_as;
 use crate::model::action::{ActionRequest, Verb};
 use crate::model::keys;
 use crate::model::names::Names;
+use crate::model::progress::ProgressUpdate;
+use crate::model::view::PvcView;
 use crate::steps::{
     Observed, Phase, Progress, Step, Transition, after_failure, flow, next, seconds_between, timed_out,
 };
@@ -37,19 +37,15 @@ const POLL: Duration = Duration::from_millis(300);
 /// Effects and advances in one pass before yielding to other PVCs.
 const MAX_MOVES_PER_PASS: usize = 24;
 
-/// Write action annotations (None removes one).
-async fn record(pvcs: &Api<PersistentVolumeClaim>, name: &str, fields: &[(&str, Option<String>)]) -> Result<(), Error> {
-    let annotations: Map<String, Value> = fields
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone().map_or(Value::Null, Value::String)))
-        .collect();
-    pvcs.patch(
-        name,
-        &field_manager(),
-        &Patch::Merge(json!({"metadata": {"annotations": annotations}})),
-    )
-    .await
-    .map_err(Error::local("record action progress"))?;
+/// Record a change of the action's progress on the PVC: the one writer of `action-*`.
+async fn record(ctx: &Context, view: &PvcView, update: &ProgressUpdate) -> Result<(), Error> {
+    let pvcs = ctx.here.api::<PersistentVolumeClaim>(&view.namespace);
+    ctx.here
+        .call(
+            "record action progress",
+            pvcs.patch(&view.name, &field_manager(), &Patch::Merge(update.patch())),
+        )
+        .await?;
     Ok(())
 }
 
@@ -57,36 +53,34 @@ async fn record(pvcs: &Api<PersistentVolumeClaim>, name: &str, fields: &[(&str, 
 /// changes. A different request made meanwhile (past the webhook) is refused with it.
 async fn finish(
     pvc: &PersistentVolumeClaim,
+    view: &PvcView,
     ctx: &Context,
     text: &str,
-    progress: &Progress,
     phase: Phase,
     message: &str,
 ) -> Result<Action, Error> {
-    let namespace = pvc.namespace().ok_or(Error::Missing("namespace"))?;
-    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.local.clone(), &namespace);
     let mut last = text.to_string();
     let mut message = message.to_string();
-    if let Some(newer) = pvc.annotations().get(keys::ACTION).filter(|a| *a != text) {
+    if let Some(newer) = view.pending.as_ref().filter(|p| p.text != text) {
         message.push_str(&format!(
-            "; the request {newer} made while {text} ran was refused: request it again with a new ID"
+            "; the request {} made while {text} ran was refused: request it again with a new ID",
+            newer.text
         ));
-        last = newer.clone();
+        last = newer.text.clone();
     }
-    let mut fields: Vec<(&str, Option<String>)> = vec![
-        (keys::LAST_ACTION, Some(last)),
-        (keys::ACTION_PHASE, Some(phase.as_str().to_string())),
-        (keys::ACTION_MESSAGE, Some(message.clone())),
-    ];
-    fields.extend(keys::ACTION_BOOKKEEPING.iter().map(|k| (*k, None)));
-    record(&pvcs, &pvc.name_any(), &fields).await?;
+    let update = ProgressUpdate::Finish {
+        last,
+        phase,
+        message: message.clone(),
+    };
+    record(ctx, view, &update).await?;
     let verb = text.parse::<ActionRequest>().map_or("unknown", |r| r.verb.as_str());
     let outcome = if phase == Phase::Succeeded {
         "succeeded"
     } else {
         "failed"
     };
-    if let Some(started) = progress.action_started {
+    if let Some(started) = view.progress.action_started {
         ctx.metrics
             .action_finished(verb, outcome, seconds_between(started, Timestamp::now()));
     }
@@ -94,10 +88,10 @@ async fn finish(
         Phase::Failed => (EventType::Warning, "ActionFailed"),
         _ => (EventType::Normal, "ActionSucceeded"),
     };
-    publish(ctx, pvc, type_, reason, &format!("{text}: {message}")).await;
+    publish_as(ctx, pvc, type_, reason, text, &format!("{text}: {message}")).await;
     tracing::info!(
-        namespace,
-        pvc = pvc.name_any(),
+        namespace = view.namespace,
+        pvc = view.name,
         request = text,
         outcome,
         message,
@@ -107,39 +101,30 @@ async fn finish(
 }
 
 /// Refuse a request without changing anything on the clusters.
-pub async fn refuse(pvc: &PersistentVolumeClaim, ctx: &Context, text: &str, why: &str) -> Result<Action, Error> {
-    let progress = Progress::read(pvc.annotations());
-    finish(
-        pvc,
-        ctx,
-        text,
-        &progress,
-        Phase::Failed,
-        &format!("refused: {why}; nothing was changed"),
-    )
-    .await
+pub async fn refuse(
+    pvc: &PersistentVolumeClaim,
+    view: &PvcView,
+    ctx: &Context,
+    text: &str,
+    why: &str,
+) -> Result<Action, Error> {
+    let message = format!("refused: {why}; nothing was changed");
+    finish(pvc, view, ctx, text, Phase::Failed, &message).await
 }
 
 /// Stop the running action because the PVC is going away.
-pub async fn abandon(pvc: &PersistentVolumeClaim, ctx: &Context) -> Result<(), Error> {
-    let progress = Progress::read(pvc.annotations());
-    let Some(text) = progress.in_flight().map(str::to_string) else {
-        return Ok(());
+pub async fn abandon(pvc: &PersistentVolumeClaim, view: &PvcView, ctx: &Context) -> Result<Action, Error> {
+    let Some(request) = &view.in_flight else {
+        return Ok(Action::await_change());
     };
-    let step = progress.step.clone().unwrap_or_default();
-    finish(
-        pvc,
-        ctx,
-        &text,
-        &progress,
-        Phase::Failed,
-        &format!("the PVC is being deleted; the action stopped at step {step}"),
-    )
-    .await?;
-    Ok(())
+    let step = view.progress.step.clone().unwrap_or_default();
+    let message = format!("the PVC is being deleted; the action stopped at step {step}");
+    finish(pvc, view, ctx, &request.text, Phase::Failed, &message).await
 }
 
-/// Crash-test hook: stop right after `step` was recorded, until the process is killed.
+/// Crash-test hook: stop right after `step` was recorded, until the process is killed. Built
+/// only with the `test-hooks` feature.
+#[cfg(feature = "test-hooks")]
 async fn hold_if_asked(ctx: &Context, verb: Verb, step: Step) {
     let here = format!("{verb}/{}", step.as_str());
     if ctx.config.test_hold_at_step.as_deref() == Some(here.as_str()) {
@@ -148,6 +133,9 @@ async fn hold_if_asked(ctx: &Context, verb: Verb, step: Step) {
     }
 }
 
+#[cfg(not(feature = "test-hooks"))]
+async fn hold_if_asked(_: &Context, _: Verb, _: Step) {}
+
 /// When a scale-up step has finished: how long the application was down (once per action).
 /// Failover counts from the request: the application went down with its cluster before.
 fn application_back(
@@ -155,7 +143,7 @@ fn application_back(
     verb: Verb,
     step: Step,
     observed: &Observed,
-    progress: &mut Progress,
+    progress: &Progress,
     now: Timestamp,
 ) -> Option<f64> {
     let started_something = matches!(observed, Observed::ScaleUp { workloads, .. } if *workloads > 0);
@@ -164,7 +152,6 @@ fn application_back(
     }
     let since = progress.app_down_since.or(progress.action_started)?;
     let down = seconds_between(since, now);
-    progress.app_down_seconds = Some(down);
     ctx.metrics.app_down(verb.as_str(), down);
     Some(down)
 }
@@ -186,46 +173,37 @@ fn success_message(verb: Verb, progress: &Progress, now: Timestamp) -> String {
     }
 }
 
-/// Run (or resume) the request in flight on this PVC, or start the pending one (the caller
-/// has checked that it may run here).
-pub async fn run(pvc: &PersistentVolumeClaim, ctx: &Context) -> Result<Action, Error> {
-    let namespace = pvc.namespace().ok_or(Error::Missing("namespace"))?;
-    let name = pvc.name_any();
-    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.local.clone(), &namespace);
-    let mut progress = Progress::read(pvc.annotations());
-    let text = match progress.in_flight() {
-        Some(text) => text.to_string(),
-        None => pvc
-            .annotations()
-            .get(keys::ACTION)
-            .cloned()
-            .ok_or(Error::Missing("action annotation"))?,
-    };
-    let request: ActionRequest = match text.parse() {
-        Ok(r) => r,
+/// Run (or resume) the request in flight on this PVC, or start the pending one (the pass's
+/// decision has checked that it may run here).
+pub async fn run(pvc: &PersistentVolumeClaim, view: &PvcView, ctx: &Context) -> Result<Action, Error> {
+    let request = view.request().ok_or(Error::Missing("action annotation"))?;
+    let text = request.text.clone();
+    let parsed = match &request.parsed {
+        Ok(parsed) => parsed.clone(),
         Err(e) => {
             let message = format!("the request {text:?} cannot be read ({e}); nothing more was done");
-            return finish(pvc, ctx, &text, &progress, Phase::Failed, &message).await;
+            return finish(pvc, view, ctx, &text, Phase::Failed, &message).await;
         }
     };
     let job = Job {
         ctx,
-        verb: request.verb,
+        verb: parsed.verb,
         trigger: text.clone(),
-        namespace: namespace.clone(),
-        names: Names::for_pvc(&name),
-        here: ClusterRef::here(ctx),
-        peer: ClusterRef::peer(ctx),
+        namespace: view.namespace.clone(),
+        names: Names::for_pvc(&view.name),
+        here: ctx.here.clone(),
+        peer: ctx.peer.clone(),
     };
-    if progress.in_flight().is_none() {
-        progress = start(pvc, ctx, &pvcs, &text, request.verb).await?;
+    let mut progress = view.progress.clone();
+    if view.in_flight.is_none() {
+        start(pvc, view, ctx, &mut progress, &text, parsed.verb).await?;
     } else {
-        refuse_newer_request(pvc, ctx, &text).await;
+        refuse_newer_request(pvc, view, ctx, &text).await;
     }
     let mut pass = Pass {
         pvc,
+        view,
         ctx,
-        pvcs: &pvcs,
         job: &job,
         text: &text,
         progress,
@@ -242,61 +220,52 @@ pub async fn run(pvc: &PersistentVolumeClaim, ctx: &Context) -> Result<Action, E
 /// Record the request as running at its first step, before anything acts.
 async fn start(
     pvc: &PersistentVolumeClaim,
+    view: &PvcView,
     ctx: &Context,
-    pvcs: &Api<PersistentVolumeClaim>,
+    progress: &mut Progress,
     text: &str,
     verb: Verb,
-) -> Result<Progress, Error> {
+) -> Result<(), Error> {
     let first = flow(verb)[0];
-    let now = Timestamp::now();
-    let mut fields: Vec<(&str, Option<String>)> = keys::ACTION_BOOKKEEPING.iter().map(|k| (*k, None)).collect();
-    fields.extend([
-        (keys::ACTION_PHASE, Some(Phase::Running.as_str().to_string())),
-        (keys::ACTION_RUNNING, Some(text.to_string())),
-        (keys::ACTION_STEP, Some(first.as_str().to_string())),
-        (keys::ACTION_STEP_STARTED, Some(now.to_string())),
-        (keys::ACTION_STARTED, Some(now.to_string())),
-        (keys::ACTION_MESSAGE, Some(String::new())),
-    ]);
-    record(pvcs, &pvc.name_any(), &fields).await?;
-    publish(
+    let update = ProgressUpdate::Start {
+        request: text.to_string(),
+        step: first.as_str().to_string(),
+        now: Timestamp::now(),
+    };
+    record(ctx, view, &update).await?;
+    progress.apply(&update);
+    publish_as(
         ctx,
         pvc,
         EventType::Normal,
         "ActionStarted",
+        text,
         &format!("{text}: started; step {}", first.as_str()),
     )
     .await;
     tracing::info!(
-        namespace = pvc.namespace().unwrap_or_default(),
-        pvc = pvc.name_any(),
+        namespace = view.namespace,
+        pvc = view.name,
         request = text,
         "action started"
     );
     hold_if_asked(ctx, verb, first).await;
-    Ok(Progress {
-        phase: Some(Phase::Running),
-        running: Some(text.to_string()),
-        step: Some(first.as_str().to_string()),
-        step_started: Some(now),
-        action_started: Some(now),
-        app_down_since: None,
-        app_down_seconds: None,
-    })
+    Ok(())
 }
 
 /// A different request made while `running` runs (past the webhook) is said once to be refused
 /// now; `finish` records it as refused.
-async fn refuse_newer_request(pvc: &PersistentVolumeClaim, ctx: &Context, running: &str) {
-    let (namespace, name) = (pvc.namespace().unwrap_or_default(), pvc.name_any());
-    if let Some(newer) = pvc.annotations().get(keys::ACTION).filter(|a| **a != running)
+async fn refuse_newer_request(pvc: &PersistentVolumeClaim, view: &PvcView, ctx: &Context, running: &str) {
+    let (namespace, name) = (&view.namespace, &view.name);
+    if let Some(newer) = view.pending.as_ref().map(|p| &p.text).filter(|p| *p != running)
         && ctx.first_time(format!("refused {namespace}/{name} {newer} during {running}"))
     {
-        publish(
+        publish_as(
             ctx,
             pvc,
             EventType::Warning,
             "ActionRefused",
+            newer,
             &format!(
                 "{newer}: refused, {running} is still running; request it again with a new ID once it has finished"
             ),
@@ -308,8 +277,8 @@ async fn refuse_newer_request(pvc: &PersistentVolumeClaim, ctx: &Context, runnin
 /// One pass of the step machine over one PVC: what it works on and what it has recorded.
 struct Pass<'a> {
     pvc: &'a PersistentVolumeClaim,
+    view: &'a PvcView,
     ctx: &'a Context,
-    pvcs: &'a Api<PersistentVolumeClaim>,
     job: &'a Job<'a>,
     text: &'a str,
     progress: Progress,
@@ -349,12 +318,8 @@ impl Pass<'_> {
             }
             Transition::Wait(message) => {
                 if self.shown_message.as_deref() != Some(message.as_str()) {
-                    record(
-                        self.pvcs,
-                        &self.pvc.name_any(),
-                        &[(keys::ACTION_MESSAGE, Some(message))],
-                    )
-                    .await?;
+                    record(ctx, self.view, &ProgressUpdate::Message(message.clone())).await?;
+                    self.shown_message = Some(message);
                 }
                 let poll = match step {
                     Step::WaitForSync | Step::WaitForLocalSync => POLL_SYNC,
@@ -368,8 +333,11 @@ impl Pass<'_> {
             }
             Transition::Done => {
                 ctx.metrics.step_finished(verb.as_str(), step.as_str());
-                application_back(ctx, verb, step, &observed, &mut self.progress, Timestamp::now());
-                let message = success_message(verb, &self.progress, Timestamp::now());
+                let now = Timestamp::now();
+                if let Some(down) = application_back(ctx, verb, step, &observed, &self.progress, now) {
+                    self.progress.app_down_seconds = Some(down);
+                }
+                let message = success_message(verb, &self.progress, now);
                 self.end(Phase::Succeeded, &message).await
             }
             Transition::Fail(why) => self.fail(step, &format!("failed: {why}")).await,
@@ -380,26 +348,24 @@ impl Pass<'_> {
     async fn advance(&mut self, step: Step, following: Step, observed: &Observed) -> Result<(), Error> {
         let (ctx, verb) = (self.ctx, self.job.verb);
         let now = Timestamp::now();
-        let mut fields: Vec<(&str, Option<String>)> = vec![
-            (keys::ACTION_STEP, Some(following.as_str().to_string())),
-            (keys::ACTION_STEP_STARTED, Some(now.to_string())),
-            (keys::ACTION_MESSAGE, Some(String::new())),
-        ];
-        if following.scales_down() && self.progress.app_down_since.is_none() {
-            fields.push((keys::APP_DOWN_SINCE, Some(now.to_string())));
-            self.progress.app_down_since = Some(now);
-        }
-        if let Some(down) = application_back(ctx, verb, step, observed, &mut self.progress, now) {
-            fields.push((keys::APP_DOWN_SECONDS, Some(format!("{down:.3}"))));
-        }
-        record(self.pvcs, &self.pvc.name_any(), &fields).await?;
+        let app_down_since = (following.scales_down() && self.progress.app_down_since.is_none()).then_some(now);
+        let app_down_seconds = application_back(ctx, verb, step, observed, &self.progress, now);
+        let update = ProgressUpdate::Advance {
+            step: following.as_str().to_string(),
+            now,
+            app_down_since,
+            app_down_seconds,
+        };
+        record(ctx, self.view, &update).await?;
+        self.progress.apply(&update);
         self.shown_message = Some(String::new());
         ctx.metrics.step_finished(verb.as_str(), step.as_str());
-        publish(
+        publish_as(
             ctx,
             self.pvc,
             EventType::Normal,
             "ActionStep",
+            &format!("{} {}", self.text, step.as_str()),
             &format!(
                 "{}: step {} finished; next {}",
                 self.text,
@@ -408,8 +374,6 @@ impl Pass<'_> {
             ),
         )
         .await;
-        self.progress.step = Some(following.as_str().to_string());
-        self.progress.step_started = Some(now);
         hold_if_asked(ctx, verb, following).await;
         Ok(())
     }
@@ -435,7 +399,12 @@ impl Pass<'_> {
     }
 
     async fn end(&mut self, phase: Phase, message: &str) -> Result<Option<Action>, Error> {
-        finish(self.pvc, self.ctx, self.text, &self.progress, phase, message)
+        // The action's start time is what the pass has recorded, not what the view read.
+        let view = PvcView {
+            progress: self.progress.clone(),
+            ..self.view.clone()
+        };
+        finish(self.pvc, &view, self.ctx, self.text, phase, message)
             .await
             .map(Some)
     }

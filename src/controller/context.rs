@@ -1,4 +1,4 @@
-//! What every reconcile shares: the clients, the configuration, the Event recorder, and
+//! What every reconcile shares: the two clusters, the configuration, the Event recorder, and
 //! per-PVC failure counts for backoff.
 
 use std::collections::HashMap;
@@ -8,12 +8,15 @@ use std::time::{Duration, Instant};
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 
+use super::clusters::{ClusterRef, LOCAL_CALL_TIMEOUT};
 use crate::cluster::peer::Peer;
 use crate::config::RunConfig;
 
 pub struct Context {
-    pub local: Client,
-    pub peer: Peer,
+    /// This instance's own cluster: every call to it goes through `here.call`.
+    pub here: ClusterRef,
+    /// The peer cluster, likewise.
+    pub peer: ClusterRef,
     pub config: RunConfig,
     pub recorder: Recorder,
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
@@ -47,11 +50,11 @@ impl Context {
         };
         Context {
             recorder: Recorder::new(local.clone(), reporter),
+            here: ClusterRef::here(&config.cluster_name, local, LOCAL_CALL_TIMEOUT),
+            peer: ClusterRef::peer(&peer),
             metrics,
             policy_scope: config.policy_scope(),
             policies,
-            local,
-            peer,
             config,
             failures: Mutex::new(HashMap::new()),
             node_address: Mutex::new(None),

@@ -9,6 +9,8 @@ use crate::plan::PlanError;
 pub enum Error {
     #[error("{what}: {source}")]
     Local { what: String, source: kube::Error },
+    #[error("{what}: no answer within {after:?}")]
+    LocalTimeout { what: String, after: std::time::Duration },
     #[error("peer cluster {peer}: {source}")]
     Peer { peer: String, source: PeerError },
     #[error("{0}")]
@@ -34,6 +36,7 @@ impl Error {
     pub fn reason(&self) -> &'static str {
         match self {
             Error::Local { .. } => "LocalApiError",
+            Error::LocalTimeout { .. } => "LocalApiTimeout",
             Error::Peer { source, .. } if source.answered() => "PeerApiError",
             Error::Peer { .. } => "PeerUnreachable",
             Error::Plan(_) | Error::Annotations(_) => "InvalidSettings",
@@ -52,7 +55,11 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Error::Local { .. } | Error::Peer { .. } | Error::Random(_) | Error::Waiting(_)
+            Error::Local { .. }
+                | Error::LocalTimeout { .. }
+                | Error::Peer { .. }
+                | Error::Random(_)
+                | Error::Waiting(_)
         )
     }
 }

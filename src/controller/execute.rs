@@ -15,11 +15,11 @@ use super::finalizer::release_finalizer;
 use super::peer_side::destination_endpoint;
 use super::workloads::{self, Usage};
 use crate::model::action::Verb;
-use crate::model::keys;
 use crate::model::names::Names;
 use crate::model::role::Role;
 use crate::model::volsync::{ReplicationDestination, ReplicationSource, ServiceType};
 use crate::model::workload::{CountFrom, Workload, WorkloadId, missing_on_target, scale_up_patch, scale_up_targets};
+use crate::model::{keys, marks};
 use crate::plan::action::{keep_snapshot_patch, local_source, one_time_source, restored_pvc};
 use crate::plan::{self, Psk};
 use crate::steps::{Observed, OneTimeSource, RestorePoint, Step};
@@ -46,7 +46,7 @@ fn role_of(pvc: &PersistentVolumeClaim) -> Option<&str> {
 }
 
 fn has_finalizer(pvc: &PersistentVolumeClaim) -> bool {
-    pvc.finalizers().iter().any(|f| f == keys::FINALIZER)
+    marks::has_finalizer(&pvc.metadata)
 }
 
 impl Job<'_> {
@@ -84,43 +84,32 @@ impl Job<'_> {
 
     /// The pair's key, from this cluster's Secret (written there when protection began).
     async fn psk(&self) -> Result<Psk, Error> {
+        let secrets = self.here.api::<Secret>(&self.namespace);
         let secret = self
             .here
-            .call(
-                "read Secret",
-                self.here.api::<Secret>(&self.namespace).get_opt(&self.names.secret),
-            )
+            .call("read Secret", secrets.get_opt(&self.names.secret))
             .await?;
         secret
             .as_ref()
-            .and_then(|s| s.data.as_ref()?.get(keys::PSK_KEY))
-            .and_then(|b| std::str::from_utf8(&b.0).ok())
-            .and_then(Psk::parse)
+            .and_then(Psk::from_secret)
             .ok_or(Error::Missing("pre-shared key Secret"))
     }
 
-    /// What planning from here needs, read once: the PVC as it says now, and the pair's key.
-    async fn plan_inputs(&self) -> Result<(PersistentVolumeClaim, Psk), Error> {
-        Ok((self.pvc_here().await?, self.psk().await?))
+    /// Protection planned from this cluster, from the PVC and the pair's key as they are now.
+    async fn protect_plan(&self) -> Result<plan::ProtectPlan, Error> {
+        let (pvc, psk) = (self.pvc_here().await?, self.psk().await?);
+        Ok(plan::protect(&pvc, &self.ctx.config.instance(), &psk, None)?)
     }
 
-    /// Protection planned from this cluster (pure, from inputs already read).
-    fn plan_with(
-        &self,
-        (pvc, psk): &(PersistentVolumeClaim, Psk),
-        endpoint: Option<&plan::Endpoint>,
-    ) -> Result<plan::ProtectPlan, Error> {
-        Ok(plan::protect(pvc, &self.ctx.config.instance(), psk, endpoint)?)
+    /// How the peer's destination is reached, from this PVC's settings (no key needed).
+    async fn service_type(&self) -> Result<ServiceType, Error> {
+        let pvc = self.pvc_here().await?;
+        Ok(plan::protect::settings(&pvc, &self.ctx.config.instance())?.service_type)
     }
 
     /// Where this cluster reaches the peer's `rd-P`, once it exists and has an address.
     async fn peer_endpoint(&self, service_type: ServiceType) -> Result<Option<plan::Endpoint>, Error> {
-        destination_endpoint(self.ctx, &self.namespace, &self.names, service_type)
-            .await
-            .map_err(|source| Error::Peer {
-                peer: self.peer.name.clone(),
-                source,
-            })
+        destination_endpoint(self.ctx, &self.namespace, &self.names, service_type).await
     }
 
     async fn one_time(&self, name: &str) -> Result<Observed, Error> {
@@ -246,10 +235,7 @@ impl Job<'_> {
             Verb::Migrate if peer_role != Role::Secondary.as_str() => problems.push(format!(
                 "the PVC on cluster {peer} is not the secondary (volsync-dr.io/role={peer_role})"
             )),
-            Verb::Migrate => match self
-                .peer_endpoint(self.plan_with(&self.plan_inputs().await?, None)?.settings.service_type)
-                .await
-            {
+            Verb::Migrate => match self.peer_endpoint(self.service_type().await?).await {
                 Ok(Some(_)) => {}
                 Ok(None) => problems.push(format!(
                     "the ReplicationDestination on cluster {peer} has no address yet; wait for volsync-dr.io/state=Protected"
@@ -342,8 +328,7 @@ impl Job<'_> {
                 Observed::Present(left)
             }
             Step::CreateDestinationOnPeer => {
-                let service_type = self.plan_with(&self.plan_inputs().await?, None)?.settings.service_type;
-                let address = self.peer_endpoint(service_type).await?.is_some();
+                let address = self.peer_endpoint(self.service_type().await?).await?.is_some();
                 // An endpoint implies the RD; only without one is its existence a question.
                 let exists = address || self.destination(&self.peer).await?.is_some();
                 Observed::Destination { exists, address }
@@ -443,141 +428,167 @@ impl Job<'_> {
     /// Perform `step`'s effect.
     pub async fn act(&self, step: Step) -> Result<(), Error> {
         let names = &self.names;
-        let ns = &self.namespace;
         match step {
-            Step::CheckPreconditions | Step::WaitForSync | Step::WaitForLocalSync | Step::WaitForProtection => {}
-            Step::ScaleDownHere | Step::ScaleDownPeer => {
-                let on = if step == Step::ScaleDownHere {
-                    &self.here
-                } else {
-                    &self.peer
-                };
-                for w in self.usage(on).await?.workloads {
-                    if let Some(body) = w.scale_down_patch() {
-                        workloads::patch(on, ns, &w.id, &body).await?;
-                        tracing::info!(namespace = ns, workload = %w.id, cluster = on.name, replicas = w.replicas, "scaled down");
-                    }
-                }
-            }
-            Step::ScaleUpHere | Step::ScaleUpPeer => {
-                let (on, _, todo) = self.scale_up_plan(step).await?;
-                for (id, replicas) in todo {
-                    workloads::patch(&on, ns, &id, &scale_up_patch(replicas)).await?;
-                    tracing::info!(namespace = ns, workload = %id, cluster = on.name, replicas, "scaled up");
-                }
-            }
-            Step::DeleteScheduledSync => self.delete_source(&self.here, &names.replication_source).await?,
+            Step::CheckPreconditions | Step::WaitForSync | Step::WaitForLocalSync | Step::WaitForProtection => Ok(()),
+            Step::ScaleDownHere => self.scale_down(&self.here).await,
+            Step::ScaleDownPeer => self.scale_down(&self.peer).await,
+            Step::ScaleUpHere | Step::ScaleUpPeer => self.scale_up(step).await,
+            Step::DeleteScheduledSync => self.delete_source(&self.here, &names.replication_source).await,
             Step::DeleteStaleSyncOnPeer => {
                 self.delete_source(&self.peer, &names.replication_source).await?;
-                self.delete_source(&self.peer, &names.replication_source_latest).await?;
+                self.delete_source(&self.peer, &names.replication_source_latest).await
             }
-            Step::DeleteOneTimeSync => self.delete_source(&self.here, &names.replication_source_latest).await?,
-            Step::DeleteDestinationOnPeer => self.delete_destination(&self.peer).await?,
-            Step::DeleteLocalSync => self.delete_source(&self.here, &names.replication_source_local).await?,
-            Step::DeleteDestination => self.delete_destination(&self.here).await?,
-            Step::DeleteRestored => {
-                let pvcs = self.here.api::<PersistentVolumeClaim>(ns);
-                self.here
-                    .call("delete restored PVC", delete_if_present(&pvcs, &names.restored_pvc))
-                    .await?;
-                let api = snapshots(&self.here, ns);
-                for snapshot in self.kept_snapshots().await? {
-                    self.here
-                        .call("delete kept VolumeSnapshot", delete_if_present(&api, &snapshot))
-                        .await?;
-                }
-            }
-            Step::CreateDestinationOnPeer => {
-                let p = self.plan_with(&self.plan_inputs().await?, None)?;
-                self.peer
-                    .call(
-                        "apply Secret",
-                        ensure(&self.peer.api::<Secret>(ns), &p.secondary_secret),
-                    )
-                    .await?;
-                self.peer
-                    .call(
-                        "apply ReplicationDestination",
-                        ensure(&self.peer.api(ns), &p.replication_destination),
-                    )
-                    .await?;
-            }
-            Step::CreateOneTimeSync => {
-                let inputs = self.plan_inputs().await?;
-                let service_type = self.plan_with(&inputs, None)?.settings.service_type;
-                let endpoint = self.peer_endpoint(service_type).await?.ok_or_else(|| {
-                    Error::Waiting(format!("the address of the destination on cluster {}", self.peer.name))
-                })?;
-                let scheduled = self
-                    .plan_with(&inputs, Some(&endpoint))?
-                    .replication_source
-                    .ok_or(Error::Missing("destination endpoint"))?;
-                let once = one_time_source(&scheduled, &names.replication_source_latest, &self.trigger);
-                self.here
-                    .call("apply one-time ReplicationSource", ensure(&self.here.api(ns), &once))
-                    .await?;
-            }
-            Step::CreateLocalSync => {
-                let rd = self
-                    .destination(&self.here)
-                    .await?
-                    .ok_or(Error::Missing("ReplicationDestination here"))?;
-                let address = rd
-                    .published_address()
-                    .ok_or_else(|| Error::Waiting("the ReplicationDestination's address here".into()))?;
-                let local = local_source(names, ns, address, &self.trigger);
-                self.here
-                    .call("apply local ReplicationSource", ensure(&self.here.api(ns), &local))
-                    .await?;
-            }
-            Step::KeepSnapshot => {
-                if let RestorePoint::Image { name, .. } = self.restore_point().await? {
-                    self.here
-                        .call(
-                            "label VolumeSnapshot",
-                            snapshots(&self.here, ns).patch(
-                                &name,
-                                &field_manager(),
-                                &Patch::Merge(keep_snapshot_patch(names)),
-                            ),
-                        )
-                        .await?;
-                }
-            }
-            Step::RestoreSnapshot => {
-                if self.restored().await?.is_none() {
-                    let pvc = self.pvc_here().await?;
-                    let restored = restored_pvc(&pvc, names, ns);
-                    let pvcs = self.here.api::<PersistentVolumeClaim>(ns);
-                    match pvcs.create(&PostParams::default(), &restored).await {
-                        Ok(_) => {}
-                        Err(kube::Error::Api(s)) if s.code == 409 => {}
-                        Err(e) => return Err(Error::local("create restored PVC")(e)),
-                    }
-                }
-            }
+            Step::DeleteOneTimeSync => self.delete_source(&self.here, &names.replication_source_latest).await,
+            Step::DeleteDestinationOnPeer => self.delete_destination(&self.peer).await,
+            Step::DeleteLocalSync => self.delete_source(&self.here, &names.replication_source_local).await,
+            Step::DeleteDestination => self.delete_destination(&self.here).await,
+            Step::DeleteRestored => self.delete_restored().await,
+            Step::CreateDestinationOnPeer => self.create_destination_on_peer().await,
+            Step::CreateOneTimeSync => self.create_one_time_sync().await,
+            Step::CreateLocalSync => self.create_local_sync().await,
+            Step::KeepSnapshot => self.keep_snapshot().await,
+            Step::RestoreSnapshot => self.restore_snapshot().await,
             Step::SwapRoles => {
                 // Here first: when the peer's instance sees its PVC become primary, this side
                 // already says secondary, so it protects toward here at once.
                 self.become_secondary().await?;
                 self.annotate(&self.peer, json!({keys::ROLE: Role::Primary.as_str()}))
-                    .await?;
+                    .await
             }
             Step::TakeOver => {
                 self.annotate(&self.here, json!({keys::ROLE: Role::Primary.as_str()}))
-                    .await?
+                    .await
             }
             Step::RestoreRoles => {
                 self.become_secondary().await?;
                 // Touch the peer's PVC so its instance looks again now: its protection resumes.
-                self.annotate(
-                    &self.peer,
-                    json!({keys::ROLE: Role::Primary.as_str(), keys::STATE: "Pending"}),
-                )
-                .await?;
+                let primary_again = json!({keys::ROLE: Role::Primary.as_str(), keys::STATE: "Pending"});
+                self.annotate(&self.peer, primary_again).await
+            }
+        }
+    }
+
+    async fn scale_down(&self, on: &ClusterRef) -> Result<(), Error> {
+        let ns = &self.namespace;
+        for w in self.usage(on).await?.workloads {
+            if let Some(body) = w.scale_down_patch() {
+                workloads::patch(on, ns, &w.id, &body).await?;
+                tracing::info!(namespace = ns, workload = %w.id, cluster = on.name, replicas = w.replicas, "scaled down");
             }
         }
         Ok(())
+    }
+
+    async fn scale_up(&self, step: Step) -> Result<(), Error> {
+        let ns = &self.namespace;
+        let (on, _, todo) = self.scale_up_plan(step).await?;
+        for (id, replicas) in todo {
+            workloads::patch(&on, ns, &id, &scale_up_patch(replicas)).await?;
+            tracing::info!(namespace = ns, workload = %id, cluster = on.name, replicas, "scaled up");
+        }
+        Ok(())
+    }
+
+    /// The restored PVC and the snapshots a failover kept, once failback no longer needs them.
+    async fn delete_restored(&self) -> Result<(), Error> {
+        let ns = &self.namespace;
+        let pvcs = self.here.api::<PersistentVolumeClaim>(ns);
+        self.here
+            .call(
+                "delete restored PVC",
+                delete_if_present(&pvcs, &self.names.restored_pvc),
+            )
+            .await?;
+        let api = snapshots(&self.here, ns);
+        for snapshot in self.kept_snapshots().await? {
+            self.here
+                .call("delete kept VolumeSnapshot", delete_if_present(&api, &snapshot))
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn create_destination_on_peer(&self) -> Result<(), Error> {
+        let ns = &self.namespace;
+        let p = self.protect_plan().await?;
+        let secrets = self.peer.api::<Secret>(ns);
+        self.peer
+            .call("apply Secret", ensure(&secrets, &p.secondary_secret))
+            .await?;
+        self.peer
+            .call(
+                "apply ReplicationDestination",
+                ensure(&self.peer.api(ns), &p.replication_destination),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// A copy of the scheduled sync, triggered once by this request.
+    async fn create_one_time_sync(&self) -> Result<(), Error> {
+        let p = self.protect_plan().await?;
+        let endpoint = self
+            .peer_endpoint(p.settings.service_type)
+            .await?
+            .ok_or_else(|| Error::Waiting(format!("the address of the destination on cluster {}", self.peer.name)))?;
+        let scheduled = p.scheduled_source(&endpoint);
+        let once = one_time_source(&scheduled, &self.names.replication_source_latest, &self.trigger);
+        self.here
+            .call(
+                "apply one-time ReplicationSource",
+                ensure(&self.here.api(&self.namespace), &once),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// A sync from the restored copy into this cluster's own destination PVC (failback).
+    async fn create_local_sync(&self) -> Result<(), Error> {
+        let ns = &self.namespace;
+        let rd = self
+            .destination(&self.here)
+            .await?
+            .ok_or(Error::Missing("ReplicationDestination here"))?;
+        let address = rd
+            .published_address()
+            .ok_or_else(|| Error::Waiting("the ReplicationDestination's address here".into()))?;
+        let local = local_source(&self.names, ns, address, &self.trigger);
+        self.here
+            .call("apply local ReplicationSource", ensure(&self.here.api(ns), &local))
+            .await?;
+        Ok(())
+    }
+
+    /// Label the newest image so VolSync does not delete it when the RD goes.
+    async fn keep_snapshot(&self) -> Result<(), Error> {
+        if let RestorePoint::Image { name, .. } = self.restore_point().await? {
+            let patch = Patch::Merge(keep_snapshot_patch(&self.names));
+            self.here
+                .call(
+                    "label VolumeSnapshot",
+                    snapshots(&self.here, &self.namespace).patch(&name, &field_manager(), &patch),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn restore_snapshot(&self) -> Result<(), Error> {
+        if self.restored().await?.is_some() {
+            return Ok(());
+        }
+        let ns = &self.namespace;
+        let pvc = self.pvc_here().await?;
+        let restored = restored_pvc(&pvc, &self.names, ns);
+        let pvcs = self.here.api::<PersistentVolumeClaim>(ns);
+        let created = self
+            .here
+            .call("create restored PVC", pvcs.create(&PostParams::default(), &restored))
+            .await;
+        match created {
+            Err(e) if !e.is_conflict() => Err(e),
+            _ => Ok(()),
+        }
     }
 
     /// After a failure at `step`: remove a one-time sync that would otherwise still run later.

@@ -4,13 +4,13 @@
 //! reconcile retry) instead of overwriting. The operations are typed: building one cannot fail.
 
 use json_patch::jsonptr::PointerBuf;
-use json_patch::{AddOperation, Patch as JsonPatch, PatchOperation, ReplaceOperation, TestOperation};
+use json_patch::{Patch as JsonPatch, PatchOperation, ReplaceOperation, TestOperation};
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 
-use crate::model::keys;
+use crate::model::{keys, marks};
 
 fn pointer(tokens: &[&str]) -> PointerBuf {
     PointerBuf::from_tokens(tokens.iter().copied())
@@ -23,32 +23,24 @@ fn test(tokens: &[&str], value: Value) -> PatchOperation {
     })
 }
 
-fn add(tokens: &[&str], value: Value) -> PatchOperation {
-    PatchOperation::Add(AddOperation {
-        path: pointer(tokens),
-        value,
-    })
-}
-
-/// Finalizer and label, as the webhook would have stamped them.
+/// Finalizer and label, as the webhook would have stamped them (`marks::stamp`, the webhook's
+/// own mutation), guarded by a test of the finalizers as read.
 pub(super) fn stamp_patch(pvc: &PersistentVolumeClaim) -> JsonPatch {
-    let finalizers = pvc.finalizers();
-    let mut ops = Vec::new();
-    if !finalizers.iter().any(|f| f == keys::FINALIZER) {
-        if finalizers.is_empty() {
-            ops.push(test(&["metadata", "finalizers"], Value::Null));
-            ops.push(add(&["metadata", "finalizers"], json!([keys::FINALIZER])));
-        } else {
-            ops.push(test(&["metadata", "finalizers"], json!(finalizers)));
-            ops.push(add(&["metadata", "finalizers", "-"], json!(keys::FINALIZER)));
-        }
+    let mut read = json!({"metadata": {}});
+    if let Some(finalizers) = &pvc.metadata.finalizers {
+        read["metadata"]["finalizers"] = json!(finalizers);
     }
-    if pvc.metadata.labels.is_none() {
-        ops.push(add(&["metadata", "labels"], json!({keys::PROTECTED_LABEL: "true"})));
-    } else {
-        ops.push(add(&["metadata", "labels", keys::PROTECTED_LABEL], json!("true")));
+    if let Some(labels) = &pvc.metadata.labels {
+        read["metadata"]["labels"] = json!(labels);
     }
-    JsonPatch(ops)
+    let mut stamped = read.clone();
+    marks::stamp(&mut stamped["metadata"]);
+    let changes = json_patch::diff(&read, &stamped);
+    if changes.0.is_empty() {
+        return changes;
+    }
+    let guard = test(&["metadata", "finalizers"], read["metadata"]["finalizers"].clone());
+    JsonPatch(std::iter::once(guard).chain(changes.0).collect())
 }
 
 /// Our finalizer removed, every other one kept.
@@ -114,13 +106,14 @@ mod tests {
                 &["other"],
                 true,
                 json!([{"op": "test", "path": "/metadata/finalizers", "value": ["other"]},
-                       {"op": "add", "path": "/metadata/finalizers/-", "value": keys::FINALIZER},
+                       {"op": "add", "path": "/metadata/finalizers/1", "value": keys::FINALIZER},
                        {"op": "add", "path": "/metadata/labels/volsync-dr.io~1protected", "value": "true"}]),
             ),
             (
                 &[keys::FINALIZER],
                 true,
-                json!([{"op": "add", "path": "/metadata/labels/volsync-dr.io~1protected", "value": "true"}]),
+                json!([{"op": "test", "path": "/metadata/finalizers", "value": [keys::FINALIZER]},
+                       {"op": "add", "path": "/metadata/labels/volsync-dr.io~1protected", "value": "true"}]),
             ),
         ];
         for (finalizers, labels, want) in cases {

@@ -51,7 +51,7 @@ pub async fn run(ctx: Arc<Context>, synced: Arc<AtomicUsize>, stop: tokio::sync:
     let runs: Vec<_> = scopes
         .into_iter()
         .map(|scope| {
-            let client = ctx.local.clone();
+            let client = ctx.here.client();
             let (pvcs, sources, destinations): (
                 Api<PersistentVolumeClaim>,
                 Api<ReplicationSource>,

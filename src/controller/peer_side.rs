@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::apply::{ensure, field_manager};
 use super::context::Context;
-use crate::cluster::peer::PeerError;
+use super::error::Error;
 use crate::model::names::{Names, volsync_rsync_tls_service};
 use crate::model::volsync::{ReplicationDestination, ServiceType};
 use crate::plan::status::pick_node_address;
@@ -22,8 +22,8 @@ pub(super) async fn ensure_peer(
     pvc: &PersistentVolumeClaim,
     namespace: &str,
     p: &plan::ProtectPlan,
-) -> Result<PeerSide, PeerError> {
-    let pvcs: Api<PersistentVolumeClaim> = ctx.peer.namespaced(namespace);
+) -> Result<PeerSide, Error> {
+    let pvcs: Api<PersistentVolumeClaim> = ctx.peer.api(namespace);
     let existing = ctx.peer.call("read PVC", pvcs.get_opt(&p.names.pvc)).await?;
     // The peer's copy may have taken over (failover) or be taking over: then it is not ours
     // to overwrite, whatever this side's annotations say.
@@ -33,7 +33,7 @@ pub(super) async fn ensure_peer(
     {
         return Ok(PeerSide::HandedOff(reason));
     }
-    let secrets: Api<Secret> = ctx.peer.namespaced(namespace);
+    let secrets: Api<Secret> = ctx.peer.api(namespace);
     ctx.peer
         .call("apply Secret", ensure(&secrets, &p.secondary_secret))
         .await?;
@@ -56,7 +56,7 @@ pub(super) async fn ensure_peer(
             }
         }
     }
-    let rds: Api<ReplicationDestination> = ctx.peer.namespaced(namespace);
+    let rds: Api<ReplicationDestination> = ctx.peer.api(namespace);
     ctx.peer
         .call("apply ReplicationDestination", ensure(&rds, &p.replication_destination))
         .await?;
@@ -83,8 +83,8 @@ pub(super) async fn destination_endpoint(
     namespace: &str,
     names: &Names,
     service_type: ServiceType,
-) -> Result<Option<Endpoint>, PeerError> {
-    let rds: Api<ReplicationDestination> = ctx.peer.namespaced(namespace);
+) -> Result<Option<Endpoint>, Error> {
+    let rds: Api<ReplicationDestination> = ctx.peer.api(namespace);
     let rd = ctx
         .peer
         .call(
@@ -95,7 +95,7 @@ pub(super) async fn destination_endpoint(
     let Some(rd) = rd else { return Ok(None) };
     let published = rd.published_address().map(str::to_string);
     let (node_address, node_port) = if service_type == ServiceType::NodePort {
-        let services: Api<Service> = ctx.peer.namespaced(namespace);
+        let services: Api<Service> = ctx.peer.api(namespace);
         let service_name = volsync_rsync_tls_service(&names.replication_destination);
         // The node port changes whenever the RD is re-created, so it is read every time.
         let service = ctx
@@ -115,7 +115,7 @@ pub(super) async fn destination_endpoint(
     ))
 }
 
-async fn peer_node_address(ctx: &Context) -> Result<Option<String>, PeerError> {
+async fn peer_node_address(ctx: &Context) -> Result<Option<String>, Error> {
     if let Some(address) = &ctx.config.peer_node_address {
         return Ok(Some(address.clone()));
     }

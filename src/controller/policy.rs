@@ -16,6 +16,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::apply::field_manager;
+use super::clusters::ClusterRef;
 use super::context::Context;
 use super::error::Error;
 use super::report::publish;
@@ -52,13 +53,16 @@ async fn write(
 ) -> Result<(), Error> {
     let namespace = pvc.namespace().ok_or(Error::Missing("namespace"))?;
     let name = pvc.name_any();
-    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.local.clone(), &namespace);
+    let pvcs = ctx.here.api::<PersistentVolumeClaim>(&namespace);
     // Guarded by the resource version: a PVC changed meanwhile is decided again, not overwritten.
     let mut patch = change.merge_patch();
     patch["metadata"]["resourceVersion"] = json!(pvc.resource_version());
-    pvcs.patch(&name, &field_manager(), &Patch::Merge(patch))
-        .await
-        .map_err(Error::local("write policy annotations"))?;
+    ctx.here
+        .call(
+            "write policy annotations",
+            pvcs.patch(&name, &field_manager(), &Patch::Merge(patch)),
+        )
+        .await?;
     let (reason, note) = match outcome {
         Outcome::Applied { policy } => ("PolicyApplied", format!("protected by DRPolicy {policy}")),
         Outcome::Updated { policy } => ("PolicyUpdated", format!("settings of DRPolicy {policy} updated")),
@@ -137,7 +141,6 @@ async fn sweep(ctx: &Context, view: &PolicyWatch, set: &PolicySet, stores: &[Sto
     ctx.metrics
         .policy_sweep(if failed == 0 { "ok" } else { "error" }, seconds);
     tracing::debug!(seconds, failed, "policy sweep");
-    let api: Api<DRPolicy> = Api::all(ctx.local.clone());
     let now = Time(jiff::Timestamp::now());
     for (name, rules) in set.iter() {
         // The cached object: its status is ours, so the cache is as new as any read.
@@ -145,7 +148,7 @@ async fn sweep(ctx: &Context, view: &PolicyWatch, set: &PolicySet, stores: &[Sto
             continue;
         };
         let validity = rules.as_ref().map(|r| r.paused);
-        if let Err(e) = write_status(&api, &policy, validity, protected.get(name).copied(), &now).await {
+        if let Err(e) = write_status(&ctx.here, &policy, validity, protected.get(name).copied(), &now).await {
             tracing::warn!(policy = name, error = %e, "cannot write DRPolicy status");
         }
     }
@@ -187,12 +190,12 @@ fn ready_condition(
 }
 
 async fn write_status(
-    api: &Api<DRPolicy>,
+    here: &ClusterRef,
     policy: &DRPolicy,
     validity: Result<bool, &crate::model::policy::SpecErrors>,
     protected: Option<u32>,
     now: &Time,
-) -> Result<(), kube::Error> {
+) -> Result<(), Error> {
     let name = policy.name_any();
     let previous = policy
         .status
@@ -210,9 +213,14 @@ async fn write_status(
         last_sweep_time: Some(now.clone()),
         observed_generation: generation,
     };
-    api.patch_status(&name, &field_manager(), &Patch::Merge(json!({"status": status})))
-        .await
-        .map(|_| ())
+    let api: Api<DRPolicy> = here.all();
+    let patch = Patch::Merge(json!({"status": status}));
+    here.call(
+        "write DRPolicy status",
+        api.patch_status(&name, &field_manager(), &patch),
+    )
+    .await
+    .map(|_| ())
 }
 
 #[cfg(test)]

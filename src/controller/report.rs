@@ -2,7 +2,7 @@
 //! and Events (one per state transition, step and failure).
 
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
-use kube::api::{Api, Patch};
+use kube::api::Patch;
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 
@@ -15,7 +15,6 @@ use crate::plan::status::{StatusView, SyncTimes, status_patch};
 
 pub(super) async fn report(
     pvc: &PersistentVolumeClaim,
-    pvcs: &Api<PersistentVolumeClaim>,
     ctx: &Context,
     state: State,
     sync: SyncTimes,
@@ -26,14 +25,13 @@ pub(super) async fn report(
         state,
         sync,
     };
-    write_status(pvc, pvcs, ctx, &view, reason).await
+    write_status(pvc, ctx, &view, reason).await
 }
 
 /// Write status annotations only when they change, with an Event for each state transition
 /// and each failure.
 pub(super) async fn write_status(
     pvc: &PersistentVolumeClaim,
-    pvcs: &Api<PersistentVolumeClaim>,
     ctx: &Context,
     view: &StatusView,
     reason: Option<String>,
@@ -55,9 +53,15 @@ pub(super) async fn write_status(
         },
     );
     if let Some(patch) = status_patch(pvc.annotations(), view) {
-        pvcs.patch(&name, &field_manager(), &Patch::Merge(patch))
-            .await
-            .map_err(Error::local("write status"))?;
+        let pvcs = ctx
+            .here
+            .api::<PersistentVolumeClaim>(&pvc.namespace().unwrap_or_default());
+        ctx.here
+            .call(
+                "write status",
+                pvcs.patch(&name, &field_manager(), &Patch::Merge(patch)),
+            )
+            .await?;
     }
     let before = pvc.annotations().get(keys::STATE).and_then(|s| State::parse(s));
     if let Some(reason) = &reason {
@@ -75,11 +79,26 @@ pub(super) async fn write_status(
 
 /// Publish an Event on the PVC. An Event that cannot be written is logged, not fatal.
 pub(super) async fn publish(ctx: &Context, pvc: &PersistentVolumeClaim, type_: EventType, reason: &str, note: &str) {
+    publish_as(ctx, pvc, type_, reason, "Reconcile", note).await
+}
+
+/// Publish an Event whose `action` says what it is about. The recorder folds an Event with the
+/// same reason and action on the same PVC (within minutes) into the first one's series, keeping
+/// the first note: each request and each of its steps gets its own action, so its note shows.
+pub(super) async fn publish_as(
+    ctx: &Context,
+    pvc: &PersistentVolumeClaim,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: &str,
+) {
     let event = Event {
         type_,
         reason: reason.to_string(),
         note: Some(note.chars().take(1000).collect()),
-        action: "Reconcile".to_string(),
+        // The API server accepts at most 128 characters.
+        action: action.chars().take(128).collect(),
         secondary: None,
     };
     if let Err(e) = ctx.recorder.publish(&event, &pvc.object_ref(&())).await {

@@ -3,11 +3,13 @@
 
 pub mod action;
 pub mod keys;
+pub mod marks;
 pub mod names;
 pub mod policy;
 pub mod progress;
 pub mod protection;
 pub mod role;
 pub mod schedule;
+pub mod view;
 pub mod volsync;
 pub mod workload;

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
+use serde_json::{Map, Value, json};
 
 use super::action::{ActionRequest, Verb};
 use super::keys;
@@ -34,7 +35,7 @@ impl Phase {
 }
 
 /// Where an action stands, as its annotations record it.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Progress {
     pub phase: Option<Phase>,
     /// The request being run (it may differ from `action` if that changed meanwhile).
@@ -84,8 +85,194 @@ impl Progress {
     }
 }
 
+/// A change to where an action stands. [`ProgressUpdate::patch`] is the one place the
+/// `action-*` annotations are written from, and [`Progress::apply`] the same change in memory,
+/// so a pass goes on from what it wrote without reading it back.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ProgressUpdate {
+    /// The request starts at its first step; what an earlier request left is cleared.
+    Start {
+        request: String,
+        step: String,
+        now: Timestamp,
+    },
+    /// The next step starts; the application's down time when this step changed it.
+    Advance {
+        step: String,
+        now: Timestamp,
+        app_down_since: Option<Timestamp>,
+        app_down_seconds: Option<f64>,
+    },
+    /// What the running step waits for.
+    Message(String),
+    /// The request ends: `last` is recorded as finished and the bookkeeping cleared.
+    Finish {
+        last: String,
+        phase: Phase,
+        message: String,
+    },
+}
+
+impl ProgressUpdate {
+    /// The merge patch of the PVC that records this change (`null` removes an annotation).
+    pub fn patch(&self) -> Value {
+        let text = |s: &str| Value::String(s.to_string());
+        let mut fields: Map<String, Value> = Map::new();
+        let clear_bookkeeping = |fields: &mut Map<String, Value>| {
+            for key in keys::ACTION_BOOKKEEPING {
+                fields.insert(key.to_string(), Value::Null);
+            }
+        };
+        match self {
+            ProgressUpdate::Start { request, step, now } => {
+                clear_bookkeeping(&mut fields);
+                fields.insert(keys::ACTION_PHASE.into(), text(Phase::Running.as_str()));
+                fields.insert(keys::ACTION_RUNNING.into(), text(request));
+                fields.insert(keys::ACTION_STEP.into(), text(step));
+                fields.insert(keys::ACTION_STEP_STARTED.into(), Value::String(now.to_string()));
+                fields.insert(keys::ACTION_STARTED.into(), Value::String(now.to_string()));
+                fields.insert(keys::ACTION_MESSAGE.into(), text(""));
+            }
+            ProgressUpdate::Advance {
+                step,
+                now,
+                app_down_since,
+                app_down_seconds,
+            } => {
+                fields.insert(keys::ACTION_STEP.into(), text(step));
+                fields.insert(keys::ACTION_STEP_STARTED.into(), Value::String(now.to_string()));
+                fields.insert(keys::ACTION_MESSAGE.into(), text(""));
+                if let Some(since) = app_down_since {
+                    fields.insert(keys::APP_DOWN_SINCE.into(), Value::String(since.to_string()));
+                }
+                if let Some(seconds) = app_down_seconds {
+                    fields.insert(keys::APP_DOWN_SECONDS.into(), Value::String(format!("{seconds:.3}")));
+                }
+            }
+            ProgressUpdate::Message(message) => {
+                fields.insert(keys::ACTION_MESSAGE.into(), text(message));
+            }
+            ProgressUpdate::Finish { last, phase, message } => {
+                clear_bookkeeping(&mut fields);
+                fields.insert(keys::LAST_ACTION.into(), text(last));
+                fields.insert(keys::ACTION_PHASE.into(), text(phase.as_str()));
+                fields.insert(keys::ACTION_MESSAGE.into(), text(message));
+            }
+        }
+        json!({"metadata": {"annotations": fields}})
+    }
+}
+
+impl Progress {
+    /// The same change as `update.patch()`, applied to this copy (the message is not part of
+    /// `Progress`).
+    pub fn apply(&mut self, update: &ProgressUpdate) {
+        match update {
+            ProgressUpdate::Start { request, step, now } => {
+                *self = Progress {
+                    phase: Some(Phase::Running),
+                    running: Some(request.clone()),
+                    step: Some(step.clone()),
+                    step_started: Some(*now),
+                    action_started: Some(*now),
+                    ..Progress::default()
+                }
+            }
+            ProgressUpdate::Advance {
+                step,
+                now,
+                app_down_since,
+                app_down_seconds,
+            } => {
+                self.step = Some(step.clone());
+                self.step_started = Some(*now);
+                self.app_down_since = app_down_since.or(self.app_down_since);
+                // Written with millisecond precision; kept the same here.
+                if let Some(seconds) = app_down_seconds {
+                    self.app_down_seconds = format!("{seconds:.3}").parse().ok();
+                }
+            }
+            ProgressUpdate::Message(_) => {}
+            ProgressUpdate::Finish { phase, .. } => {
+                *self = Progress {
+                    phase: Some(*phase),
+                    ..Progress::default()
+                }
+            }
+        }
+    }
+}
+
 /// Seconds from `from` to `to` (0 when `to` is earlier: clocks of two writers may differ).
 pub fn seconds_between(from: Timestamp, to: Timestamp) -> f64 {
     let nanos = to.as_nanosecond().saturating_sub(from.as_nanosecond());
     (nanos.max(0) as f64) / 1e9
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Apply a merge patch's annotations to a map, as the API server does.
+    fn merged(mut annotations: BTreeMap<String, String>, patch: &Value) -> BTreeMap<String, String> {
+        let changes = patch["metadata"]["annotations"].as_object().expect("annotations");
+        for (key, value) in changes {
+            match value.as_str() {
+                Some(v) => annotations.insert(key.clone(), v.to_string()),
+                None => annotations.remove(key),
+            };
+        }
+        annotations
+    }
+
+    #[test]
+    fn what_a_pass_writes_is_what_it_goes_on_from() {
+        let t = |s: &str| s.parse::<Timestamp>().expect("time");
+        let updates = [
+            ProgressUpdate::Start {
+                request: "migrate:1".into(),
+                step: "check-preconditions".into(),
+                now: t("2026-12-02T10:00:00Z"),
+            },
+            ProgressUpdate::Message("waiting for the sync".into()),
+            ProgressUpdate::Advance {
+                step: "scale-down-here".into(),
+                now: t("2026-12-02T10:00:01Z"),
+                app_down_since: Some(t("2026-12-02T10:00:01Z")),
+                app_down_seconds: None,
+            },
+            ProgressUpdate::Advance {
+                step: "wait-for-protection".into(),
+                now: t("2026-12-02T10:00:09Z"),
+                app_down_since: None,
+                app_down_seconds: Some(7.98765),
+            },
+            ProgressUpdate::Finish {
+                last: "migrate:1".into(),
+                phase: Phase::Succeeded,
+                message: "migrate finished".into(),
+            },
+        ];
+        // Left over from an earlier request: Start clears it.
+        let mut annotations: BTreeMap<String, String> =
+            [(keys::APP_DOWN_SECONDS.to_string(), "3.000".to_string())].into();
+        let mut progress = Progress::read(&annotations);
+        for update in &updates {
+            annotations = merged(annotations, &update.patch());
+            progress.apply(update);
+            assert_eq!(Progress::read(&annotations), progress, "after {update:?}");
+        }
+        assert_eq!(
+            annotations.get(keys::LAST_ACTION).map(String::as_str),
+            Some("migrate:1")
+        );
+        assert_eq!(
+            annotations.get(keys::ACTION_MESSAGE).map(String::as_str),
+            Some("migrate finished")
+        );
+        for key in keys::ACTION_BOOKKEEPING {
+            assert!(!annotations.contains_key(*key), "{key} cleared when the action ends");
+        }
+        assert_eq!(progress.in_flight(), None);
+    }
 }

@@ -5,6 +5,7 @@
 //! the controller can compare plan and cluster to decide whether to write at all.
 
 pub mod action;
+pub mod pass;
 pub mod policy;
 pub mod protect;
 pub mod status;
@@ -82,6 +83,13 @@ impl Psk {
         let (identity, key) = text.trim_end().split_once(':')?;
         let valid = !identity.is_empty() && key.len() >= 32 && key.bytes().all(|b| b.is_ascii_hexdigit());
         valid.then(|| Psk(text.trim_end().to_string()))
+    }
+
+    /// The key a pair's Secret holds (`psk.txt`), if it holds a valid one. The one reader of
+    /// key Secrets: the protection pass and the action steps both use it.
+    pub fn from_secret(secret: &k8s_openapi::api::core::v1::Secret) -> Option<Self> {
+        let bytes = secret.data.as_ref()?.get(crate::model::keys::PSK_KEY)?;
+        Psk::parse(std::str::from_utf8(&bytes.0).ok()?)
     }
 
     pub fn expose(&self) -> &str {
@@ -172,5 +180,24 @@ mod tests {
         for bad in ["", "nocolon", ":abcd", "1:short", "1:zz7395fafc3e842bd8ac0fe142e6ad1zz"] {
             assert_eq!(Psk::parse(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn psk_from_secret() {
+        use k8s_openapi::ByteString;
+        use k8s_openapi::api::core::v1::Secret;
+        let secret = |key: &str, value: &[u8]| Secret {
+            data: Some([(key.to_string(), ByteString(value.to_vec()))].into()),
+            ..Secret::default()
+        };
+        let good = Psk::from_random_bytes([7; PSK_BYTES]);
+        assert_eq!(
+            Psk::from_secret(&secret("psk.txt", good.expose().as_bytes())),
+            Some(good)
+        );
+        assert_eq!(Psk::from_secret(&secret("other", b"volsync-dr:00")), None);
+        assert_eq!(Psk::from_secret(&secret("psk.txt", &[0xff, 0xfe])), None, "not UTF-8");
+        assert_eq!(Psk::from_secret(&secret("psk.txt", b"1:short")), None);
+        assert_eq!(Psk::from_secret(&Secret::default()), None);
     }
 }

@@ -17,12 +17,13 @@ use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::core::SelectorExt;
 
 use crate::model::keys;
+use crate::model::marks::is_volsync_owned;
 use crate::model::policy::{DRPolicy, PolicyRules, SpecErrors};
 use crate::model::progress::Progress;
 use crate::model::role::Role;
 use crate::model::schedule;
 use crate::model::volsync::{CopyMethod, ServiceType};
-use crate::plan::protect::{is_restore, is_volsync_owned};
+use crate::plan::protect::is_restore;
 
 /// Namespaces no policy reaches, whatever its selector.
 pub const SYSTEM_NAMESPACES: &[&str] = &["kube-system"];
@@ -161,7 +162,7 @@ fn choose<'a>(
     scope: &Scope,
 ) -> Choice<'a> {
     let namespace = pvc.metadata.namespace.as_deref().unwrap_or_default();
-    if is_volsync_owned(pvc)
+    if is_volsync_owned(&pvc.metadata)
         || is_restore(pvc)
         || pvc.metadata.deletion_timestamp.is_some()
         || SYSTEM_NAMESPACES.contains(&namespace)

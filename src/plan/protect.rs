@@ -12,7 +12,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::{Endpoint, InstanceSettings, PlanError, Psk};
 use crate::model::action::{ActionRequest, Verb};
-use crate::model::keys;
 use crate::model::names::Names;
 use crate::model::progress::{Phase, Progress};
 use crate::model::protection::ProtectionSpec;
@@ -22,6 +21,7 @@ use crate::model::volsync::{
     CopyMethod, MoverConfig, ReplicationDestination, ReplicationDestinationRsyncTlsSpec, ReplicationDestinationSpec,
     ReplicationSource, ReplicationSourceRsyncTlsSpec, ReplicationSourceSpec, ReplicationSourceTriggerSpec, ServiceType,
 };
+use crate::model::{keys, marks};
 
 /// The unprivileged user VolSync's mover runs as (`nobody`), as in the manual procedure.
 const MOVER_ID: i64 = 65534;
@@ -130,111 +130,174 @@ pub fn protect(
     psk: &Psk,
     endpoint: Option<&Endpoint>,
 ) -> Result<ProtectPlan, PlanError> {
-    let name = pvc
-        .metadata
-        .name
-        .as_deref()
-        .filter(|n| !n.is_empty())
-        .ok_or(PlanError::MissingField {
-            field: "metadata.name",
-            hint: "give the PVC a name",
-        })?;
-    let namespace = pvc
-        .metadata
-        .namespace
-        .as_deref()
-        .filter(|n| !n.is_empty())
-        .ok_or(PlanError::MissingField {
-            field: "metadata.namespace",
-            hint: "give the PVC a namespace",
-        })?;
-    if is_volsync_owned(pvc) {
-        return Err(PlanError::NotProtectable(format!(
-            "it carries {}={}, so VolSync manages it",
-            keys::CREATED_BY,
-            keys::CREATED_BY_VOLSYNC
-        )));
-    }
     let annotations = pvc.metadata.annotations.clone().unwrap_or_default();
     let spec = ProtectionSpec::parse(&annotations)?;
-    if spec.role == Some(Role::Secondary) {
-        return Err(PlanError::NotProtectable(
-            "it is the secondary of a pair (volsync-dr.io/role=secondary); protection runs from its primary".into(),
-        ));
-    }
-    let pvc_spec = pvc.spec.as_ref().ok_or(PlanError::MissingField {
-        field: "spec",
-        hint: "a PVC needs a spec",
-    })?;
-    let size = pvc_spec
-        .resources
-        .as_ref()
-        .and_then(|r| r.requests.as_ref())
-        .and_then(|r| r.get("storage"))
-        .ok_or(PlanError::MissingField {
-            field: "spec.resources.requests.storage",
-            hint: "the counterpart PVC on the peer is created with the same size",
-        })?;
-    let access_modes = pvc_spec
-        .access_modes
-        .clone()
-        .filter(|m| !m.is_empty())
-        .ok_or(PlanError::MissingField {
-            field: "spec.accessModes",
-            hint: "the counterpart PVC on the peer is created with the same access modes",
-        })?;
+    protect_with(pvc, &spec, instance, psk, endpoint)
+}
 
-    let settings = EffectiveSettings::resolve(&spec, pvc_spec.storage_class_name.as_deref(), instance)?;
-    let names = Names::for_pvc(name);
-    let meta = |object_name: &str| ObjectMeta {
+/// [`protect`] from annotations already parsed.
+pub fn protect_with(
+    pvc: &PersistentVolumeClaim,
+    spec: &ProtectionSpec,
+    instance: &InstanceSettings,
+    psk: &Psk,
+    endpoint: Option<&Endpoint>,
+) -> Result<ProtectPlan, PlanError> {
+    let source = SourceVolume::read(pvc, spec)?;
+    let settings = EffectiveSettings::resolve(spec, source.storage_class, instance)?;
+    let names = Names::for_pvc(source.name);
+    let secret = key_secret(&source, &names, psk);
+    let mut plan = ProtectPlan {
+        namespace: source.namespace.to_string(),
+        primary_secret: secret.clone(),
+        secondary_secret: secret,
+        secondary_pvc: counterpart_pvc(&source, &names, &settings, instance),
+        replication_destination: destination(&source, &names, &settings),
+        replication_source: None,
+        settings,
+        names,
+    };
+    plan.replication_source = endpoint.map(|e| plan.scheduled_source(e));
+    Ok(plan)
+}
+
+/// The settings in force for a primary PVC (annotations over the instance's defaults).
+pub fn settings(pvc: &PersistentVolumeClaim, instance: &InstanceSettings) -> Result<EffectiveSettings, PlanError> {
+    let annotations = pvc.metadata.annotations.clone().unwrap_or_default();
+    let spec = ProtectionSpec::parse(&annotations)?;
+    let storage_class = pvc.spec.as_ref().and_then(|s| s.storage_class_name.as_deref());
+    EffectiveSettings::resolve(&spec, storage_class, instance)
+}
+
+/// What the plan takes from the application's PVC, checked.
+struct SourceVolume<'a> {
+    name: &'a str,
+    namespace: &'a str,
+    size: &'a k8s_openapi::apimachinery::pkg::api::resource::Quantity,
+    access_modes: Vec<String>,
+    storage_class: Option<&'a str>,
+    volume_mode: Option<String>,
+}
+
+impl<'a> SourceVolume<'a> {
+    fn read(pvc: &'a PersistentVolumeClaim, spec: &ProtectionSpec) -> Result<Self, PlanError> {
+        let present = |value: Option<&'a String>, field, hint| {
+            value
+                .map(String::as_str)
+                .filter(|v| !v.is_empty())
+                .ok_or(PlanError::MissingField { field, hint })
+        };
+        let name = present(pvc.metadata.name.as_ref(), "metadata.name", "give the PVC a name")?;
+        let namespace = present(
+            pvc.metadata.namespace.as_ref(),
+            "metadata.namespace",
+            "give the PVC a namespace",
+        )?;
+        if marks::is_volsync_owned(&pvc.metadata) {
+            return Err(PlanError::NotProtectable(format!(
+                "it carries {}={}, so VolSync manages it",
+                keys::CREATED_BY,
+                keys::CREATED_BY_VOLSYNC
+            )));
+        }
+        if spec.role == Some(Role::Secondary) {
+            return Err(PlanError::NotProtectable(
+                "it is the secondary of a pair (volsync-dr.io/role=secondary); protection runs from its primary".into(),
+            ));
+        }
+        let pvc_spec = pvc.spec.as_ref().ok_or(PlanError::MissingField {
+            field: "spec",
+            hint: "a PVC needs a spec",
+        })?;
+        let size = pvc_spec
+            .resources
+            .as_ref()
+            .and_then(|r| r.requests.as_ref())
+            .and_then(|r| r.get("storage"))
+            .ok_or(PlanError::MissingField {
+                field: "spec.resources.requests.storage",
+                hint: "the counterpart PVC on the peer is created with the same size",
+            })?;
+        let access_modes = pvc_spec
+            .access_modes
+            .clone()
+            .filter(|m| !m.is_empty())
+            .ok_or(PlanError::MissingField {
+                field: "spec.accessModes",
+                hint: "the counterpart PVC on the peer is created with the same access modes",
+            })?;
+        Ok(SourceVolume {
+            name,
+            namespace,
+            size,
+            access_modes,
+            storage_class: pvc_spec.storage_class_name.as_deref(),
+            volume_mode: pvc_spec.volume_mode.clone(),
+        })
+    }
+}
+
+fn object_meta(namespace: &str, names: &Names, object_name: &str) -> ObjectMeta {
+    ObjectMeta {
         name: Some(object_name.to_string()),
         namespace: Some(namespace.to_string()),
         labels: Some(names.labels()),
         annotations: Some(names.annotations()),
         ..ObjectMeta::default()
-    };
+    }
+}
 
-    let secret = Secret {
-        metadata: meta(&names.secret),
+/// The pair's key, the same Secret on both clusters.
+fn key_secret(source: &SourceVolume, names: &Names, psk: &Psk) -> Secret {
+    Secret {
+        metadata: object_meta(source.namespace, names, &names.secret),
         type_: Some("Opaque".to_string()),
         data: Some(BTreeMap::from([(
             keys::PSK_KEY.to_string(),
             ByteString(psk.expose().as_bytes().to_vec()),
         )])),
         ..Secret::default()
-    };
+    }
+}
 
-    let secondary_pvc = PersistentVolumeClaim {
+/// The PVC on the peer that receives the replica: same size, access modes and volume mode.
+fn counterpart_pvc(
+    source: &SourceVolume,
+    names: &Names,
+    settings: &EffectiveSettings,
+    instance: &InstanceSettings,
+) -> PersistentVolumeClaim {
+    let mut labels = names.labels();
+    labels.insert(keys::PROTECTED_LABEL.to_string(), "true".to_string());
+    PersistentVolumeClaim {
         metadata: ObjectMeta {
-            labels: Some({
-                let mut labels = names.labels();
-                labels.insert(keys::PROTECTED_LABEL.to_string(), "true".to_string());
-                labels
-            }),
-            annotations: Some(counterpart_annotations(&settings, instance)),
-            ..meta(name)
+            labels: Some(labels),
+            annotations: Some(counterpart_annotations(settings, instance)),
+            ..object_meta(source.namespace, names, source.name)
         },
         spec: Some(PersistentVolumeClaimSpec {
-            access_modes: Some(access_modes),
+            access_modes: Some(source.access_modes.clone()),
             resources: Some(VolumeResourceRequirements {
-                requests: Some(BTreeMap::from([("storage".to_string(), size.clone())])),
+                requests: Some(BTreeMap::from([("storage".to_string(), source.size.clone())])),
                 ..VolumeResourceRequirements::default()
             }),
             storage_class_name: settings.destination_storage_class.clone(),
-            volume_mode: pvc_spec.volume_mode.clone(),
+            volume_mode: source.volume_mode.clone(),
             ..PersistentVolumeClaimSpec::default()
         }),
         status: None,
-    };
+    }
+}
 
-    let replication_destination = ReplicationDestination {
-        metadata: meta(&names.replication_destination),
+fn destination(source: &SourceVolume, names: &Names, settings: &EffectiveSettings) -> ReplicationDestination {
+    ReplicationDestination {
+        metadata: object_meta(source.namespace, names, &names.replication_destination),
         spec: ReplicationDestinationSpec {
             trigger: None,
             paused: None,
             rsync_tls: Some(ReplicationDestinationRsyncTlsSpec {
                 copy_method: Some(settings.copy_method),
-                destination_pvc: Some(name.to_string()),
+                destination_pvc: Some(source.name.to_string()),
                 key_secret: Some(names.secret.clone()),
                 service_type: Some(settings.service_type),
                 storage_class_name: settings.destination_storage_class.clone(),
@@ -247,44 +310,40 @@ pub fn protect(
             }),
         },
         status: None,
-    };
+    }
+}
 
-    let replication_source = endpoint.map(|endpoint| ReplicationSource {
-        metadata: meta(&names.replication_source),
-        spec: ReplicationSourceSpec {
-            source_pvc: Some(name.to_string()),
-            trigger: Some(ReplicationSourceTriggerSpec {
-                schedule: Some(settings.schedule.to_string()),
-                manual: None,
-            }),
-            paused: None,
-            rsync_tls: Some(ReplicationSourceRsyncTlsSpec {
-                address: Some(endpoint.address.clone()),
-                port: Some(endpoint.port),
-                key_secret: Some(names.secret.clone()),
-                copy_method: Some(settings.copy_method),
-                storage_class_name: settings.storage_class.clone(),
-                volume_snapshot_class_name: settings.volume_snapshot_class.clone(),
-                mover: MoverConfig {
-                    mover_security_context: Some(mover_security_context()),
-                    ..MoverConfig::default()
-                },
-                ..ReplicationSourceRsyncTlsSpec::default()
-            }),
-        },
-        status: None,
-    });
-
-    Ok(ProtectPlan {
-        namespace: namespace.to_string(),
-        primary_secret: secret.clone(),
-        secondary_secret: secret,
-        secondary_pvc,
-        replication_destination,
-        replication_source,
-        settings,
-        names,
-    })
+impl ProtectPlan {
+    /// The scheduled ReplicationSource here, once the peer's destination is reachable at
+    /// `endpoint`.
+    pub fn scheduled_source(&self, endpoint: &Endpoint) -> ReplicationSource {
+        let settings = &self.settings;
+        ReplicationSource {
+            metadata: object_meta(&self.namespace, &self.names, &self.names.replication_source),
+            spec: ReplicationSourceSpec {
+                source_pvc: Some(self.names.pvc.clone()),
+                trigger: Some(ReplicationSourceTriggerSpec {
+                    schedule: Some(settings.schedule.to_string()),
+                    manual: None,
+                }),
+                paused: None,
+                rsync_tls: Some(ReplicationSourceRsyncTlsSpec {
+                    address: Some(endpoint.address.clone()),
+                    port: Some(endpoint.port),
+                    key_secret: Some(self.names.secret.clone()),
+                    copy_method: Some(settings.copy_method),
+                    storage_class_name: settings.storage_class.clone(),
+                    volume_snapshot_class_name: settings.volume_snapshot_class.clone(),
+                    mover: MoverConfig {
+                        mover_security_context: Some(mover_security_context()),
+                        ..MoverConfig::default()
+                    },
+                    ..ReplicationSourceRsyncTlsSpec::default()
+                }),
+            },
+            status: None,
+        }
+    }
 }
 
 /// Why a primary must leave the pair alone, if it must: the peer's copy says primary too (one
@@ -322,15 +381,6 @@ pub fn hand_off_reason(
              not replicated: request failback on {peer_name} to return the application here"
         )
     })
-}
-
-/// Whether VolSync created this PVC (its temporary and restored PVCs): never protected.
-pub fn is_volsync_owned(pvc: &PersistentVolumeClaim) -> bool {
-    pvc.metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(keys::CREATED_BY))
-        .is_some_and(|v| v == keys::CREATED_BY_VOLSYNC)
 }
 
 /// Whether the PVC is restored from a ReplicationDestination (VolSync's business, never

@@ -264,7 +264,12 @@ pub fn next(steps: &[Step], step: Step, observed: &Observed, trigger: &str) -> T
                 finished()
             }
         }
-        (Step::ScaleUpHere | Step::ScaleUpPeer, Observed::ScaleUp { to_scale, not_ready, .. }) => {
+        (
+            Step::ScaleUpHere | Step::ScaleUpPeer,
+            Observed::ScaleUp {
+                to_scale, not_ready, ..
+            },
+        ) => {
             if !to_scale.is_empty() {
                 Transition::Act
             } else if !not_ready.is_empty() {
@@ -282,25 +287,13 @@ pub fn next(steps: &[Step], step: Step, observed: &Observed, trigger: &str) -> T
             | Step::DeleteDestination
             | Step::DeleteRestored,
             Observed::Present(left),
-        ) => {
-            if left.is_empty() {
-                finished()
-            } else {
-                Transition::Act
-            }
-        }
+        ) => act_until(left.is_empty(), finished),
         (Step::CreateDestinationOnPeer, Observed::Destination { exists, address }) => match (exists, address) {
             (false, _) => Transition::Act,
             (true, false) => Transition::Wait("waiting for the ReplicationDestination's address".into()),
             (true, true) => finished(),
         },
-        (Step::RestoreSnapshot, Observed::Restored { exists }) => {
-            if *exists {
-                finished()
-            } else {
-                Transition::Act
-            }
-        }
+        (Step::RestoreSnapshot, Observed::Restored { exists }) => act_until(*exists, finished),
         (Step::CreateOneTimeSync | Step::CreateLocalSync, Observed::OneTime(rs)) => match rs {
             Some(rs) if rs.trigger.as_deref() == Some(trigger) => finished(),
             // Absent, or left over from another request: (re)write it with this trigger.
@@ -322,25 +315,8 @@ pub fn next(steps: &[Step], step: Step, observed: &Observed, trigger: &str) -> T
                 _ => Transition::Advance(create),
             }
         }
-        (Step::KeepSnapshot, Observed::Snapshot(point)) => match point {
-            RestorePoint::NoDestination => Transition::Fail(
-                "there is no ReplicationDestination here, so no replica to fail over to; is this PVC protected from the peer?"
-                    .into(),
-            ),
-            RestorePoint::NoImage => Transition::Fail(
-                "no sync has completed into this cluster yet (the ReplicationDestination has no latestImage): there is no consistent copy to fail over to"
-                    .into(),
-            ),
-            RestorePoint::Image { kept: false, .. } => Transition::Act,
-            RestorePoint::Image { kept: true, .. } => finished(),
-        },
-        (Step::SwapRoles | Step::TakeOver | Step::RestoreRoles, Observed::Roles { done }) => {
-            if *done {
-                finished()
-            } else {
-                Transition::Act
-            }
-        }
+        (Step::KeepSnapshot, Observed::Snapshot(point)) => keep_snapshot(point, finished),
+        (Step::SwapRoles | Step::TakeOver | Step::RestoreRoles, Observed::Roles { done }) => act_until(*done, finished),
         (Step::WaitForProtection, Observed::Protection { protected, state }) => {
             if *protected {
                 finished()
@@ -355,6 +331,27 @@ pub fn next(steps: &[Step], step: Step, observed: &Observed, trigger: &str) -> T
             "internal error: step {} cannot read {observed:?}",
             step.as_str()
         )),
+    }
+}
+
+/// A step whose effect is done once `done`: act until then.
+fn act_until(done: bool, finished: impl FnOnce() -> Transition) -> Transition {
+    if done { finished() } else { Transition::Act }
+}
+
+/// Failover's restore point: there must be one, and it is kept before the RD goes.
+fn keep_snapshot(point: &RestorePoint, finished: impl FnOnce() -> Transition) -> Transition {
+    match point {
+        RestorePoint::NoDestination => Transition::Fail(
+            "there is no ReplicationDestination here, so no replica to fail over to; is this PVC protected from the peer?"
+                .into(),
+        ),
+        RestorePoint::NoImage => Transition::Fail(
+            "no sync has completed into this cluster yet (the ReplicationDestination has no latestImage): there is no consistent copy to fail over to"
+                .into(),
+        ),
+        RestorePoint::Image { kept: false, .. } => Transition::Act,
+        RestorePoint::Image { kept: true, .. } => finished(),
     }
 }
 

@@ -1,0 +1,297 @@
+//! What one reconcile pass does with a PVC, decided from its [`PvcView`] alone. Pure and
+//! table-tested; `controller::reconcile` carries the decision out.
+
+use crate::model::action::refusal_for_role;
+use crate::model::keys;
+use crate::model::role::Role;
+use crate::model::view::PvcView;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PassDecision {
+    /// Not ours (VolSync's own PVC).
+    Ignore,
+    /// The annotations do not parse: say so, and leave everything as it is until they are
+    /// fixed (no cleanup on a typo).
+    ReportInvalid(String),
+    /// Run (or resume, or start) the action: it owns the PVC and its objects until it ends.
+    RunAction,
+    /// The PVC is being deleted while an action runs: end the action as failed. The pass that
+    /// follows releases the protection.
+    AbandonAction,
+    /// Finish the pending request as refused, with why; nothing on the clusters changes.
+    Refuse { request: String, why: String },
+    /// A secondary holds no finalizer (the primary drives its cleanup): remove one left from
+    /// when this side was primary.
+    ReleaseSecondaryFinalizer,
+    /// The secondary side: show the local destination's status on the PVC.
+    MirrorSecondary,
+    /// Protected but the webhook's finalizer and label are missing: add them first.
+    Stamp,
+    /// Protected: make both clusters hold the pair's objects, and report.
+    Protect,
+    /// No longer protected (or being deleted) and still holding the finalizer: remove the
+    /// objects on both clusters, then the finalizer.
+    Release,
+    /// Nothing of ours here.
+    Nothing,
+}
+
+pub fn decide(view: &PvcView) -> PassDecision {
+    if view.volsync_owned {
+        return PassDecision::Ignore;
+    }
+    let spec = match &view.spec {
+        Ok(spec) => spec,
+        Err(errors) => return PassDecision::ReportInvalid(errors.to_string()),
+    };
+    // An action in flight owns the PVC whatever the annotations say now (its own steps change
+    // the role); protection waits until it has finished.
+    if view.in_flight.is_some() {
+        return if view.deleting {
+            PassDecision::AbandonAction
+        } else {
+            PassDecision::RunAction
+        };
+    }
+    if let Some(request) = view.pending.as_ref().filter(|_| !view.deleting) {
+        let refusal = match (&request.parsed, spec.is_protected()) {
+            (_, false) => Some(format!("the PVC is not protected ({} is not \"true\")", keys::PROTECT)),
+            (Ok(parsed), true) => refusal_for_role(parsed.verb, view.role),
+            // The engine finishes an unreadable request as failed, with the parse error.
+            (Err(_), true) => None,
+        };
+        if let Some(why) = refusal {
+            return PassDecision::Refuse {
+                request: request.text.clone(),
+                why,
+            };
+        }
+        // A primary gets its finalizer and label first (below); the action starts after.
+        if view.role == Role::Secondary || view.stamped {
+            return PassDecision::RunAction;
+        }
+    }
+    if spec.role == Some(Role::Secondary) {
+        return if view.has_finalizer {
+            PassDecision::ReleaseSecondaryFinalizer
+        } else {
+            PassDecision::MirrorSecondary
+        };
+    }
+    if spec.is_protected() && !view.deleting {
+        return if view.stamped {
+            PassDecision::Protect
+        } else {
+            PassDecision::Stamp
+        };
+    }
+    if view.has_finalizer {
+        PassDecision::Release
+    } else {
+        PassDecision::Nothing
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    use super::*;
+
+    #[derive(Clone, Copy)]
+    struct Marks {
+        finalizer: bool,
+        label: bool,
+        deleting: bool,
+        volsync: bool,
+    }
+
+    const NONE: Marks = Marks {
+        finalizer: false,
+        label: false,
+        deleting: false,
+        volsync: false,
+    };
+    const STAMPED: Marks = Marks {
+        finalizer: true,
+        label: true,
+        ..NONE
+    };
+
+    fn view(annotations: &[(&str, &str)], marks: Marks) -> PvcView {
+        let mut p = PersistentVolumeClaim::default();
+        p.metadata.name = Some("db".into());
+        p.metadata.annotations = Some(
+            annotations
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        let mut labels = std::collections::BTreeMap::new();
+        if marks.label {
+            labels.insert(keys::PROTECTED_LABEL.to_string(), "true".to_string());
+        }
+        if marks.volsync {
+            labels.insert(keys::CREATED_BY.to_string(), keys::CREATED_BY_VOLSYNC.to_string());
+        }
+        p.metadata.labels = Some(labels);
+        p.metadata.finalizers = marks.finalizer.then(|| vec![keys::FINALIZER.to_string()]);
+        if marks.deleting {
+            p.metadata.deletion_timestamp = Some(Time("2026-12-01T00:00:00Z".parse().expect("time")));
+        }
+        PvcView::read(&p)
+    }
+
+    fn refuse(request: &str, why: &str) -> PassDecision {
+        PassDecision::Refuse {
+            request: request.into(),
+            why: why.into(),
+        }
+    }
+
+    #[test]
+    fn one_decision_per_branch_of_the_pass() {
+        const PROTECT: (&str, &str) = (keys::PROTECT, "true");
+        const SECONDARY: (&str, &str) = (keys::ROLE, "secondary");
+        const RUNNING: [(&str, &str); 2] = [(keys::ACTION_PHASE, "Running"), (keys::ACTION_RUNNING, "migrate:1")];
+        let not_protected = "the PVC is not protected (volsync-dr.io/protect is not \"true\")";
+        let deleting = Marks {
+            deleting: true,
+            ..STAMPED
+        };
+        type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Marks, PassDecision);
+        let cases: Vec<Case> = vec![
+            (
+                "VolSync's own PVC",
+                vec![PROTECT],
+                Marks { volsync: true, ..NONE },
+                PassDecision::Ignore,
+            ),
+            (
+                "a bad annotation",
+                vec![PROTECT, (keys::SCHEDULE, "often")],
+                STAMPED,
+                PassDecision::ReportInvalid(String::new()),
+            ),
+            (
+                "action in flight",
+                [vec![PROTECT], RUNNING.to_vec()].concat(),
+                STAMPED,
+                PassDecision::RunAction,
+            ),
+            (
+                "action in flight, even after protect was removed",
+                RUNNING.to_vec(),
+                STAMPED,
+                PassDecision::RunAction,
+            ),
+            (
+                "action in flight on a PVC being deleted",
+                [vec![PROTECT], RUNNING.to_vec()].concat(),
+                deleting,
+                PassDecision::AbandonAction,
+            ),
+            (
+                "request on an unprotected PVC",
+                vec![(keys::ACTION, "migrate:1")],
+                NONE,
+                refuse("migrate:1", not_protected),
+            ),
+            (
+                "request the role cannot run",
+                vec![PROTECT, SECONDARY, (keys::ACTION, "migrate:1")],
+                NONE,
+                refuse("migrate:1", "migrate runs on the primary; this PVC is the secondary"),
+            ),
+            (
+                "request on a stamped primary",
+                vec![PROTECT, (keys::ACTION, "migrate:1")],
+                STAMPED,
+                PassDecision::RunAction,
+            ),
+            (
+                "request on a secondary",
+                vec![PROTECT, SECONDARY, (keys::ACTION, "failover:1")],
+                NONE,
+                PassDecision::RunAction,
+            ),
+            (
+                "unreadable request in flight: the engine fails it with the parse error",
+                vec![
+                    PROTECT,
+                    (keys::ACTION_PHASE, "Running"),
+                    (keys::ACTION_RUNNING, "explode"),
+                ],
+                STAMPED,
+                PassDecision::RunAction,
+            ),
+            (
+                "unreadable request asked: an annotation error",
+                vec![PROTECT, (keys::ACTION, "explode")],
+                STAMPED,
+                PassDecision::ReportInvalid(String::new()),
+            ),
+            (
+                "request on a primary the webhook missed: stamp first",
+                vec![PROTECT, (keys::ACTION, "migrate:1")],
+                NONE,
+                PassDecision::Stamp,
+            ),
+            (
+                "finished request",
+                vec![PROTECT, (keys::ACTION, "migrate:1"), (keys::LAST_ACTION, "migrate:1")],
+                STAMPED,
+                PassDecision::Protect,
+            ),
+            (
+                "request on a PVC being deleted is not started",
+                vec![PROTECT, (keys::ACTION, "migrate:1")],
+                deleting,
+                PassDecision::Release,
+            ),
+            (
+                "secondary with a finalizer left from being primary",
+                vec![PROTECT, SECONDARY],
+                STAMPED,
+                PassDecision::ReleaseSecondaryFinalizer,
+            ),
+            (
+                "secondary",
+                vec![PROTECT, SECONDARY],
+                NONE,
+                PassDecision::MirrorSecondary,
+            ),
+            ("protected, stamped", vec![PROTECT], STAMPED, PassDecision::Protect),
+            (
+                "protected, label only",
+                vec![PROTECT],
+                Marks { label: true, ..NONE },
+                PassDecision::Stamp,
+            ),
+            ("protected, unstamped", vec![PROTECT], NONE, PassDecision::Stamp),
+            (
+                "protected, being deleted",
+                vec![PROTECT],
+                deleting,
+                PassDecision::Release,
+            ),
+            (
+                "unprotected with the finalizer",
+                vec![(keys::PROTECT, "false")],
+                STAMPED,
+                PassDecision::Release,
+            ),
+            ("unprotected", vec![], NONE, PassDecision::Nothing),
+        ];
+        for (case, annotations, marks, want) in cases {
+            let got = decide(&view(&annotations, marks));
+            match (&got, &want) {
+                (PassDecision::ReportInvalid(message), PassDecision::ReportInvalid(_)) => {
+                    assert!(message.contains("volsync-dr.io/"), "{case}: {message}")
+                }
+                _ => assert_eq!(got, want, "{case}"),
+            }
+        }
+    }
+}
