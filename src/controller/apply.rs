@@ -1,8 +1,10 @@
 //! Idempotent writes: compare what should be with what is, and write (server-side apply, one
 //! field manager) only when they differ, so reconciling an unchanged object makes no write.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Resource};
 use serde::Serialize;
@@ -35,6 +37,16 @@ pub fn needs_write(desired: &Value, actual: &Value) -> bool {
         .iter()
         .filter(|(k, _)| !matches!(k.as_str(), "metadata" | "status" | "apiVersion" | "kind"))
         .any(|(k, v)| actual.get(k) != Some(v))
+}
+
+/// Whether `have` lacks a label or annotation of `want` (or holds another value for it).
+pub fn metadata_lacks(have: &ObjectMeta, want: &ObjectMeta) -> bool {
+    let lacks = |want: &Option<BTreeMap<String, String>>, have: &Option<BTreeMap<String, String>>| {
+        want.iter()
+            .flatten()
+            .any(|(k, v)| have.as_ref().and_then(|h| h.get(k)) != Some(v))
+    };
+    lacks(&want.labels, &have.labels) || lacks(&want.annotations, &have.annotations)
 }
 
 /// Make the object look as desired; no request beyond a read when it already does.
@@ -88,6 +100,29 @@ where
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn metadata_lacks_only_what_is_wanted() {
+        let meta = |labels: &[(&str, &str)], annotations: &[(&str, &str)]| ObjectMeta {
+            labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+            annotations: Some(
+                annotations
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            ..ObjectMeta::default()
+        };
+        let want = meta(&[("a", "1")], &[("n", "p")]);
+        assert!(!metadata_lacks(
+            &meta(&[("a", "1"), ("x", "y")], &[("n", "p"), ("z", "q")]),
+            &want
+        ));
+        assert!(metadata_lacks(&meta(&[("a", "2")], &[("n", "p")]), &want));
+        assert!(metadata_lacks(&meta(&[("a", "1")], &[]), &want));
+        assert!(metadata_lacks(&ObjectMeta::default(), &want));
+        assert!(!metadata_lacks(&ObjectMeta::default(), &ObjectMeta::default()));
+    }
 
     #[test]
     fn compares_only_what_volsync_dr_owns() {

@@ -44,9 +44,9 @@ pub(super) async fn ensure_peer(
         // Once it exists its spec is immutable, and applying only metadata under our field
         // manager would drop the spec we applied: labels and annotations go by merge patch.
         Some(current) => {
-            let want = json!({"metadata": {"labels": p.secondary_pvc.metadata.labels, "annotations": p.secondary_pvc.metadata.annotations}});
-            let have = serde_json::to_value(&current).unwrap_or_default();
-            if super::apply::needs_write(&want, &have) {
+            let wanted = &p.secondary_pvc.metadata;
+            if super::apply::metadata_lacks(&current.metadata, wanted) {
+                let want = json!({"metadata": {"labels": wanted.labels, "annotations": wanted.annotations}});
                 ctx.peer
                     .call(
                         "label PVC",

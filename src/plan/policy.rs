@@ -249,11 +249,11 @@ fn desired(
 
 /// The record of what a policy wrote, as stored (names without the prefix).
 fn record_text(record: &BTreeMap<String, String>) -> String {
-    let short: BTreeMap<&str, &str> = record
+    let short: serde_json::Map<String, serde_json::Value> = record
         .iter()
-        .map(|(k, v)| (k.strip_prefix(keys::PREFIX).unwrap_or(k), v.as_str()))
+        .map(|(k, v)| (k.strip_prefix(keys::PREFIX).unwrap_or(k).to_string(), v.clone().into()))
         .collect();
-    serde_json::to_string(&short).unwrap_or_default()
+    serde_json::Value::Object(short).to_string()
 }
 
 /// Bring the annotations in line with `target` (a policy's name and the annotations it gives),
