@@ -50,111 +50,110 @@ fn action_buckets() -> Histogram {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("volsync_dr");
-        let admission = Family::<Labels, Counter>::default();
-        registry.register(
+        let histogram = |start: f64, count: u16| {
+            Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                start, 2.0, count,
+            ))
+        };
+        let mut metrics = Metrics {
+            registry: Registry::default(),
+            admission: Family::default(),
+            // 100 µs to ~100 ms: the webhook must answer in milliseconds.
+            admission_seconds: histogram(0.0001, 11),
+            reconciles: Family::default(),
+            action_seconds: Family::new_with_constructor(action_buckets as fn() -> Histogram),
+            app_down_seconds: Family::new_with_constructor(action_buckets as fn() -> Histogram),
+            action_steps: Family::default(),
+            policy_changes: Family::default(),
+            policy_sweeps: Family::default(),
+            // 10 ms to ~80 s: one pass over up to tens of thousands of cached PVCs.
+            policy_sweep_seconds: histogram(0.01, 14),
+            leader: Default::default(),
+            peer_reachable: Default::default(),
+            pvcs: Mutex::new(BTreeMap::new()),
+            pvc_last_sync: Family::default(),
+            pvc_rpo: Family::default(),
+            pvc_state: Family::default(),
+        };
+        metrics.registry = metrics.registry();
+        metrics
+    }
+
+    /// The registry that exports every metric (each registered as a clone: they share values).
+    fn registry(&self) -> Registry {
+        let mut r = Registry::with_prefix("volsync_dr");
+        let s = self;
+        r.register(
             "admission_requests",
             "Admission reviews answered, by result",
-            admission.clone(),
+            s.admission.clone(),
         );
-        // 100 µs to ~100 ms: the webhook must answer in milliseconds.
-        let admission_seconds = Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
-            0.0001, 2.0, 11,
-        ));
-        registry.register(
+        r.register(
             "admission_duration_seconds",
             "Time to decide one admission review",
-            admission_seconds.clone(),
+            s.admission_seconds.clone(),
         );
-        let reconciles = Family::<Labels, Counter>::default();
-        registry.register("reconciles", "PVC reconciles, by result and reason", reconciles.clone());
-        let action_seconds = Family::<Labels, Histogram>::new_with_constructor(action_buckets as fn() -> Histogram);
-        registry.register(
+        r.register(
+            "reconciles",
+            "PVC reconciles, by result and reason",
+            s.reconciles.clone(),
+        );
+        r.register(
             "action_duration_seconds",
             "Time from an action's start to its end, by verb and outcome",
-            action_seconds.clone(),
+            s.action_seconds.clone(),
         );
-        let app_down_seconds = Family::<Labels, Histogram>::new_with_constructor(action_buckets as fn() -> Histogram);
-        registry.register(
+        r.register(
             "action_app_down_seconds",
             "Time an action kept the application scaled down (the outage users see), by verb",
-            app_down_seconds.clone(),
+            s.app_down_seconds.clone(),
         );
-        let action_steps = Family::<Labels, Counter>::default();
-        registry.register(
+        r.register(
             "action_steps",
             "Action steps finished, by verb and step",
-            action_steps.clone(),
+            s.action_steps.clone(),
         );
-        let policy_changes = Family::<Labels, Counter>::default();
-        registry.register(
+        r.register(
             "policy_changes",
             "PVCs a DRPolicy protected, updated or released, by reason",
-            policy_changes.clone(),
+            s.policy_changes.clone(),
         );
-        let policy_sweeps = Family::<Labels, Counter>::default();
-        registry.register(
+        r.register(
             "policy_sweeps",
             "Passes of the policies over every PVC, by result",
-            policy_sweeps.clone(),
+            s.policy_sweeps.clone(),
         );
-        // 10 ms to ~80 s: one pass over up to tens of thousands of cached PVCs.
-        let policy_sweep_seconds = Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
-            0.01, 2.0, 14,
-        ));
-        registry.register(
+        r.register(
             "policy_sweep_duration_seconds",
             "Time of one pass of the policies over every PVC, writes included",
-            policy_sweep_seconds.clone(),
+            s.policy_sweep_seconds.clone(),
         );
-        let leader = prometheus_client::metrics::gauge::Gauge::default();
-        registry.register(
+        r.register(
             "leader",
             "1 while this replica holds the lease and runs the watcher",
-            leader.clone(),
+            s.leader.clone(),
         );
-        let peer_reachable = prometheus_client::metrics::gauge::Gauge::default();
-        registry.register(
+        r.register(
             "peer_reachable",
             "1 when the peer cluster's API server answered the last probe (every 10 s)",
-            peer_reachable.clone(),
+            s.peer_reachable.clone(),
         );
-        let pvc_last_sync = Family::<Labels, FloatGauge>::default();
-        registry.register(
+        r.register(
             "pvc_last_sync_timestamp_seconds",
             "Unix time of the last completed sync of a protected PVC (leader only)",
-            pvc_last_sync.clone(),
+            s.pvc_last_sync.clone(),
         );
-        let pvc_rpo = Family::<Labels, FloatGauge>::default();
-        registry.register(
+        r.register(
             "pvc_rpo_seconds",
             "Recovery point age of a protected PVC: now minus its last completed sync (leader only)",
-            pvc_rpo.clone(),
+            s.pvc_rpo.clone(),
         );
-        let pvc_state = Family::<Labels, prometheus_client::metrics::gauge::Gauge>::default();
-        registry.register(
+        r.register(
             "pvc_state",
             "1 for the state (Pending, Protected, Degraded) a protected PVC is in (leader only)",
-            pvc_state.clone(),
+            s.pvc_state.clone(),
         );
-        Metrics {
-            peer_reachable,
-            pvcs: Mutex::new(BTreeMap::new()),
-            pvc_last_sync,
-            pvc_rpo,
-            pvc_state,
-            leader,
-            policy_changes,
-            policy_sweeps,
-            policy_sweep_seconds,
-            registry,
-            admission,
-            admission_seconds,
-            reconciles,
-            action_seconds,
-            app_down_seconds,
-            action_steps,
-        }
+        r
     }
 
     pub fn admission(&self, result: &str, seconds: f64) {

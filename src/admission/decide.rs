@@ -315,6 +315,33 @@ mod tests {
                 vec![],
                 Some("unknown verb \"reboot\""),
             ),
+        ];
+        for (name, now, before, want) in cases {
+            let old = pvc(&before, &[], &[]);
+            let d = decide(Operation::Update, &pvc(&now, &[], &[]), Some(&old), &defaults(), None);
+            match (want, d) {
+                (None, Decision::Allow(_)) => {}
+                (Some(why), Decision::Deny(m)) => assert!(m.contains(why), "{name}: {m}"),
+                (want, got) => panic!("{name}: want {want:?}, got {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn changes_during_a_running_action() {
+        let prot = |extra: &[(&'static str, &'static str)]| {
+            let mut a = vec![(keys::PROTECT, "true")];
+            a.extend_from_slice(extra);
+            a
+        };
+        // (name, annotations now, annotations before, refusal expected)
+        type Case<'a> = (
+            &'a str,
+            Vec<(&'a str, &'a str)>,
+            Vec<(&'a str, &'a str)>,
+            Option<&'a str>,
+        );
+        let cases: Vec<Case> = vec![
             (
                 "second action while one runs",
                 prot(&[(keys::ACTION, "sync-now:2"), (keys::ACTION_PHASE, "Running")]),

@@ -24,7 +24,7 @@ use super::report::publish_as;
 use crate::model::action::{ActionRequest, Verb};
 use crate::model::keys;
 use crate::model::names::Names;
-use crate::model::progress::ProgressUpdate;
+use crate::model::progress::{NextStep, ProgressUpdate};
 use crate::model::view::PvcView;
 use crate::steps::{
     Observed, Phase, Progress, Step, Transition, after_failure, flow, next, seconds_between, timed_out,
@@ -350,12 +350,12 @@ impl Pass<'_> {
         let now = Timestamp::now();
         let app_down_since = (following.scales_down() && self.progress.app_down_since.is_none()).then_some(now);
         let app_down_seconds = application_back(ctx, verb, step, observed, &self.progress, now);
-        let update = ProgressUpdate::Advance {
+        let update = ProgressUpdate::Advance(NextStep {
             step: following.as_str().to_string(),
             now,
             app_down_since,
             app_down_seconds,
-        };
+        });
         record(ctx, self.view, &update).await?;
         self.progress.apply(&update);
         self.shown_message = Some(String::new());

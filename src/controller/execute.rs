@@ -115,7 +115,7 @@ impl Job<'_> {
     async fn one_time(&self, name: &str) -> Result<Observed, Error> {
         let rs = self.source(&self.here, name).await?;
         Ok(Observed::OneTime(rs.map(|rs| {
-            let mover = rs.status.as_ref().and_then(|s| s.latest_mover_status.as_ref());
+            let mover = rs.status.as_ref().and_then(|s| s.sync.latest_mover_status.as_ref());
             OneTimeSource {
                 trigger: rs.spec.trigger.as_ref().and_then(|t| t.manual.clone()),
                 last_manual_sync: rs.last_manual_sync().map(str::to_string),

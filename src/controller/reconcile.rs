@@ -272,7 +272,7 @@ async fn with_last_sync(
     let sync = source.as_ref().map(SyncTimes::from_source).unwrap_or_default();
     let mover = source
         .as_ref()
-        .and_then(|rs| rs.status.as_ref()?.latest_mover_status.as_ref());
+        .and_then(|rs| rs.status.as_ref()?.sync.latest_mover_status.as_ref());
     let failed = mover.filter(|m| m.result.as_deref() == Some("Failed"));
     Ok(match (state, reason, failed) {
         (State::Protected, None, Some(mover)) => {

@@ -96,13 +96,8 @@ pub enum ProgressUpdate {
         step: String,
         now: Timestamp,
     },
-    /// The next step starts; the application's down time when this step changed it.
-    Advance {
-        step: String,
-        now: Timestamp,
-        app_down_since: Option<Timestamp>,
-        app_down_seconds: Option<f64>,
-    },
+    /// The next step starts.
+    Advance(NextStep),
     /// What the running step waits for.
     Message(String),
     /// The request ends: `last` is recorded as finished and the bookkeeping cleared.
@@ -111,6 +106,15 @@ pub enum ProgressUpdate {
         phase: Phase,
         message: String,
     },
+}
+
+/// The step an action goes on to, and the application's down time when this move changed it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NextStep {
+    pub step: String,
+    pub now: Timestamp,
+    pub app_down_since: Option<Timestamp>,
+    pub app_down_seconds: Option<f64>,
 }
 
 impl ProgressUpdate {
@@ -133,19 +137,14 @@ impl ProgressUpdate {
                 fields.insert(keys::ACTION_STARTED.into(), Value::String(now.to_string()));
                 fields.insert(keys::ACTION_MESSAGE.into(), text(""));
             }
-            ProgressUpdate::Advance {
-                step,
-                now,
-                app_down_since,
-                app_down_seconds,
-            } => {
-                fields.insert(keys::ACTION_STEP.into(), text(step));
-                fields.insert(keys::ACTION_STEP_STARTED.into(), Value::String(now.to_string()));
+            ProgressUpdate::Advance(next) => {
+                fields.insert(keys::ACTION_STEP.into(), text(&next.step));
+                fields.insert(keys::ACTION_STEP_STARTED.into(), Value::String(next.now.to_string()));
                 fields.insert(keys::ACTION_MESSAGE.into(), text(""));
-                if let Some(since) = app_down_since {
+                if let Some(since) = next.app_down_since {
                     fields.insert(keys::APP_DOWN_SINCE.into(), Value::String(since.to_string()));
                 }
-                if let Some(seconds) = app_down_seconds {
+                if let Some(seconds) = next.app_down_seconds {
                     fields.insert(keys::APP_DOWN_SECONDS.into(), Value::String(format!("{seconds:.3}")));
                 }
             }
@@ -178,17 +177,12 @@ impl Progress {
                     ..Progress::default()
                 }
             }
-            ProgressUpdate::Advance {
-                step,
-                now,
-                app_down_since,
-                app_down_seconds,
-            } => {
-                self.step = Some(step.clone());
-                self.step_started = Some(*now);
-                self.app_down_since = app_down_since.or(self.app_down_since);
+            ProgressUpdate::Advance(next) => {
+                self.step = Some(next.step.clone());
+                self.step_started = Some(next.now);
+                self.app_down_since = next.app_down_since.or(self.app_down_since);
                 // Written with millisecond precision; kept the same here.
-                if let Some(seconds) = app_down_seconds {
+                if let Some(seconds) = next.app_down_seconds {
                     self.app_down_seconds = format!("{seconds:.3}").parse().ok();
                 }
             }
@@ -235,18 +229,18 @@ mod tests {
                 now: t("2026-12-02T10:00:00Z"),
             },
             ProgressUpdate::Message("waiting for the sync".into()),
-            ProgressUpdate::Advance {
+            ProgressUpdate::Advance(NextStep {
                 step: "scale-down-here".into(),
                 now: t("2026-12-02T10:00:01Z"),
                 app_down_since: Some(t("2026-12-02T10:00:01Z")),
                 app_down_seconds: None,
-            },
-            ProgressUpdate::Advance {
+            }),
+            ProgressUpdate::Advance(NextStep {
                 step: "wait-for-protection".into(),
                 now: t("2026-12-02T10:00:09Z"),
                 app_down_since: None,
                 app_down_seconds: Some(7.98765),
-            },
+            }),
             ProgressUpdate::Finish {
                 last: "migrate:1".into(),
                 phase: Phase::Succeeded,

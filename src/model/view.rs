@@ -84,22 +84,28 @@ impl PvcView {
     }
 }
 
+/// A PVC `apps/db` with these annotations, for tests of decisions made from a view.
+#[cfg(test)]
+pub(crate) fn annotated_pvc(annotations: &[(&str, &str)]) -> PersistentVolumeClaim {
+    let mut p = PersistentVolumeClaim::default();
+    p.metadata.namespace = Some("apps".into());
+    p.metadata.name = Some("db".into());
+    p.metadata.annotations = Some(
+        annotations
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    );
+    p
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::action::Verb;
 
     fn pvc(annotations: &[(&str, &str)]) -> PersistentVolumeClaim {
-        let mut p = PersistentVolumeClaim::default();
-        p.metadata.namespace = Some("apps".into());
-        p.metadata.name = Some("db".into());
-        p.metadata.annotations = Some(
-            annotations
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        );
-        p
+        annotated_pvc(annotations)
     }
 
     #[test]

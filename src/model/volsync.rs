@@ -87,30 +87,27 @@ pub struct ReplicationSourceSpec {
     pub rsync_tls: Option<ReplicationSourceRsyncTlsSpec>,
 }
 
-/// When a ReplicationSource syncs: on a schedule, or once per new `manual` value.
+/// When a ReplicationSource or ReplicationDestination syncs: on a schedule, or once per new
+/// `manual` value (VolSync's two trigger types have the same fields).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
-pub struct ReplicationSourceTriggerSpec {
+pub struct TriggerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manual: Option<String>,
 }
 
+pub type ReplicationSourceTriggerSpec = TriggerSpec;
+pub type ReplicationDestinationTriggerSpec = TriggerSpec;
+
 /// `ReplicationSourceRsyncTLSSpec`: every field VolSync defines.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ReplicationSourceRsyncTlsSpec {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub copy_method: Option<CopyMethod>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub capacity: Option<Quantity>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub storage_class_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub access_modes: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub volume_snapshot_class_name: Option<String>,
+    /// The volume options both movers share, inlined as in VolSync's own types.
+    #[serde(flatten)]
+    pub volume: VolumeOptions,
     /// Secret holding `psk.txt`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_secret: Option<String>,
@@ -127,22 +124,8 @@ pub struct ReplicationSourceRsyncTlsSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ReplicationSourceStatus {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_sync_time: Option<Time>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_sync_start_time: Option<Time>,
-    /// A Go `metav1.Duration`, e.g. `1m2.5s`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_sync_duration: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_sync_time: Option<Time>,
-    /// The `trigger.manual` value of the last completed manual sync.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_manual_sync: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub conditions: Option<Vec<Condition>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub latest_mover_status: Option<MoverStatus>,
+    #[serde(flatten)]
+    pub sync: SyncStatus,
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "rsyncTLS")]
     pub rsync_tls: Option<ReplicationSourceRsyncTlsStatus>,
 }
@@ -176,29 +159,13 @@ pub struct ReplicationDestinationSpec {
     pub rsync_tls: Option<ReplicationDestinationRsyncTlsSpec>,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct ReplicationDestinationTriggerSpec {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub schedule: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub manual: Option<String>,
-}
-
 /// `ReplicationDestinationRsyncTLSSpec`: every field VolSync defines.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ReplicationDestinationRsyncTlsSpec {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub copy_method: Option<CopyMethod>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub capacity: Option<Quantity>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub storage_class_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub access_modes: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub volume_snapshot_class_name: Option<String>,
+    /// The volume options both movers share, inlined as in VolSync's own types.
+    #[serde(flatten)]
+    pub volume: VolumeOptions,
     /// Write into this existing PVC instead of a VolSync-provisioned one.
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "destinationPVC")]
     pub destination_pvc: Option<String>,
@@ -220,23 +187,11 @@ pub struct ReplicationDestinationRsyncTlsSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ReplicationDestinationStatus {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_sync_time: Option<Time>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_sync_start_time: Option<Time>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_sync_duration: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_sync_time: Option<Time>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_manual_sync: Option<String>,
+    #[serde(flatten)]
+    pub sync: SyncStatus,
     /// The snapshot (or PVC) holding the last completed sync.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latest_image: Option<TypedLocalObjectReference>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub conditions: Option<Vec<Condition>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub latest_mover_status: Option<MoverStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "rsyncTLS")]
     pub rsync_tls: Option<ReplicationDestinationRsyncTlsStatus>,
 }
@@ -254,6 +209,46 @@ pub struct ReplicationDestinationRsyncTlsStatus {
 }
 
 // === shared ===
+
+/// The volume options of both movers (VolSync's `ReplicationSourceVolumeOptions` and
+/// `ReplicationDestinationVolumeOptions` share these).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeOptions {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy_method: Option<CopyMethod>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<Quantity>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_modes: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_snapshot_class_name: Option<String>,
+}
+
+/// The sync times and results both a ReplicationSource's and a ReplicationDestination's status
+/// report.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_start_time: Option<Time>,
+    /// A Go `metav1.Duration`, e.g. `1m2.5s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_duration: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_sync_time: Option<Time>,
+    /// The `trigger.manual` value of the last completed manual sync.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_manual_sync: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conditions: Option<Vec<Condition>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_mover_status: Option<MoverStatus>,
+}
 
 /// VolSync's `MoverConfig`: how the mover pod runs; inlined into each mover's spec.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -322,7 +317,7 @@ impl ReplicationDestination {
 impl ReplicationSource {
     /// The manual trigger of the last completed one-time sync.
     pub fn last_manual_sync(&self) -> Option<&str> {
-        self.status.as_ref()?.last_manual_sync.as_deref()
+        self.status.as_ref()?.sync.last_manual_sync.as_deref()
     }
 }
 
@@ -369,7 +364,7 @@ mod tests {
         );
         let spec = rd.spec.rsync_tls.as_ref().expect("rsyncTLS");
         assert_eq!(spec.service_type, Some(ServiceType::NodePort));
-        assert_eq!(spec.copy_method, Some(CopyMethod::Snapshot));
+        assert_eq!(spec.volume.copy_method, Some(CopyMethod::Snapshot));
         assert_eq!(spec.destination_pvc.as_deref(), Some("pvc-01"));
 
         let rs: ReplicationSource = serde_json::from_value(serde_json::json!({
@@ -394,7 +389,10 @@ mod tests {
                     manual: None,
                 }),
                 rsync_tls: Some(ReplicationSourceRsyncTlsSpec {
-                    copy_method: Some(CopyMethod::Clone),
+                    volume: VolumeOptions {
+                        copy_method: Some(CopyMethod::Clone),
+                        ..Default::default()
+                    },
                     key_secret: Some("k".into()),
                     ..Default::default()
                 }),

@@ -10,7 +10,7 @@ use crate::model::keys;
 use crate::model::names::{Names, RSYNC_TLS_PORT};
 use crate::model::volsync::{
     CopyMethod, MoverConfig, ReplicationSource, ReplicationSourceRsyncTlsSpec, ReplicationSourceSpec,
-    ReplicationSourceTriggerSpec,
+    ReplicationSourceTriggerSpec, VolumeOptions,
 };
 
 fn meta(names: &Names, namespace: &str, name: &str) -> ObjectMeta {
@@ -63,12 +63,14 @@ pub fn local_source(names: &Names, namespace: &str, rd_address: &str, trigger: &
                 address: Some(rd_address.to_string()),
                 port: Some(RSYNC_TLS_PORT),
                 key_secret: Some(names.secret.clone()),
-                copy_method: Some(CopyMethod::Direct),
+                volume: VolumeOptions {
+                    copy_method: Some(CopyMethod::Direct),
+                    ..VolumeOptions::default()
+                },
                 mover: MoverConfig {
                     mover_security_context: Some(super::protect::mover_security_context()),
                     ..MoverConfig::default()
                 },
-                ..ReplicationSourceRsyncTlsSpec::default()
             }),
         },
         status: None,

@@ -94,7 +94,6 @@ pub fn decide(view: &PvcView) -> PassDecision {
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::api::core::v1::PersistentVolumeClaim;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     use super::*;
@@ -120,14 +119,7 @@ mod tests {
     };
 
     fn view(annotations: &[(&str, &str)], marks: Marks) -> PvcView {
-        let mut p = PersistentVolumeClaim::default();
-        p.metadata.name = Some("db".into());
-        p.metadata.annotations = Some(
-            annotations
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        );
+        let mut p = crate::model::view::annotated_pvc(annotations);
         let mut labels = std::collections::BTreeMap::new();
         if marks.label {
             labels.insert(keys::PROTECTED_LABEL.to_string(), "true".to_string());
@@ -150,18 +142,32 @@ mod tests {
         }
     }
 
+    const PROTECT: (&str, &str) = (keys::PROTECT, "true");
+    const SECONDARY: (&str, &str) = (keys::ROLE, "secondary");
+    const RUNNING: [(&str, &str); 2] = [(keys::ACTION_PHASE, "Running"), (keys::ACTION_RUNNING, "migrate:1")];
+    const DELETING: Marks = Marks {
+        deleting: true,
+        ..STAMPED
+    };
+
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Marks, PassDecision);
+
+    fn check(cases: Vec<Case>) {
+        for (case, annotations, marks, want) in cases {
+            let got = decide(&view(&annotations, marks));
+            match (&got, &want) {
+                (PassDecision::ReportInvalid(message), PassDecision::ReportInvalid(_)) => {
+                    assert!(message.contains("volsync-dr.io/"), "{case}: {message}")
+                }
+                _ => assert_eq!(got, want, "{case}"),
+            }
+        }
+    }
+
     #[test]
-    fn one_decision_per_branch_of_the_pass() {
-        const PROTECT: (&str, &str) = (keys::PROTECT, "true");
-        const SECONDARY: (&str, &str) = (keys::ROLE, "secondary");
-        const RUNNING: [(&str, &str); 2] = [(keys::ACTION_PHASE, "Running"), (keys::ACTION_RUNNING, "migrate:1")];
+    fn actions_and_invalid_annotations() {
         let not_protected = "the PVC is not protected (volsync-dr.io/protect is not \"true\")";
-        let deleting = Marks {
-            deleting: true,
-            ..STAMPED
-        };
-        type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Marks, PassDecision);
-        let cases: Vec<Case> = vec![
+        check(vec![
             (
                 "VolSync's own PVC",
                 vec![PROTECT],
@@ -189,7 +195,7 @@ mod tests {
             (
                 "action in flight on a PVC being deleted",
                 [vec![PROTECT], RUNNING.to_vec()].concat(),
-                deleting,
+                DELETING,
                 PassDecision::AbandonAction,
             ),
             (
@@ -247,9 +253,15 @@ mod tests {
             (
                 "request on a PVC being deleted is not started",
                 vec![PROTECT, (keys::ACTION, "migrate:1")],
-                deleting,
+                DELETING,
                 PassDecision::Release,
             ),
+        ]);
+    }
+
+    #[test]
+    fn protection_branches() {
+        check(vec![
             (
                 "secondary with a finalizer left from being primary",
                 vec![PROTECT, SECONDARY],
@@ -273,7 +285,7 @@ mod tests {
             (
                 "protected, being deleted",
                 vec![PROTECT],
-                deleting,
+                DELETING,
                 PassDecision::Release,
             ),
             (
@@ -283,15 +295,6 @@ mod tests {
                 PassDecision::Release,
             ),
             ("unprotected", vec![], NONE, PassDecision::Nothing),
-        ];
-        for (case, annotations, marks, want) in cases {
-            let got = decide(&view(&annotations, marks));
-            match (&got, &want) {
-                (PassDecision::ReportInvalid(message), PassDecision::ReportInvalid(_)) => {
-                    assert!(message.contains("volsync-dr.io/"), "{case}: {message}")
-                }
-                _ => assert_eq!(got, want, "{case}"),
-            }
-        }
+        ]);
     }
 }

@@ -20,6 +20,7 @@ use crate::model::schedule::Schedule;
 use crate::model::volsync::{
     CopyMethod, MoverConfig, ReplicationDestination, ReplicationDestinationRsyncTlsSpec, ReplicationDestinationSpec,
     ReplicationSource, ReplicationSourceRsyncTlsSpec, ReplicationSourceSpec, ReplicationSourceTriggerSpec, ServiceType,
+    VolumeOptions,
 };
 use crate::model::{keys, marks};
 
@@ -296,12 +297,15 @@ fn destination(source: &SourceVolume, names: &Names, settings: &EffectiveSetting
             trigger: None,
             paused: None,
             rsync_tls: Some(ReplicationDestinationRsyncTlsSpec {
-                copy_method: Some(settings.copy_method),
+                volume: VolumeOptions {
+                    copy_method: Some(settings.copy_method),
+                    storage_class_name: settings.destination_storage_class.clone(),
+                    volume_snapshot_class_name: settings.destination_volume_snapshot_class.clone(),
+                    ..VolumeOptions::default()
+                },
                 destination_pvc: Some(source.name.to_string()),
                 key_secret: Some(names.secret.clone()),
                 service_type: Some(settings.service_type),
-                storage_class_name: settings.destination_storage_class.clone(),
-                volume_snapshot_class_name: settings.destination_volume_snapshot_class.clone(),
                 mover: MoverConfig {
                     mover_security_context: Some(mover_security_context()),
                     ..MoverConfig::default()
@@ -331,14 +335,16 @@ impl ProtectPlan {
                     address: Some(endpoint.address.clone()),
                     port: Some(endpoint.port),
                     key_secret: Some(self.names.secret.clone()),
-                    copy_method: Some(settings.copy_method),
-                    storage_class_name: settings.storage_class.clone(),
-                    volume_snapshot_class_name: settings.volume_snapshot_class.clone(),
+                    volume: VolumeOptions {
+                        copy_method: Some(settings.copy_method),
+                        storage_class_name: settings.storage_class.clone(),
+                        volume_snapshot_class_name: settings.volume_snapshot_class.clone(),
+                        ..VolumeOptions::default()
+                    },
                     mover: MoverConfig {
                         mover_security_context: Some(mover_security_context()),
                         ..MoverConfig::default()
                     },
-                    ..ReplicationSourceRsyncTlsSpec::default()
                 }),
             },
             status: None,
@@ -612,15 +618,15 @@ mod tests {
                 );
                 let plan = protect(&p, &instance(), &psk(), Some(&endpoint())).expect("plan");
                 let rd = plan.replication_destination.spec.rsync_tls.as_ref().expect("rd");
-                assert_eq!(rd.copy_method, Some(method));
+                assert_eq!(rd.volume.copy_method, Some(method));
                 assert_eq!(rd.service_type, Some(ty));
-                assert_eq!(rd.storage_class_name.as_deref(), Some("sc-b"));
-                assert_eq!(rd.volume_snapshot_class_name.as_deref(), Some("vsc-b2"));
+                assert_eq!(rd.volume.storage_class_name.as_deref(), Some("sc-b"));
+                assert_eq!(rd.volume.volume_snapshot_class_name.as_deref(), Some("vsc-b2"));
                 let rs = plan.replication_source.as_ref().expect("rs");
                 let rs_tls = rs.spec.rsync_tls.as_ref().expect("rs tls");
-                assert_eq!(rs_tls.copy_method, Some(method));
-                assert_eq!(rs_tls.volume_snapshot_class_name.as_deref(), Some("vsc-a2"));
-                assert_eq!(rs_tls.storage_class_name.as_deref(), Some("sc-cephfs"));
+                assert_eq!(rs_tls.volume.copy_method, Some(method));
+                assert_eq!(rs_tls.volume.volume_snapshot_class_name.as_deref(), Some("vsc-a2"));
+                assert_eq!(rs_tls.volume.storage_class_name.as_deref(), Some("sc-cephfs"));
                 assert_eq!(
                     rs.spec.trigger.as_ref().and_then(|t| t.schedule.as_deref()),
                     Some("@hourly")

@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 
 use crate::model::keys;
 use crate::model::role::{Role, State};
-use crate::model::volsync::{ReplicationDestination, ReplicationSource};
+use crate::model::volsync::{ReplicationDestination, ReplicationSource, SyncStatus};
 
 /// Sync times mirrored from VolSync's status.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -20,20 +20,14 @@ pub struct SyncTimes {
 
 impl SyncTimes {
     pub fn from_source(rs: &ReplicationSource) -> Self {
-        let Some(s) = rs.status.as_ref() else {
-            return SyncTimes::default();
-        };
-        SyncTimes {
-            last_sync_time: s.last_sync_time.as_ref().map(|t| t.0.to_string()),
-            last_sync_duration: s.last_sync_duration.clone(),
-            next_sync_time: s.next_sync_time.as_ref().map(|t| t.0.to_string()),
-        }
+        rs.status.as_ref().map(|s| Self::from_sync(&s.sync)).unwrap_or_default()
     }
 
     pub fn from_destination(rd: &ReplicationDestination) -> Self {
-        let Some(s) = rd.status.as_ref() else {
-            return SyncTimes::default();
-        };
+        rd.status.as_ref().map(|s| Self::from_sync(&s.sync)).unwrap_or_default()
+    }
+
+    fn from_sync(s: &SyncStatus) -> Self {
         SyncTimes {
             last_sync_time: s.last_sync_time.as_ref().map(|t| t.0.to_string()),
             last_sync_duration: s.last_sync_duration.clone(),

@@ -70,30 +70,31 @@ pub enum Step {
 }
 
 impl Step {
+    /// Every step, grouped by what it does (the order of a flow is in its own file).
     pub const ALL: [Step; 23] = [
         Step::CheckPreconditions,
         Step::ScaleDownHere,
         Step::ScaleDownPeer,
-        Step::DeleteScheduledSync,
-        Step::DeleteStaleSyncOnPeer,
+        Step::ScaleUpPeer,
+        Step::ScaleUpHere,
         Step::CreateDestinationOnPeer,
         Step::CreateOneTimeSync,
+        Step::CreateLocalSync,
         Step::WaitForSync,
+        Step::WaitForLocalSync,
+        Step::WaitForProtection,
+        Step::DeleteScheduledSync,
+        Step::DeleteStaleSyncOnPeer,
         Step::DeleteOneTimeSync,
         Step::DeleteDestinationOnPeer,
-        Step::KeepSnapshot,
-        Step::RestoreSnapshot,
-        Step::CreateLocalSync,
-        Step::WaitForLocalSync,
         Step::DeleteLocalSync,
         Step::DeleteDestination,
         Step::DeleteRestored,
+        Step::KeepSnapshot,
+        Step::RestoreSnapshot,
         Step::SwapRoles,
         Step::TakeOver,
         Step::RestoreRoles,
-        Step::ScaleUpPeer,
-        Step::ScaleUpHere,
-        Step::WaitForProtection,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -399,7 +400,7 @@ mod tests {
     }
 
     #[test]
-    fn each_step_acts_waits_or_advances_from_what_it_sees() {
+    fn migrate_scales_down_and_syncs_from_what_it_sees() {
         use Observed as O;
         use Transition as T;
         let t = "migrate:1";
@@ -465,6 +466,20 @@ mod tests {
             ),
             (Step::WaitForSync, rs(t, Some(t)), T::Advance(Step::DeleteOneTimeSync)),
             (Step::WaitForSync, O::OneTime(None), T::Advance(Step::CreateOneTimeSync)),
+        ];
+        for (step, observed, want) in cases {
+            assert_eq!(next(m, step, &observed, t), want, "{step:?} {observed:?}");
+        }
+    }
+
+    #[test]
+    fn migrate_swaps_roles_scales_up_and_waits_for_protection() {
+        use Observed as O;
+        use Transition as T;
+        let t = "migrate:1";
+        let m = migrate::STEPS;
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let cases: Vec<(Step, Observed, Transition)> = vec![
             (Step::SwapRoles, O::Roles { done: false }, T::Act),
             (Step::SwapRoles, O::Roles { done: true }, T::Advance(Step::ScaleUpPeer)),
             (
@@ -523,7 +538,7 @@ mod tests {
     }
 
     #[test]
-    fn failover_and_failback_steps() {
+    fn failover_steps() {
         use Observed as O;
         use Transition as T;
         let t = "failover:1";
@@ -596,7 +611,12 @@ mod tests {
             panic!("no image must fail")
         };
         assert!(text.contains("no sync has completed"), "{text}");
+    }
 
+    #[test]
+    fn failback_steps() {
+        use Observed as O;
+        use Transition as T;
         let b = failback::STEPS;
         assert_eq!(
             next(
