@@ -195,7 +195,12 @@ impl Job<'_> {
         }
         let target = self.usage(&self.peer).await?.workloads;
         let source = self.usage(&self.here).await?.workloads;
-        let todo = scale_up_targets(CountFrom::SourceThenOwn, &target, &source);
+        let rule = if self.verb == Verb::Failback {
+            CountFrom::OwnThenSource
+        } else {
+            CountFrom::SourceThenOwn
+        };
+        let todo = scale_up_targets(rule, &target, &source);
         Ok((self.peer.clone(), target, todo))
     }
 

@@ -127,8 +127,12 @@ pub fn pod_mounts(pod: &Pod, pvc: &str) -> bool {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CountFrom {
     /// The count recorded on the same workload on the cluster the application leaves (what it
-    /// ran at there), else the count recorded on the workload itself. Migrate and failback.
+    /// ran at there), else the count recorded on the workload itself. Migrate.
     SourceThenOwn,
+    /// The count recorded on the workload itself when it was scaled down (what it ran at before
+    /// the failure), else the count it ran at on the cluster the application leaves. Failback:
+    /// the application returns home at its own size, not at the size failover started it at.
+    OwnThenSource,
     /// The count recorded on the workload itself, else 1: failover cannot read the other
     /// cluster. A user may record the count on a standby workload beforehand.
     OwnOrOne,
@@ -142,6 +146,8 @@ pub fn scale_up_targets(rule: CountFrom, target: &[Workload], source: &[Workload
             let from_source = source.iter().find(|s| s.id == w.id).and_then(|s| s.recorded);
             let want = match rule {
                 CountFrom::SourceThenOwn => from_source.or(w.recorded),
+                // Once scaled up its record is gone: running, it is done.
+                CountFrom::OwnThenSource => w.recorded.or(from_source.filter(|_| w.replicas == 0)),
                 CountFrom::OwnOrOne => w.recorded.or((w.replicas == 0).then_some(1)),
             }?;
             (w.replicas != want || w.recorded.is_some()).then(|| (w.id.clone(), want))
@@ -288,6 +294,27 @@ mod tests {
                 CountFrom::SourceThenOwn,
                 vec![app(0, None)],
                 vec![w(Kind::StatefulSet, "app", 0, Some(3))],
+                vec![],
+            ),
+            // Failback: its own record (it ran at 4 before the failure), not the 1 failover
+            // started on the other side; without one, what ran there.
+            (
+                CountFrom::OwnThenSource,
+                vec![app(0, Some(4))],
+                vec![app(0, Some(1))],
+                vec![(id.clone(), 4)],
+            ),
+            (
+                CountFrom::OwnThenSource,
+                vec![app(0, None)],
+                vec![app(0, Some(3))],
+                vec![(id.clone(), 3)],
+            ),
+            // Done: scaled up to its own count (its record removed), the source's 1 ignored.
+            (
+                CountFrom::OwnThenSource,
+                vec![app(4, None)],
+                vec![app(0, Some(1))],
                 vec![],
             ),
             // Failover: own record, else 1; a running workload is left as it is.
