@@ -351,12 +351,16 @@ async fn protected_app(pair: &RealPair) {
 }
 
 async fn wait_succeeded(kubectl: &Kubectl, request: &str) {
+    wait_action_succeeded(kubectl, "db", request).await
+}
+
+async fn wait_action_succeeded(kubectl: &Kubectl, name: &str, request: &str) {
     let finished = try_wait_for(|| async {
-        (annotation(kubectl, "db", "volsync-dr.io/last-action").await.as_deref() == Some(request)).then_some(())
+        (annotation(kubectl, name, "volsync-dr.io/last-action").await.as_deref() == Some(request)).then_some(())
     })
     .await;
     if finished.is_none() {
-        let pvc = get(kubectl, "pvc", NS, "db").await.unwrap_or_default();
+        let pvc = get(kubectl, "pvc", NS, name).await.unwrap_or_default();
         let events = kubectl
             .run(&["-n", NS, "get", "events", "--sort-by=.lastTimestamp"])
             .await
@@ -366,8 +370,8 @@ async fn wait_succeeded(kubectl: &Kubectl, request: &str) {
             pvc["metadata"]["annotations"]
         );
     }
-    let phase = annotation(kubectl, "db", "volsync-dr.io/action-phase").await;
-    let message = annotation(kubectl, "db", "volsync-dr.io/action-message").await;
+    let phase = annotation(kubectl, name, "volsync-dr.io/action-phase").await;
+    let message = annotation(kubectl, name, "volsync-dr.io/action-message").await;
     assert_eq!(phase.as_deref(), Some("Succeeded"), "{request}: {message:?}");
 }
 
@@ -450,5 +454,213 @@ async fn failover_on_real_clusters_with_cluster_a_killed() {
             "{kind}/{name} is left on cluster-b"
         );
     }
+    b.assert_never_forbidden();
+}
+
+/// A StatefulSet `web` whose claim template `data` gives the PVC `data-web-0`.
+fn stateful_app(replicas: i32) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "web", "namespace": NS},
+        "spec": {"replicas": replicas, "serviceName": "web", "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "web", "image": "busybox",
+                                                       "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]}},
+                 "volumeClaimTemplates": [{"metadata": {"name": "data"},
+                                           "spec": {"accessModes": ["ReadWriteOnce"],
+                                                    "resources": {"requests": {"storage": "1Gi"}}}}]}
+    })
+}
+
+async fn pods_of(kubectl: &Kubectl, app: &str, running_only: bool) -> usize {
+    list(kubectl, "pods", NS)
+        .await
+        .iter()
+        .filter(|p| p["metadata"]["labels"]["app"] == app)
+        .filter(|p| !running_only || p["status"]["phase"] == "Running")
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statefulset_syncs_now_and_migrates_on_real_clusters() {
+    let _serial = serial().await;
+    let pair = RealPair::start().await;
+    let (a, b) = deploy(&pair, volsync_dr()).await;
+    let (ka, kb) = (pair.a.kubectl(), pair.b.kubectl());
+    // The claim the StatefulSet's template produces, created protected first (the StatefulSet
+    // controller adopts a claim of that name); the standby StatefulSet on b at 0 replicas.
+    create(&ka, &pvc("data-web-0", json!({"volsync-dr.io/protect": "true"}))).await;
+    pair.a.apply(&[stateful_app(1)]).await;
+    pair.b.apply(&[stateful_app(0)]).await;
+    wait_annotation(&ka, "data-web-0", "volsync-dr.io/state", "Protected").await;
+    wait_for("web-0 Running on cluster-a", || async {
+        (pods_of(&ka, "web", true).await == 1).then_some(())
+    })
+    .await;
+
+    // sync-now carries a file written just before it, without touching the application.
+    pair.write(PRIMARY, NS, "data-web-0", "s1", "before sync-now");
+    ka.ok(&["annotate", "pvc", "data-web-0", "volsync-dr.io/action=sync-now:1"])
+        .await;
+    wait_action_succeeded(&ka, "data-web-0", "sync-now:1").await;
+    assert_eq!(
+        pair.read(SECONDARY, NS, "data-web-0", "s1").as_deref(),
+        Some("before sync-now")
+    );
+    assert_eq!(
+        pods_of(&ka, "web", true).await,
+        1,
+        "sync-now leaves the application running"
+    );
+
+    // migrate: the real StatefulSet controller deletes web-0 on a before the final sync, and
+    // starts web-0 on b on the replica.
+    pair.write(PRIMARY, NS, "data-web-0", "m1", "before migrate");
+    ka.ok(&[
+        "annotate",
+        "--overwrite",
+        "pvc",
+        "data-web-0",
+        "volsync-dr.io/action=migrate:1",
+    ])
+    .await;
+    wait_action_succeeded(&ka, "data-web-0", "migrate:1").await;
+    assert_eq!(
+        pair.read(SECONDARY, NS, "data-web-0", "m1").as_deref(),
+        Some("before migrate")
+    );
+    assert_eq!(
+        pods_of(&ka, "web", false).await,
+        0,
+        "no pod of web is left on cluster-a"
+    );
+    let sts = get(&ka, "statefulset", NS, "web").await.expect("web on a");
+    assert_eq!(sts["spec"]["replicas"], 0);
+    wait_for("web-0 Running on cluster-b", || async {
+        (pods_of(&kb, "web", true).await == 1).then_some(())
+    })
+    .await;
+    let web0 = get(&kb, "pod", NS, "web-0").await.expect("web-0 on b");
+    assert_eq!(
+        web0["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"], "data-web-0",
+        "web-0 on b mounts the replica"
+    );
+    // Writes on b flow back to a by the reversed schedule.
+    wait_annotation(&kb, "data-web-0", "volsync-dr.io/state", "Protected").await;
+    pair.write(SECONDARY, NS, "data-web-0", "b1", "written on b");
+    pair.simulator.run_schedules_now();
+    wait_for("b's write on a", || async {
+        (pair.read(PRIMARY, NS, "data-web-0", "b1").as_deref() == Some("written on b")).then_some(())
+    })
+    .await;
+    a.assert_never_forbidden();
+    b.assert_never_forbidden();
+}
+
+/// Whether a pod of `app` exists (in any phase); an API server that does not answer counts
+/// as no (the writer stops rather than write unseen).
+async fn app_pod_exists(pods: &kube::Api<k8s_openapi::api::core::v1::Pod>) -> bool {
+    let params = kube::api::ListParams::default().labels("app=app");
+    pods.list(&params).await.is_ok_and(|list| !list.items.is_empty())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failback_with_a_writer_on_real_clusters_loses_no_acknowledged_write() {
+    let _serial = serial().await;
+    let mut pair = RealPair::start().await;
+    let (mut a, b) = deploy(&pair, volsync_dr()).await;
+    let (ka, kb) = (pair.a.kubectl(), pair.b.kubectl());
+    protected_app(&pair).await;
+    // Failover with a dead, then a comes back: its API server restarted, its VolSync and its
+    // operator too. Its copy is stale, so it leaves the pair alone.
+    a.process.kill();
+    pair.simulator.pause(PRIMARY);
+    pair.cluster_mut(PRIMARY).apiserver.kill();
+    kb.ok(&["annotate", "pvc", "db", "volsync-dr.io/action=failover:1"])
+        .await;
+    wait_succeeded(&kb, "failover:1").await;
+    pair.cluster_mut(PRIMARY).apiserver.start_again();
+    pair.a
+        .wait_for(&["get", "--raw", "/readyz"], "ok", "cluster-a's API server back")
+        .await;
+    pair.simulator.resume(PRIMARY);
+    a.process.start_again();
+    a.wait_ready().await;
+    wait_annotation(&ka, "db", "volsync-dr.io/state", "Degraded").await;
+    wait_for("the application Running on cluster-b", || async {
+        (running_pods(&kb).await >= 1).then_some(())
+    })
+    .await;
+
+    // The application on b writes numbered files while any pod of it exists. A write counts as
+    // acknowledged when a pod existed before and after it: it was made while the application ran.
+    let writer = {
+        let pods = kube::Api::namespaced(pair.b.client().await, NS);
+        let volume = pair.volume(SECONDARY, NS, "db");
+        tokio::spawn(async move {
+            let (mut acknowledged, mut made) = (Vec::new(), 0u32);
+            // Bounded: 2,000 writes at most (the failback ends the application long before).
+            for n in 0..2000u32 {
+                if !app_pod_exists(&pods).await {
+                    break;
+                }
+                std::fs::write(volume.join(format!("w{n:04}")), n.to_string()).expect("write");
+                made += 1;
+                if app_pod_exists(&pods).await {
+                    acknowledged.push(n);
+                }
+            }
+            (acknowledged, made)
+        })
+    };
+    // Let the writer write a while before the request.
+    wait_for("the writer's first 50 files", || async {
+        let dir = pair.volume(SECONDARY, NS, "db");
+        (std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0) > 50).then_some(())
+    })
+    .await;
+    let started = Instant::now();
+    kb.ok(&[
+        "annotate",
+        "--overwrite",
+        "pvc",
+        "db",
+        "volsync-dr.io/action=failback:1",
+    ])
+    .await;
+    wait_succeeded(&kb, "failback:1").await;
+    let took = started.elapsed();
+    let (acknowledged, made) = writer.await.expect("writer");
+    let lost: Vec<u32> = acknowledged
+        .iter()
+        .copied()
+        .filter(|n| pair.read(PRIMARY, NS, "db", &format!("w{n:04}")).as_deref() != Some(n.to_string().as_str()))
+        .collect();
+    println!(
+        "failback with a writer: {made} writes made, {} acknowledged, {} lost, failback took {:.1}s",
+        acknowledged.len(),
+        lost.len(),
+        took.as_secs_f64()
+    );
+    assert!(acknowledged.len() > 50, "the writer wrote while the application ran");
+    assert!(lost.is_empty(), "acknowledged writes missing on cluster-a: {lost:?}");
+    wait_for("the application Running on cluster-a again", || async {
+        (running_pods(&ka).await == 2).then_some(())
+    })
+    .await;
+    assert_eq!(
+        pods_of(&kb, "app", false).await,
+        0,
+        "nothing of the application left on b"
+    );
+    assert_eq!(
+        annotation(&ka, "db", "volsync-dr.io/role").await.as_deref(),
+        Some("primary")
+    );
+    assert_eq!(
+        annotation(&kb, "db", "volsync-dr.io/role").await.as_deref(),
+        Some("secondary")
+    );
+    a.assert_never_forbidden();
     b.assert_never_forbidden();
 }
