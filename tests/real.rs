@@ -454,6 +454,94 @@ async fn failover_on_real_clusters_with_cluster_a_killed() {
             "{kind}/{name} is left on cluster-b"
         );
     }
+    // While a stays away, b says so: the new primary cannot protect toward it (Degraded, with
+    // the reason in an Event) and the reachability metric is 0.
+    wait_annotation(&kb, "db", "volsync-dr.io/state", "Degraded").await;
+    wait_for("a Degraded Event on b naming the unreachable peer", || async {
+        let events = kb.run(&["-n", NS, "get", "events", "-o", "json"]).await.stdout;
+        let events: Value = serde_json::from_str(&events).unwrap_or_default();
+        events["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["reason"] == "Degraded" && e["message"].as_str().is_some_and(|m| m.contains("cluster-a")))
+            .then_some(())
+    })
+    .await;
+    wait_for("volsync_dr_peer_reachable 0 on b", || async {
+        let reply = testkit::http::request(b.admin, "GET", "/metrics", "text/plain", "").await;
+        let text = reply.body.as_str().unwrap_or_default().to_string();
+        text.lines().any(|l| l == "volsync_dr_peer_reachable 0").then_some(())
+    })
+    .await;
+    b.assert_never_forbidden();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_restarted_under_running_operators_misses_nothing() {
+    let _serial = serial().await;
+    let mut pair = RealPair::start().await;
+    let (a, b) = deploy(&pair, volsync_dr()).await;
+    let (ka, kb) = (pair.a.kubectl(), pair.b.kubectl());
+    create(&ka, &pvc("before", json!({"volsync-dr.io/protect": "true"}))).await;
+    wait_annotation(&ka, "before", "volsync-dr.io/state", "Protected").await;
+
+    // etcd (both clusters' storage) goes away under both API servers and both operators, and
+    // comes back with its data; then, before anyone waits, a new PVC and a changed schedule.
+    pair.etcd.kill();
+    wait_for("both API servers to notice etcd is gone", || async {
+        let a_down = !ka.run(&["get", "--raw", "/readyz"]).await.success;
+        let b_down = !kb.run(&["get", "--raw", "/readyz"]).await.success;
+        (a_down && b_down).then_some(())
+    })
+    .await;
+    pair.etcd.start_again();
+    pair.a
+        .wait_for(&["get", "--raw", "/readyz"], "ok", "cluster-a ready again")
+        .await;
+    pair.b
+        .wait_for(&["get", "--raw", "/readyz"], "ok", "cluster-b ready again")
+        .await;
+    create(&ka, &pvc("after", json!({"volsync-dr.io/protect": "true"}))).await;
+    ka.ok(&[
+        "annotate",
+        "--overwrite",
+        "pvc",
+        "before",
+        "volsync-dr.io/schedule=*/7 * * * *",
+    ])
+    .await;
+
+    // The watches relisted: both changes are acted on, and nothing is duplicated.
+    wait_annotation(&ka, "after", "volsync-dr.io/state", "Protected").await;
+    wait_for("rs-before on the new schedule", || async {
+        let rs = get(&ka, "replicationsource", NS, "rs-before").await?;
+        (rs["spec"]["trigger"]["schedule"] == "*/7 * * * *").then_some(())
+    })
+    .await;
+    for (kubectl, kind, want) in [
+        (&ka, "replicationsource", vec!["rs-after", "rs-before"]),
+        (&kb, "replicationdestination", vec!["rd-after", "rd-before"]),
+    ] {
+        let mut names: Vec<String> = list(kubectl, kind, NS)
+            .await
+            .iter()
+            .filter_map(|o| o["metadata"]["name"].as_str().map(str::to_string))
+            .collect();
+        names.sort();
+        assert_eq!(names, want, "{kind}s");
+    }
+    for operator in [&a, &b] {
+        assert!(
+            testkit::http::request(operator.admin, "GET", "/healthz", "text/plain", "")
+                .await
+                .status
+                == 200,
+            "the operator on {} is alive",
+            operator.cluster
+        );
+    }
+    a.assert_never_forbidden();
     b.assert_never_forbidden();
 }
 
