@@ -752,3 +752,104 @@ async fn failback_with_a_writer_on_real_clusters_loses_no_acknowledged_write() {
     a.assert_never_forbidden();
     b.assert_never_forbidden();
 }
+
+/// Run `request` with the operator SIGKILLed right after each step of `verb` starts (the
+/// `test-hooks` build holds it there) and started again, then let it finish.
+async fn with_a_crash_at_every_step(operator: &mut testkit::realk8s::Operator, kubectl: &Kubectl, request: &str) {
+    const HOLD: &str = "VOLSYNC_DR_TEST_HOLD_AT_STEP";
+    let verb = request
+        .parse::<volsync_dr::model::action::ActionRequest>()
+        .expect("request")
+        .verb;
+    for (i, step) in volsync_dr::steps::flow(verb).iter().enumerate() {
+        let hold = format!("{verb}/{}", step.as_str());
+        operator.process.set_env(HOLD, Some(&hold));
+        operator.process.start_again();
+        operator.wait_ready().await;
+        if i == 0 {
+            let annotation = format!("volsync-dr.io/action={request}");
+            kubectl.ok(&["annotate", "--overwrite", "pvc", "db", &annotation]).await;
+        }
+        let needle = format!("holding right after the step started step=\"{hold}\"");
+        wait_for(&format!("the operator held at {hold}"), || async {
+            operator.log().contains(&needle).then_some(())
+        })
+        .await;
+        assert_eq!(
+            annotation(kubectl, "db", "volsync-dr.io/action-step").await.as_deref(),
+            Some(step.as_str()),
+            "the step is recorded before it acts"
+        );
+        operator.process.kill();
+    }
+    operator.process.set_env(HOLD, None);
+    operator.process.start_again();
+    operator.wait_ready().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "test-hooks"),
+    ignore = "the crash hook needs --features volsync-dr/test-hooks"
+)]
+async fn failover_and_failback_survive_a_crash_at_every_step_on_real_clusters() {
+    let _serial = serial().await;
+    let mut pair = RealPair::start().await;
+    let (mut a, mut b) = deploy(&pair, volsync_dr()).await;
+    let (ka, kb) = (pair.a.kubectl(), pair.b.kubectl());
+    protected_app(&pair).await;
+
+    // Failover with a dead, b's operator killed at every step.
+    a.process.kill();
+    pair.simulator.pause(PRIMARY);
+    pair.cluster_mut(PRIMARY).apiserver.kill();
+    with_a_crash_at_every_step(&mut b, &kb, "failover:1").await;
+    wait_succeeded(&kb, "failover:1").await;
+    assert_eq!(pair.read(SECONDARY, NS, "db", "v1").as_deref(), Some("first"));
+    assert_eq!(
+        annotation(&kb, "db", "volsync-dr.io/role").await.as_deref(),
+        Some("primary")
+    );
+    wait_for("the application Running on cluster-b", || async {
+        (running_pods(&kb).await == 1).then_some(())
+    })
+    .await;
+
+    // a comes back; b's writes; failback with b's operator killed at every step.
+    pair.cluster_mut(PRIMARY).apiserver.start_again();
+    pair.a
+        .wait_for(&["get", "--raw", "/readyz"], "ok", "cluster-a's API server back")
+        .await;
+    pair.simulator.resume(PRIMARY);
+    a.process.start_again();
+    a.wait_ready().await;
+    pair.write(SECONDARY, NS, "db", "b1", "written on b after the failover");
+    with_a_crash_at_every_step(&mut b, &kb, "failback:1").await;
+    wait_succeeded(&kb, "failback:1").await;
+    assert_eq!(
+        pair.read(PRIMARY, NS, "db", "b1").as_deref(),
+        Some("written on b after the failover")
+    );
+    assert_eq!(
+        annotation(&ka, "db", "volsync-dr.io/role").await.as_deref(),
+        Some("primary")
+    );
+    wait_for("the application Running on cluster-a again at its own size", || async {
+        (running_pods(&ka).await == 2).then_some(())
+    })
+    .await;
+    assert_eq!(pods_of(&kb, "app", false).await, 0);
+    for (kubectl, kind, name) in [
+        (&kb, "replicationsource", "rs-db-latest"),
+        (&kb, "replicationsource", "rs-db-local"),
+        (&kb, "pvc", "restored-db"),
+        (&ka, "replicationdestination", "rd-db"),
+    ] {
+        assert!(
+            get(kubectl, kind, NS, name).await.is_none(),
+            "{kind}/{name} is left over"
+        );
+    }
+    a.assert_never_forbidden();
+    b.assert_never_forbidden();
+}

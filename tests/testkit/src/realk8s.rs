@@ -127,6 +127,14 @@ impl Process {
         self.spawn();
     }
 
+    /// Set (`Some`) or remove (`None`) an environment variable for the next start.
+    pub fn set_env(&mut self, key: &str, value: Option<&str>) {
+        self.env.retain(|(k, _)| k != key);
+        if let Some(value) = value {
+            self.env.push((key.to_string(), value.to_string()));
+        }
+    }
+
     /// Whether it has exited (a crash at start, say).
     pub fn exited(&mut self) -> bool {
         match self.child.as_mut() {
