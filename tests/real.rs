@@ -853,3 +853,112 @@ async fn failover_and_failback_survive_a_crash_at_every_step_on_real_clusters() 
     a.assert_never_forbidden();
     b.assert_never_forbidden();
 }
+
+/// A Service in front of replicas, as kube-proxy gives one: each connection goes to the first
+/// backend that accepts it. Stops when the returned handle is aborted (or after 15 minutes).
+async fn service_proxy(backends: Vec<std::net::SocketAddr>) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let task = tokio::spawn(async move {
+        let serve = async {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    continue;
+                };
+                let backends = backends.clone();
+                tokio::spawn(async move {
+                    for backend in backends {
+                        if let Ok(mut server) = tokio::net::TcpStream::connect(backend).await {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                            return;
+                        }
+                    }
+                });
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(900), serve).await;
+    });
+    (address, task)
+}
+
+async fn leads(operator: &testkit::realk8s::Operator) -> bool {
+    let reply = testkit::http::request(operator.admin, "GET", "/metrics", "text/plain", "").await;
+    reply
+        .body
+        .as_str()
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l == "volsync_dr_leader 1")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_killed_during_migrate_hands_over_to_the_other_replica() {
+    let _serial = serial().await;
+    let pair = RealPair::start().await;
+    let (mut first, b) = deploy(&pair, volsync_dr()).await;
+    let (ka, kb) = (pair.a.kubectl(), pair.b.kubectl());
+    let second = first.start_replica("cluster-a-second").await;
+    assert!(leads(&first).await && !leads(&second).await, "the first replica leads");
+    // The webhook registration points at a Service over both replicas.
+    let (service, proxy) = service_proxy(vec![first.webhook_addr(), second.webhook_addr()]).await;
+    let url = json!([{"op": "replace", "path": "/webhooks/0/clientConfig/url",
+                      "value": format!("https://{service}/mutate-pvc")}]);
+    ka.ok(&[
+        "patch",
+        "mutatingwebhookconfiguration",
+        "volsync-dr",
+        "--type=json",
+        "-p",
+        &url.to_string(),
+    ])
+    .await;
+    protected_app(&pair).await;
+
+    // migrate waits in its sync (VolSync held back); the leader dies there.
+    pair.simulator.pause(PRIMARY);
+    ka.ok(&["annotate", "--overwrite", "pvc", "db", "volsync-dr.io/action=migrate:1"])
+        .await;
+    wait_annotation(&ka, "db", "volsync-dr.io/action-step", "wait-for-sync").await;
+    first.process.kill();
+    let killed = Instant::now();
+    // The webhook keeps answering: a PVC created now is stamped by the remaining replica.
+    let created = create(&ka, &pvc("during", json!({"volsync-dr.io/protect": "true"}))).await;
+    let finalizers = created["metadata"]["finalizers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        finalizers.contains(&json!("volsync-dr.io/protection")),
+        "stamped by the webhook through the Service: {}",
+        created["metadata"]
+    );
+    wait_for("the second replica to take the Lease", || async {
+        leads(&second).await.then_some(())
+    })
+    .await;
+    let takeover = killed.elapsed();
+    println!(
+        "leader killed during migrate: the other replica led after {:.1}s",
+        takeover.as_secs_f64()
+    );
+    assert!(
+        takeover < Duration::from_secs(15 + 5),
+        "within the 15 s lease (and a retry): {takeover:?}"
+    );
+
+    pair.simulator.resume(PRIMARY);
+    wait_succeeded(&ka, "migrate:1").await;
+    assert_eq!(pair.read(SECONDARY, NS, "db", "v1").as_deref(), Some("first"));
+    wait_for("the application's two pods Running on cluster-b", || async {
+        (running_pods(&kb).await == 2).then_some(())
+    })
+    .await;
+    assert_eq!(
+        annotation(&kb, "db", "volsync-dr.io/role").await.as_deref(),
+        Some("primary")
+    );
+    wait_annotation(&ka, "during", "volsync-dr.io/state", "Protected").await;
+    proxy.abort();
+    second.assert_never_forbidden();
+    b.assert_never_forbidden();
+}

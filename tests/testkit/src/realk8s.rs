@@ -780,6 +780,41 @@ impl Operator {
         std::fs::read_to_string(&self.process.log).unwrap_or_default()
     }
 
+    /// Another replica of this operator (same ServiceAccount, Lease and certificate): its own
+    /// admin and webhook ports, its own identity in the Lease, its own log; started and ready.
+    pub async fn start_replica(&self, identity: &str) -> Operator {
+        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let webhook = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mut args = self.process.args.clone();
+        for (flag, value) in [
+            ("--admin-addr", admin.to_string()),
+            ("--webhook-addr", webhook.to_string()),
+            ("--pod-name", identity.to_string()),
+        ] {
+            let at = args.iter().position(|a| a == flag).expect("flag") + 1;
+            args[at] = value;
+        }
+        let log = self.process.log.with_file_name(format!("volsync-dr-{identity}.log"));
+        let process = Process::start("volsync-dr", &self.binary, args, self.process.env.clone(), log);
+        let replica = Operator {
+            cluster: self.cluster.clone(),
+            binary: self.binary.clone(),
+            process,
+            admin,
+            kubeconfig: self.kubeconfig.clone(),
+            peer_kubeconfig: self.peer_kubeconfig.clone(),
+        };
+        replica.wait_ready().await;
+        replica
+    }
+
+    /// Where this replica serves the webhook.
+    pub fn webhook_addr(&self) -> SocketAddr {
+        let args = &self.process.args;
+        let at = args.iter().position(|a| a == "--webhook-addr").expect("flag") + 1;
+        args[at].parse().expect("webhook address")
+    }
+
     /// The shipped RBAC covers everything it did: the API server refused nothing.
     pub fn assert_never_forbidden(&self) {
         let log = self.log();
