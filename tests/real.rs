@@ -383,9 +383,23 @@ async fn migrate_on_real_clusters_moves_the_application_and_its_data() {
     let (ka, kb) = (pair.a.kubectl(), pair.b.kubectl());
     protected_app(&pair).await;
 
+    // sync-now carries a file written just before it and leaves the application running.
+    pair.write(PRIMARY, NS, "db", "s1", "before sync-now");
+    ka.ok(&[
+        "annotate",
+        "--overwrite",
+        "pvc",
+        "db",
+        "volsync-dr.io/action=sync-now:1",
+    ])
+    .await;
+    wait_succeeded(&ka, "sync-now:1").await;
+    assert_eq!(pair.read(SECONDARY, NS, "db", "s1").as_deref(), Some("before sync-now"));
+    assert_eq!(running_pods(&ka).await, 2, "sync-now leaves the application running");
+
     // Written just before the request: only the migration's own sync carries it.
     pair.write(PRIMARY, NS, "db", "v2", "just before migrate");
-    ka.ok(&["annotate", "pvc", "db", "volsync-dr.io/action=migrate:1"])
+    ka.ok(&["annotate", "--overwrite", "pvc", "db", "volsync-dr.io/action=migrate:1"])
         .await;
     wait_succeeded(&ka, "migrate:1").await;
     assert_eq!(
@@ -960,5 +974,99 @@ async fn the_leader_killed_during_migrate_hands_over_to_the_other_replica() {
     wait_annotation(&ka, "during", "volsync-dr.io/state", "Protected").await;
     proxy.abort();
     second.assert_never_forbidden();
+    b.assert_never_forbidden();
+}
+
+async fn events_about(kubectl: &Kubectl, reason: &str, mentioning: &str) -> usize {
+    let out = kubectl.run(&["-n", NS, "get", "events", "-o", "json"]).await.stdout;
+    let events: Value = serde_json::from_str(&out).unwrap_or_default();
+    events["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["reason"] == reason && e["message"].as_str().is_some_and(|m| m.contains(mentioning)))
+        .count()
+}
+
+async fn names(kubectl: &Kubectl, kind: &str) -> Vec<String> {
+    let mut names: Vec<String> = list(kubectl, kind, NS)
+        .await
+        .iter()
+        .filter_map(|o| o["metadata"]["name"].as_str().map(str::to_string))
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_peer_down_for_five_minutes_degrades_then_recovers_by_itself() {
+    /// How long cluster-b's API server stays down: across two scheduled syncs (every 2 minutes).
+    const OUTAGE: Duration = Duration::from_secs(300);
+    let _serial = serial().await;
+    let mut pair = RealPair::start().await;
+    let (a, b) = deploy(&pair, volsync_dr()).await;
+    let (ka, kb) = (pair.a.kubectl(), pair.b.kubectl());
+    let pvcs = ["p0", "p1", "p2"];
+    for name in pvcs {
+        let annotations = json!({"volsync-dr.io/protect": "true", "volsync-dr.io/schedule": "*/2 * * * *"});
+        create(&ka, &pvc(name, annotations)).await;
+    }
+    for name in pvcs {
+        wait_annotation(&ka, name, "volsync-dr.io/state", "Protected").await;
+    }
+
+    // cluster-b's control plane goes down (its VolSync with it); its operator keeps running.
+    pair.simulator.pause(SECONDARY);
+    pair.cluster_mut(SECONDARY).apiserver.kill();
+    let down = Instant::now();
+    for name in pvcs {
+        wait_annotation(&ka, name, "volsync-dr.io/state", "Degraded").await;
+    }
+    wait_for("Degraded Events on a naming cluster-b", || async {
+        (events_about(&ka, "Degraded", "cluster-b").await >= pvcs.len()).then_some(())
+    })
+    .await;
+    // The outage lasts its full length; the PVCs stay Degraded meanwhile.
+    tokio::time::sleep(OUTAGE.saturating_sub(down.elapsed())).await;
+    for name in pvcs {
+        let state = annotation(&ka, name, "volsync-dr.io/state").await;
+        assert_eq!(state.as_deref(), Some("Degraded"), "{name} during the outage");
+    }
+
+    // b returns: everything is Protected again by itself, and nothing is duplicated.
+    pair.cluster_mut(SECONDARY).apiserver.start_again();
+    pair.b
+        .wait_for(&["get", "--raw", "/readyz"], "ok", "cluster-b's API server back")
+        .await;
+    pair.simulator.resume(SECONDARY);
+    let back = Instant::now();
+    for name in pvcs {
+        wait_annotation(&ka, name, "volsync-dr.io/state", "Protected").await;
+    }
+    println!(
+        "peer down for {:.0}s: all {} PVCs Protected again {:.1}s after it returned",
+        OUTAGE.as_secs_f64(),
+        pvcs.len(),
+        back.elapsed().as_secs_f64()
+    );
+    assert_eq!(names(&ka, "replicationsource").await, ["rs-p0", "rs-p1", "rs-p2"]);
+    assert_eq!(names(&kb, "replicationdestination").await, ["rd-p0", "rd-p1", "rd-p2"]);
+    assert_eq!(names(&kb, "pvc").await, pvcs);
+    for kubectl in [&ka, &kb] {
+        let keys: Vec<String> = names(kubectl, "secret")
+            .await
+            .into_iter()
+            .filter(|n| n.starts_with("volsync-dr-"))
+            .collect();
+        assert_eq!(keys, ["volsync-dr-p0", "volsync-dr-p1", "volsync-dr-p2"]);
+    }
+    // Syncs run again on the schedule.
+    pair.write(PRIMARY, NS, "p0", "after", "written after the outage");
+    pair.simulator.run_schedules_now();
+    wait_for("a sync after the outage", || async {
+        (pair.read(SECONDARY, NS, "p0", "after").as_deref() == Some("written after the outage")).then_some(())
+    })
+    .await;
+    a.assert_never_forbidden();
     b.assert_never_forbidden();
 }

@@ -131,10 +131,24 @@ async fn elect(local: &kube::Client, config: &RunConfig) -> Result<Option<Leader
     Ok(Some(leadership))
 }
 
-/// Probe the peer's API server forever, for `volsync_dr_peer_reachable`.
+/// Probe the peer's API server forever, for `volsync_dr_peer_reachable` and to look at every
+/// PVC again when it answers again. A change is logged once, not on every probe.
 async fn probe_peer(ctx: Arc<Context>) {
     loop {
-        ctx.metrics.set_peer_reachable(ctx.peer.reachable().await);
+        let reachable = ctx.peer.reachable().await;
+        ctx.metrics.set_peer_reachable(reachable);
+        let was = ctx.peer_reachable.send_replace(reachable);
+        match (was, reachable) {
+            (true, false) => tracing::warn!(
+                peer = ctx.peer.name,
+                "the peer cluster does not answer; its side of each PVC is retried with backoff"
+            ),
+            (false, true) => tracing::info!(
+                peer = ctx.peer.name,
+                "the peer cluster answers again; every PVC is looked at now"
+            ),
+            _ => {}
+        }
         tokio::time::sleep(PEER_PROBE_INTERVAL).await;
     }
 }

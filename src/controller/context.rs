@@ -26,6 +26,9 @@ pub struct Context {
     failures: Mutex<HashMap<(String, String), u32>>,
     /// A peer node's address for NodePort, with when it was looked up.
     node_address: Mutex<Option<(Instant, String)>>,
+    /// Whether the peer answered the last probe; every PVC is looked at again when it turns
+    /// true (a PVC Degraded by the outage may be waiting out a long backoff).
+    pub peer_reachable: tokio::sync::watch::Sender<bool>,
     /// Notices already published by this process (each is said once, not on every pass).
     said: Mutex<std::collections::HashSet<String>>,
 }
@@ -59,6 +62,7 @@ impl Context {
             failures: Mutex::new(HashMap::new()),
             node_address: Mutex::new(None),
             said: Mutex::new(std::collections::HashSet::new()),
+            peer_reachable: tokio::sync::watch::Sender::new(true),
         }
     }
 

@@ -37,6 +37,22 @@ fn owner_pvc<K: Resource>(object: K) -> Option<ObjectRef<PersistentVolumeClaim>>
     Some(ObjectRef::new(&pvc).within(&namespace))
 }
 
+/// Yields once each time the peer turns reachable again after it was not.
+fn peer_returns(receiver: tokio::sync::watch::Receiver<bool>) -> impl futures::Stream<Item = ()> + Send {
+    let was = *receiver.borrow();
+    futures::stream::unfold((receiver, was), |(mut receiver, mut was)| async move {
+        loop {
+            receiver.changed().await.ok()?;
+            let now = *receiver.borrow_and_update();
+            let back = now && !was;
+            was = now;
+            if back {
+                return Some(((), (receiver, was)));
+            }
+        }
+    })
+}
+
 /// Run until `stop` turns true; reconciles in flight finish first. `synced` counts the
 /// controllers whose PVC cache is warm.
 pub async fn run(ctx: Arc<Context>, synced: Arc<AtomicUsize>, stop: tokio::sync::watch::Receiver<bool>) {
@@ -66,6 +82,7 @@ pub async fn run(ctx: Arc<Context>, synced: Arc<AtomicUsize>, stop: tokio::sync:
             };
             let controller = Controller::new(pvcs, watcher::Config::default())
                 .with_config(config.clone())
+                .reconcile_all_on(peer_returns(ctx.peer_reachable.subscribe()))
                 .watches(sources, managed.clone(), owner_pvc)
                 .watches(destinations, managed.clone(), owner_pvc)
                 .graceful_shutdown_on({
@@ -99,5 +116,35 @@ pub async fn run(ctx: Arc<Context>, synced: Arc<AtomicUsize>, stop: tokio::sync:
     tokio::select! {
         _ = futures::future::join_all(runs) => {}
         () = policy::sweep_forever(ctx.clone(), stores) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::{FutureExt, StreamExt};
+
+    use super::peer_returns;
+
+    #[test]
+    fn the_peer_returning_triggers_once_per_return() {
+        let (sender, receiver) = tokio::sync::watch::channel(true);
+        let returns = peer_returns(receiver);
+        futures::pin_mut!(returns);
+        // Each value is sent, then the stream polled once: (value, whether it yields).
+        for (reachable, yields) in [
+            (true, false),
+            (false, false),
+            (false, false),
+            (true, true),
+            (true, false),
+            (false, false),
+            (true, true),
+        ] {
+            sender.send_replace(reachable);
+            let polled = returns.next().now_or_never();
+            assert_eq!(polled, yields.then_some(Some(())), "after {reachable}");
+        }
+        drop(sender);
+        assert_eq!(returns.next().now_or_never(), Some(None), "ends with the sender");
     }
 }
