@@ -20,8 +20,9 @@ use volsync_dr::controller::reconcile::reconcile;
 use volsync_dr::metrics::Metrics;
 
 const NS: &str = "default";
-/// The controller's requeue while the destination's address is unknown, and after success.
-const PENDING_RETRY: Duration = Duration::from_secs(2);
+/// The controller's first requeue while the destination's address is unknown, and its requeue
+/// after success.
+const PENDING_RETRY: Duration = Duration::from_millis(250);
 const RESYNC: Duration = Duration::from_secs(30);
 
 struct Harness {

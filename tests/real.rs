@@ -350,6 +350,107 @@ async fn protected_app(pair: &RealPair) {
     wait_annotation(&kb, "db", "volsync-dr.io/role", "secondary").await;
 }
 
+/// An action's steps as a watch on its PVC saw them: when each `action-step` began.
+struct Timeline {
+    steps: Vec<(Instant, String)>,
+    finished: Instant,
+}
+
+impl Timeline {
+    /// Time spent waiting for VolSync's syncs (`wait-for-sync`, `wait-for-local-sync`).
+    fn sync(&self) -> Duration {
+        let ends = self
+            .steps
+            .iter()
+            .skip(1)
+            .map(|(at, _)| *at)
+            .chain(std::iter::once(self.finished));
+        self.steps
+            .iter()
+            .zip(ends)
+            .filter(|((_, step), _)| step == "wait-for-sync" || step == "wait-for-local-sync")
+            .map(|((began, _), ended)| ended.saturating_duration_since(*began))
+            .sum()
+    }
+}
+
+/// Watch `pvc` until `request` is its finished `last-action` (3 minutes at most), recording
+/// when each step began.
+fn watch_steps(client: kube::Client, pvc: &str, request: &str) -> tokio::task::JoinHandle<Timeline> {
+    use futures::StreamExt;
+    use kube::runtime::watcher;
+    let api: kube::Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> = kube::Api::namespaced(client, NS);
+    let config = watcher::Config::default().fields(&format!("metadata.name={pvc}"));
+    let request = request.to_string();
+    tokio::spawn(async move {
+        let mut steps: Vec<(Instant, String)> = Vec::new();
+        let events = watcher::watcher(api, config);
+        futures::pin_mut!(events);
+        let watch = async {
+            while let Some(event) = events.next().await {
+                let Ok(watcher::Event::Apply(pvc) | watcher::Event::InitApply(pvc)) = event else {
+                    continue;
+                };
+                let annotations = pvc.metadata.annotations.unwrap_or_default();
+                let finished = annotations.get("volsync-dr.io/last-action") == Some(&request)
+                    && annotations
+                        .get("volsync-dr.io/action-phase")
+                        .is_some_and(|p| p != "Running");
+                if finished && !steps.is_empty() {
+                    return;
+                }
+                if let Some(step) = annotations.get("volsync-dr.io/action-step")
+                    && steps.last().map(|(_, s)| s) != Some(step)
+                {
+                    steps.push((Instant::now(), step.clone()));
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(180), watch).await;
+        Timeline {
+            steps,
+            finished: Instant::now(),
+        }
+    })
+}
+
+/// The number after `marker` in an action message ("... finished in 3.2s; ...").
+fn seconds_after(message: &str, marker: &str) -> Option<f64> {
+    let rest = &message[message.find(marker)? + marker.len()..];
+    let number: String = rest.chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
+    number.parse().ok()
+}
+
+/// One verb's numbers on this tier, printed: end to end (the operator's own count), waiting
+/// for syncs, the rest (orchestration overhead), and the application's down time.
+async fn report_timing(kubectl: &Kubectl, verb: &str, timeline: tokio::task::JoinHandle<Timeline>) {
+    let timeline = timeline.await.expect("timeline");
+    let message = annotation(kubectl, "db", "volsync-dr.io/action-message")
+        .await
+        .unwrap_or_default();
+    let total = seconds_after(&message, "finished in ").expect("the message says how long");
+    let sync = timeline.sync().as_secs_f64();
+    let down = seconds_after(&message, "down for ").or_else(|| seconds_after(&message, "started here "));
+    let ends = timeline
+        .steps
+        .iter()
+        .skip(1)
+        .map(|(at, _)| *at)
+        .chain([timeline.finished]);
+    let steps: Vec<String> = timeline
+        .steps
+        .iter()
+        .zip(ends)
+        .map(|((began, step), ended)| format!("{step} {:.2}", ended.saturating_duration_since(*began).as_secs_f64()))
+        .collect();
+    println!(
+        "timing {verb}: total {total:.2}s, waiting for syncs {sync:.2}s, overhead {:.2}s, app down {}; steps: {}",
+        total - sync,
+        down.map_or("-".to_string(), |d| format!("{d:.2}s")),
+        steps.join(", ")
+    );
+}
+
 async fn wait_succeeded(kubectl: &Kubectl, request: &str) {
     wait_action_succeeded(kubectl, "db", request).await
 }
@@ -385,6 +486,7 @@ async fn migrate_on_real_clusters_moves_the_application_and_its_data() {
 
     // sync-now carries a file written just before it and leaves the application running.
     pair.write(PRIMARY, NS, "db", "s1", "before sync-now");
+    let timeline = watch_steps(pair.a.client().await, "db", "sync-now:1");
     ka.ok(&[
         "annotate",
         "--overwrite",
@@ -394,14 +496,17 @@ async fn migrate_on_real_clusters_moves_the_application_and_its_data() {
     ])
     .await;
     wait_succeeded(&ka, "sync-now:1").await;
+    report_timing(&ka, "sync-now", timeline).await;
     assert_eq!(pair.read(SECONDARY, NS, "db", "s1").as_deref(), Some("before sync-now"));
     assert_eq!(running_pods(&ka).await, 2, "sync-now leaves the application running");
 
     // Written just before the request: only the migration's own sync carries it.
     pair.write(PRIMARY, NS, "db", "v2", "just before migrate");
+    let timeline = watch_steps(pair.a.client().await, "db", "migrate:1");
     ka.ok(&["annotate", "--overwrite", "pvc", "db", "volsync-dr.io/action=migrate:1"])
         .await;
     wait_succeeded(&ka, "migrate:1").await;
+    report_timing(&ka, "migrate", timeline).await;
     assert_eq!(
         pair.read(SECONDARY, NS, "db", "v2").as_deref(),
         Some("just before migrate")
@@ -446,9 +551,11 @@ async fn failover_on_real_clusters_with_cluster_a_killed() {
     a.process.kill();
     pair.simulator.pause(PRIMARY);
     pair.cluster_mut(PRIMARY).apiserver.kill();
+    let timeline = watch_steps(pair.b.client().await, "db", "failover:1");
     kb.ok(&["annotate", "pvc", "db", "volsync-dr.io/action=failover:1"])
         .await;
     wait_succeeded(&kb, "failover:1").await;
+    report_timing(&kb, "failover", timeline).await;
     assert_eq!(pair.read(SECONDARY, NS, "db", "v1").as_deref(), Some("first"));
     assert_eq!(
         annotation(&kb, "db", "volsync-dr.io/role").await.as_deref(),
@@ -722,6 +829,7 @@ async fn failback_with_a_writer_on_real_clusters_loses_no_acknowledged_write() {
     })
     .await;
     let started = Instant::now();
+    let timeline = watch_steps(pair.b.client().await, "db", "failback:1");
     kb.ok(&[
         "annotate",
         "--overwrite",
@@ -731,6 +839,7 @@ async fn failback_with_a_writer_on_real_clusters_loses_no_acknowledged_write() {
     ])
     .await;
     wait_succeeded(&kb, "failback:1").await;
+    report_timing(&kb, "failback", timeline).await;
     let took = started.elapsed();
     let (acknowledged, made) = writer.await.expect("writer");
     let lost: Vec<u32> = acknowledged

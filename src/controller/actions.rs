@@ -33,7 +33,7 @@ use crate::steps::{
 /// How soon a waiting step looks again. Syncs wake the PVC through the watch on our
 /// ReplicationSources; pods and workloads are not watched, so those waits poll faster.
 const POLL_SYNC: Duration = Duration::from_secs(1);
-const POLL: Duration = Duration::from_millis(300);
+const POLL: Duration = Duration::from_millis(100);
 /// Effects and advances in one pass before yielding to other PVCs.
 const MAX_MOVES_PER_PASS: usize = 24;
 

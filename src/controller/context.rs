@@ -24,6 +24,8 @@ pub struct Context {
     pub policies: Option<std::sync::Arc<crate::cluster::policies::PolicyWatch>>,
     pub policy_scope: crate::plan::policy::Scope,
     failures: Mutex<HashMap<(String, String), u32>>,
+    /// Passes that found the destination without an address yet, per PVC.
+    pending: Mutex<HashMap<(String, String), u32>>,
     /// A peer node's address for NodePort, with when it was looked up.
     node_address: Mutex<Option<(Instant, String)>>,
     /// Whether the peer answered the last probe; every PVC is looked at again when it turns
@@ -32,6 +34,17 @@ pub struct Context {
     /// Notices already published by this process (each is said once, not on every pass).
     said: Mutex<std::collections::HashSet<String>>,
 }
+
+/// How soon the `attempt`-th pass that found the destination without an address looks again:
+/// 250 ms, doubling, at most 2 s. VolSync publishes the address within a second or two, and
+/// the new primary of a migrate or failback waits for it (an action's `wait-for-protection`).
+pub fn pending_delay(attempt: u32) -> Duration {
+    let factor = 1u32.checked_shl(attempt.saturating_sub(1).min(8)).unwrap_or(u32::MAX);
+    PENDING_FIRST.saturating_mul(factor).min(PENDING_MAX)
+}
+
+const PENDING_FIRST: Duration = Duration::from_millis(250);
+const PENDING_MAX: Duration = Duration::from_secs(2);
 
 /// How long a looked-up peer node address is reused.
 const NODE_ADDRESS_TTL: Duration = Duration::from_secs(60);
@@ -60,6 +73,7 @@ impl Context {
             policies,
             config,
             failures: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
             node_address: Mutex::new(None),
             said: Mutex::new(std::collections::HashSet::new()),
             peer_reachable: tokio::sync::watch::Sender::new(true),
@@ -73,6 +87,23 @@ impl Context {
         *n = n.saturating_add(1);
         let factor = 1u32.checked_shl(n.saturating_sub(1).min(16)).unwrap_or(u32::MAX);
         BACKOFF_BASE.saturating_mul(factor).min(BACKOFF_MAX)
+    }
+
+    /// Record one more pass that found the destination's address unknown, and return how
+    /// soon to look again (`pending_delay`).
+    pub fn pending_retry(&self, namespace: &str, name: &str) -> Duration {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let n = pending.entry((namespace.to_string(), name.to_string())).or_insert(0);
+        *n = n.saturating_add(1);
+        pending_delay(*n)
+    }
+
+    /// The destination's address is known (or protection ended): the next wait starts short.
+    pub fn address_known(&self, namespace: &str, name: &str) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(namespace.to_string(), name.to_string()));
     }
 
     pub fn succeeded(&self, namespace: &str, name: &str) {
@@ -97,5 +128,18 @@ impl Context {
 
     pub fn remember_node_address(&self, address: &str) {
         *self.node_address.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), address.to_string()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_retries_start_short_and_stay_bounded() {
+        let delays: Vec<u128> = (1..=6).map(|n| pending_delay(n).as_millis()).collect();
+        assert_eq!(delays, [250, 500, 1000, 2000, 2000, 2000]);
+        assert_eq!(pending_delay(u32::MAX), PENDING_MAX);
+        assert_eq!(pending_delay(0), PENDING_FIRST);
     }
 }

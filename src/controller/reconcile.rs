@@ -6,7 +6,6 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use kube::ResourceExt;
@@ -32,9 +31,6 @@ use crate::model::volsync::{ReplicationDestination, ReplicationSource};
 use crate::plan::pass::{PassDecision, decide};
 use crate::plan::status::{StatusView, SyncTimes, clear_status_patch};
 use crate::plan::{self, Psk};
-
-/// How soon a PVC waiting for the destination's address is looked at again.
-const PENDING_RETRY: Duration = Duration::from_secs(2);
 
 pub async fn reconcile(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Context>) -> Result<Action, Error> {
     let namespace = pvc.namespace().ok_or(Error::Missing("namespace"))?;
@@ -145,6 +141,7 @@ async fn release(pvc: &PersistentVolumeClaim, view: &PvcView, ctx: &Context) -> 
     let (namespace, name) = (view.namespace.as_str(), view.name.as_str());
     unprotect(pvc, namespace, name, ctx).await?;
     ctx.metrics.pvc_forget(namespace, name);
+    ctx.address_known(namespace, name);
     tracing::debug!(namespace, name, "cleaned up both clusters");
     let pvcs = ctx.here.api::<PersistentVolumeClaim>(namespace);
     let has_label = pvc.labels().contains_key(keys::PROTECTED_LABEL);
@@ -234,6 +231,7 @@ async fn protect(
             return Ok(Action::requeue(HANDED_OFF_RETRY));
         }
         Ok(PeerSide::Destination(Some(endpoint))) => {
+            ctx.address_known(namespace, name);
             let rs = protect_plan.scheduled_source(&endpoint);
             let sources = ctx.here.api::<ReplicationSource>(namespace);
             let outcome = ctx.here.call("apply ReplicationSource", ensure(&sources, &rs)).await?;
@@ -242,7 +240,10 @@ async fn protect(
             }
             (State::Protected, Action::requeue(ctx.config.resync), None)
         }
-        Ok(PeerSide::Destination(None)) => (State::Pending, Action::requeue(PENDING_RETRY), None),
+        Ok(PeerSide::Destination(None)) => {
+            let retry = ctx.pending_retry(namespace, name);
+            (State::Pending, Action::requeue(retry), None)
+        }
         Err(error) => {
             let delay = ctx.backoff(namespace, name);
             (State::Degraded, Action::requeue(delay), Some(error.to_string()))
