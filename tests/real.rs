@@ -134,12 +134,7 @@ async fn protect_on_real_clusters_under_the_shipped_rbac() {
         "{created}"
     );
     wait_annotation(&ka, "db", "volsync-dr.io/state", "Protected").await;
-    pair.write(PRIMARY, NS, "db", "table", "row 1");
-    pair.simulator.run_schedules_now();
-    wait_for("the file on cluster-b's replica", || async {
-        (pair.read(SECONDARY, NS, "db", "table").as_deref() == Some("row 1")).then_some(())
-    })
-    .await;
+    synced_by_schedule(&pair, PRIMARY, "db", "table", "row 1").await;
     wait_annotation(&kb, "db", "volsync-dr.io/role", "secondary").await;
 
     // A bad annotation, refused by the webhook as kubectl prints it from the real API server.
@@ -341,12 +336,7 @@ async fn protected_app(pair: &RealPair) {
         (running_pods(&ka).await == 2).then_some(())
     })
     .await;
-    pair.write(PRIMARY, NS, "db", "v1", "first");
-    pair.simulator.run_schedules_now();
-    wait_for("the first file on cluster-b", || async {
-        (pair.read(SECONDARY, NS, "db", "v1").as_deref() == Some("first")).then_some(())
-    })
-    .await;
+    synced_by_schedule(&pair, PRIMARY, "db", "v1", "first").await;
     wait_annotation(&kb, "db", "volsync-dr.io/role", "secondary").await;
 }
 
@@ -423,9 +413,9 @@ fn seconds_after(message: &str, marker: &str) -> Option<f64> {
 
 /// One verb's numbers on this tier, printed: end to end (the operator's own count), waiting
 /// for syncs, the rest (orchestration overhead), and the application's down time.
-async fn report_timing(kubectl: &Kubectl, verb: &str, timeline: tokio::task::JoinHandle<Timeline>) {
+async fn report_timing(kubectl: &Kubectl, pvc: &str, verb: &str, timeline: tokio::task::JoinHandle<Timeline>) {
     let timeline = timeline.await.expect("timeline");
-    let message = annotation(kubectl, "db", "volsync-dr.io/action-message")
+    let message = annotation(kubectl, pvc, "volsync-dr.io/action-message")
         .await
         .unwrap_or_default();
     let total = seconds_after(&message, "finished in ").expect("the message says how long");
@@ -449,6 +439,51 @@ async fn report_timing(kubectl: &Kubectl, verb: &str, timeline: tokio::task::Joi
         down.map_or("-".to_string(), |d| format!("{d:.2}s")),
         steps.join(", ")
     );
+}
+
+/// Cluster a dies: its operator, its VolSync and its API server (SIGKILL).
+fn lose_a(pair: &mut RealPair, a: &mut testkit::realk8s::Operator) {
+    a.process.kill();
+    pair.simulator.pause(PRIMARY);
+    pair.cluster_mut(PRIMARY).apiserver.kill();
+}
+
+/// Cluster a comes back: its API server restarted and ready, its VolSync and its operator.
+async fn a_returns(pair: &mut RealPair, a: &mut testkit::realk8s::Operator) {
+    pair.cluster_mut(PRIMARY).apiserver.start_again();
+    pair.a
+        .wait_for(&["get", "--raw", "/readyz"], "ok", "cluster-a's API server back")
+        .await;
+    pair.simulator.resume(PRIMARY);
+    a.process.start_again();
+    a.wait_ready().await;
+}
+
+/// Write `file` on a's copy of `pvc`, request `request` there and wait until it succeeded: the
+/// action's own sync carried the file to b. Prints the verb's timing.
+async fn request_carrying(pair: &RealPair, pvc: &str, request: &str, file: &str) {
+    let ka = pair.a.kubectl();
+    let content = format!("written just before {request}");
+    pair.write(PRIMARY, NS, pvc, file, &content);
+    let timeline = watch_steps(pair.a.client().await, pvc, request);
+    let annotation = format!("volsync-dr.io/action={request}");
+    ka.ok(&["annotate", "--overwrite", "pvc", pvc, &annotation]).await;
+    wait_action_succeeded(&ka, pvc, request).await;
+    let verb = request.split(':').next().unwrap_or(request);
+    report_timing(&ka, pvc, verb, timeline).await;
+    assert_eq!(pair.read(SECONDARY, NS, pvc, file).as_deref(), Some(content.as_str()));
+}
+
+/// Write `file` on `from`'s copy of `pvc`, let the scheduled syncs run now, and wait until it
+/// is on the other cluster's copy.
+async fn synced_by_schedule(pair: &RealPair, from: &str, pvc: &str, file: &str, content: &str) {
+    pair.write(from, NS, pvc, file, content);
+    pair.simulator.run_schedules_now();
+    let to = RealPair::peer_of(from);
+    wait_for(&format!("{file} of {pvc} synced from {from} to {to}"), || async {
+        (pair.read(to, NS, pvc, file).as_deref() == Some(content)).then_some(())
+    })
+    .await;
 }
 
 async fn wait_succeeded(kubectl: &Kubectl, request: &str) {
@@ -485,32 +520,11 @@ async fn migrate_on_real_clusters_moves_the_application_and_its_data() {
     protected_app(&pair).await;
 
     // sync-now carries a file written just before it and leaves the application running.
-    pair.write(PRIMARY, NS, "db", "s1", "before sync-now");
-    let timeline = watch_steps(pair.a.client().await, "db", "sync-now:1");
-    ka.ok(&[
-        "annotate",
-        "--overwrite",
-        "pvc",
-        "db",
-        "volsync-dr.io/action=sync-now:1",
-    ])
-    .await;
-    wait_succeeded(&ka, "sync-now:1").await;
-    report_timing(&ka, "sync-now", timeline).await;
-    assert_eq!(pair.read(SECONDARY, NS, "db", "s1").as_deref(), Some("before sync-now"));
+    request_carrying(&pair, "db", "sync-now:1", "s1").await;
     assert_eq!(running_pods(&ka).await, 2, "sync-now leaves the application running");
 
     // Written just before the request: only the migration's own sync carries it.
-    pair.write(PRIMARY, NS, "db", "v2", "just before migrate");
-    let timeline = watch_steps(pair.a.client().await, "db", "migrate:1");
-    ka.ok(&["annotate", "--overwrite", "pvc", "db", "volsync-dr.io/action=migrate:1"])
-        .await;
-    wait_succeeded(&ka, "migrate:1").await;
-    report_timing(&ka, "migrate", timeline).await;
-    assert_eq!(
-        pair.read(SECONDARY, NS, "db", "v2").as_deref(),
-        Some("just before migrate")
-    );
+    request_carrying(&pair, "db", "migrate:1", "v2").await;
     // The real Deployment controller removed a's pods; b's run.
     assert_eq!(running_pods(&ka).await, 0);
     let a_app = get(&ka, "deployment", NS, "app").await.expect("app on a");
@@ -529,12 +543,7 @@ async fn migrate_on_real_clusters_moves_the_application_and_its_data() {
     );
     // Protection now runs b → a.
     wait_annotation(&kb, "db", "volsync-dr.io/state", "Protected").await;
-    pair.write(SECONDARY, NS, "db", "v3", "written on b");
-    pair.simulator.run_schedules_now();
-    wait_for("b's write on a", || async {
-        (pair.read(PRIMARY, NS, "db", "v3").as_deref() == Some("written on b")).then_some(())
-    })
-    .await;
+    synced_by_schedule(&pair, SECONDARY, "db", "v3", "written on b").await;
     a.assert_never_forbidden();
     b.assert_never_forbidden();
 }
@@ -548,14 +557,12 @@ async fn failover_on_real_clusters_with_cluster_a_killed() {
     protected_app(&pair).await;
 
     // Cluster a dies: its API server SIGKILLed (and its operator and VolSync with it).
-    a.process.kill();
-    pair.simulator.pause(PRIMARY);
-    pair.cluster_mut(PRIMARY).apiserver.kill();
+    lose_a(&mut pair, &mut a);
     let timeline = watch_steps(pair.b.client().await, "db", "failover:1");
     kb.ok(&["annotate", "pvc", "db", "volsync-dr.io/action=failover:1"])
         .await;
     wait_succeeded(&kb, "failover:1").await;
-    report_timing(&kb, "failover", timeline).await;
+    report_timing(&kb, "db", "failover", timeline).await;
     assert_eq!(pair.read(SECONDARY, NS, "db", "v1").as_deref(), Some("first"));
     assert_eq!(
         annotation(&kb, "db", "volsync-dr.io/role").await.as_deref(),
@@ -708,14 +715,7 @@ async fn a_statefulset_syncs_now_and_migrates_on_real_clusters() {
     .await;
 
     // sync-now carries a file written just before it, without touching the application.
-    pair.write(PRIMARY, NS, "data-web-0", "s1", "before sync-now");
-    ka.ok(&["annotate", "pvc", "data-web-0", "volsync-dr.io/action=sync-now:1"])
-        .await;
-    wait_action_succeeded(&ka, "data-web-0", "sync-now:1").await;
-    assert_eq!(
-        pair.read(SECONDARY, NS, "data-web-0", "s1").as_deref(),
-        Some("before sync-now")
-    );
+    request_carrying(&pair, "data-web-0", "sync-now:1", "s1").await;
     assert_eq!(
         pods_of(&ka, "web", true).await,
         1,
@@ -724,20 +724,7 @@ async fn a_statefulset_syncs_now_and_migrates_on_real_clusters() {
 
     // migrate: the real StatefulSet controller deletes web-0 on a before the final sync, and
     // starts web-0 on b on the replica.
-    pair.write(PRIMARY, NS, "data-web-0", "m1", "before migrate");
-    ka.ok(&[
-        "annotate",
-        "--overwrite",
-        "pvc",
-        "data-web-0",
-        "volsync-dr.io/action=migrate:1",
-    ])
-    .await;
-    wait_action_succeeded(&ka, "data-web-0", "migrate:1").await;
-    assert_eq!(
-        pair.read(SECONDARY, NS, "data-web-0", "m1").as_deref(),
-        Some("before migrate")
-    );
+    request_carrying(&pair, "data-web-0", "migrate:1", "m1").await;
     assert_eq!(
         pods_of(&ka, "web", false).await,
         0,
@@ -756,12 +743,7 @@ async fn a_statefulset_syncs_now_and_migrates_on_real_clusters() {
     );
     // Writes on b flow back to a by the reversed schedule.
     wait_annotation(&kb, "data-web-0", "volsync-dr.io/state", "Protected").await;
-    pair.write(SECONDARY, NS, "data-web-0", "b1", "written on b");
-    pair.simulator.run_schedules_now();
-    wait_for("b's write on a", || async {
-        (pair.read(PRIMARY, NS, "data-web-0", "b1").as_deref() == Some("written on b")).then_some(())
-    })
-    .await;
+    synced_by_schedule(&pair, SECONDARY, "data-web-0", "b1", "written on b").await;
     a.assert_never_forbidden();
     b.assert_never_forbidden();
 }
@@ -782,19 +764,11 @@ async fn failback_with_a_writer_on_real_clusters_loses_no_acknowledged_write() {
     protected_app(&pair).await;
     // Failover with a dead, then a comes back: its API server restarted, its VolSync and its
     // operator too. Its copy is stale, so it leaves the pair alone.
-    a.process.kill();
-    pair.simulator.pause(PRIMARY);
-    pair.cluster_mut(PRIMARY).apiserver.kill();
+    lose_a(&mut pair, &mut a);
     kb.ok(&["annotate", "pvc", "db", "volsync-dr.io/action=failover:1"])
         .await;
     wait_succeeded(&kb, "failover:1").await;
-    pair.cluster_mut(PRIMARY).apiserver.start_again();
-    pair.a
-        .wait_for(&["get", "--raw", "/readyz"], "ok", "cluster-a's API server back")
-        .await;
-    pair.simulator.resume(PRIMARY);
-    a.process.start_again();
-    a.wait_ready().await;
+    a_returns(&mut pair, &mut a).await;
     wait_annotation(&ka, "db", "volsync-dr.io/state", "Degraded").await;
     wait_for("the application Running on cluster-b", || async {
         (running_pods(&kb).await >= 1).then_some(())
@@ -839,7 +813,7 @@ async fn failback_with_a_writer_on_real_clusters_loses_no_acknowledged_write() {
     ])
     .await;
     wait_succeeded(&kb, "failback:1").await;
-    report_timing(&kb, "failback", timeline).await;
+    report_timing(&kb, "db", "failback", timeline).await;
     let took = started.elapsed();
     let (acknowledged, made) = writer.await.expect("writer");
     let lost: Vec<u32> = acknowledged
@@ -923,9 +897,7 @@ async fn failover_and_failback_survive_a_crash_at_every_step_on_real_clusters() 
     protected_app(&pair).await;
 
     // Failover with a dead, b's operator killed at every step.
-    a.process.kill();
-    pair.simulator.pause(PRIMARY);
-    pair.cluster_mut(PRIMARY).apiserver.kill();
+    lose_a(&mut pair, &mut a);
     with_a_crash_at_every_step(&mut b, &kb, "failover:1").await;
     wait_succeeded(&kb, "failover:1").await;
     assert_eq!(pair.read(SECONDARY, NS, "db", "v1").as_deref(), Some("first"));
@@ -939,13 +911,7 @@ async fn failover_and_failback_survive_a_crash_at_every_step_on_real_clusters() 
     .await;
 
     // a comes back; b's writes; failback with b's operator killed at every step.
-    pair.cluster_mut(PRIMARY).apiserver.start_again();
-    pair.a
-        .wait_for(&["get", "--raw", "/readyz"], "ok", "cluster-a's API server back")
-        .await;
-    pair.simulator.resume(PRIMARY);
-    a.process.start_again();
-    a.wait_ready().await;
+    a_returns(&mut pair, &mut a).await;
     pair.write(SECONDARY, NS, "db", "b1", "written on b after the failover");
     with_a_crash_at_every_step(&mut b, &kb, "failback:1").await;
     wait_succeeded(&kb, "failback:1").await;
@@ -1170,12 +1136,7 @@ async fn the_peer_down_for_five_minutes_degrades_then_recovers_by_itself() {
         assert_eq!(keys, ["volsync-dr-p0", "volsync-dr-p1", "volsync-dr-p2"]);
     }
     // Syncs run again on the schedule.
-    pair.write(PRIMARY, NS, "p0", "after", "written after the outage");
-    pair.simulator.run_schedules_now();
-    wait_for("a sync after the outage", || async {
-        (pair.read(SECONDARY, NS, "p0", "after").as_deref() == Some("written after the outage")).then_some(())
-    })
-    .await;
+    synced_by_schedule(&pair, PRIMARY, "p0", "after", "written after the outage").await;
     a.assert_never_forbidden();
     b.assert_never_forbidden();
 }

@@ -258,20 +258,35 @@ mod tests {
         }
     }
 
+    /// Protected, plus `extra`.
+    fn prot(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+        let mut a = vec![(keys::PROTECT, "true")];
+        a.extend_from_slice(extra);
+        a
+    }
+
+    /// (name, annotations now, annotations before, refusal expected)
+    type Case<'a> = (
+        &'a str,
+        Vec<(&'a str, &'a str)>,
+        Vec<(&'a str, &'a str)>,
+        Option<&'a str>,
+    );
+
+    fn check_refusals(cases: Vec<Case>) {
+        for (name, now, before, want) in cases {
+            let old = pvc(&before, &[], &[]);
+            let d = decide(Operation::Update, &pvc(&now, &[], &[]), Some(&old), &defaults(), None);
+            match (want, d) {
+                (None, Decision::Allow(_)) => {}
+                (Some(why), Decision::Deny(m)) => assert!(m.contains(why), "{name}: {m}"),
+                (want, got) => panic!("{name}: want {want:?}, got {got:?}"),
+            }
+        }
+    }
+
     #[test]
     fn action_refusals() {
-        let prot = |extra: &[(&'static str, &'static str)]| {
-            let mut a = vec![(keys::PROTECT, "true")];
-            a.extend_from_slice(extra);
-            a
-        };
-        // (name, annotations now, annotations before, refusal expected)
-        type Case<'a> = (
-            &'a str,
-            Vec<(&'a str, &'a str)>,
-            Vec<(&'a str, &'a str)>,
-            Option<&'a str>,
-        );
         let cases: Vec<Case> = vec![
             (
                 "failover on a primary",
@@ -316,31 +331,11 @@ mod tests {
                 Some("unknown verb \"reboot\""),
             ),
         ];
-        for (name, now, before, want) in cases {
-            let old = pvc(&before, &[], &[]);
-            let d = decide(Operation::Update, &pvc(&now, &[], &[]), Some(&old), &defaults(), None);
-            match (want, d) {
-                (None, Decision::Allow(_)) => {}
-                (Some(why), Decision::Deny(m)) => assert!(m.contains(why), "{name}: {m}"),
-                (want, got) => panic!("{name}: want {want:?}, got {got:?}"),
-            }
-        }
+        check_refusals(cases);
     }
 
     #[test]
     fn changes_during_a_running_action() {
-        let prot = |extra: &[(&'static str, &'static str)]| {
-            let mut a = vec![(keys::PROTECT, "true")];
-            a.extend_from_slice(extra);
-            a
-        };
-        // (name, annotations now, annotations before, refusal expected)
-        type Case<'a> = (
-            &'a str,
-            Vec<(&'a str, &'a str)>,
-            Vec<(&'a str, &'a str)>,
-            Option<&'a str>,
-        );
         let cases: Vec<Case> = vec![
             (
                 "second action while one runs",
@@ -391,15 +386,7 @@ mod tests {
                 None,
             ),
         ];
-        for (name, now, before, want) in cases {
-            let old = pvc(&before, &[], &[]);
-            let d = decide(Operation::Update, &pvc(&now, &[], &[]), Some(&old), &defaults(), None);
-            match (want, d) {
-                (None, Decision::Allow(_)) => {}
-                (Some(why), Decision::Deny(m)) => assert!(m.contains(why), "{name}: {m}"),
-                (want, got) => panic!("{name}: want {want:?}, got {got:?}"),
-            }
-        }
+        check_refusals(cases);
     }
 
     #[test]
