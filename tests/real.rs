@@ -336,7 +336,7 @@ async fn protected_app(pair: &RealPair) {
         (running_pods(&ka).await == 2).then_some(())
     })
     .await;
-    synced_by_schedule(&pair, PRIMARY, "db", "v1", "first").await;
+    synced_by_schedule(pair, PRIMARY, "db", "v1", "first").await;
     wait_annotation(&kb, "db", "volsync-dr.io/role", "secondary").await;
 }
 
