@@ -454,9 +454,50 @@ async fn a_returns(pair: &mut RealPair, a: &mut testkit::realk8s::Operator) {
     pair.a
         .wait_for(&["get", "--raw", "/readyz"], "ok", "cluster-a's API server back")
         .await;
+    controllers_caught_up(&pair.a.kubectl()).await;
     pair.simulator.resume(PRIMARY);
     a.process.start_again();
     a.wait_ready().await;
+}
+
+/// A restarted API server is ready before the cluster is: while it was down, the
+/// controllers' and kwok's watches backed off (client-go waits up to 30 s between tries), and
+/// until they are back nothing acts on a change. A person fails back once the old primary is
+/// healthy again; here a canary Deployment whose pod runs (Deployment, ReplicaSet, scheduler
+/// and kubelet watches all live again) says so.
+async fn controllers_caught_up(kubectl: &Kubectl) {
+    let canary = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "canary", "namespace": NS},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "canary"}},
+                 "template": {"metadata": {"labels": {"app": "canary"}},
+                              "spec": {"containers": [{"name": "canary", "image": "busybox"}]}}}
+    });
+    let started = Instant::now();
+    create(kubectl, &canary).await;
+    wait_for("a canary pod running: the cluster's controllers caught up", || async {
+        list(kubectl, "pods", NS)
+            .await
+            .iter()
+            .any(|p| p["metadata"]["labels"]["app"] == "canary" && p["status"]["phase"] == "Running")
+            .then_some(())
+    })
+    .await;
+    println!(
+        "the returned cluster's controllers ran a new pod {:.1}s after its API server was ready",
+        started.elapsed().as_secs_f64()
+    );
+    kubectl
+        .ok(&[
+            "-n",
+            NS,
+            "delete",
+            "deployment",
+            "canary",
+            "--cascade=foreground",
+            "--wait",
+        ])
+        .await;
 }
 
 /// Write `file` on a's copy of `pvc`, request `request` there and wait until it succeeded: the
