@@ -19,16 +19,15 @@ use kube::runtime::events::EventType;
 use super::apply::field_manager;
 use super::context::Context;
 use super::error::Error;
-use super::execute::Job;
+use super::execute::{GroupJob, Job};
+use super::members::{self, Members, Start};
 use super::report::publish_as;
 use crate::model::action::{ActionRequest, Verb};
 use crate::model::keys;
 use crate::model::names::Names;
 use crate::model::progress::{NextStep, ProgressUpdate};
 use crate::model::view::PvcView;
-use crate::steps::{
-    Observed, Phase, Progress, Step, Transition, after_failure, flow, next, seconds_between, timed_out,
-};
+use crate::steps::{Observed, Phase, Progress, Step, Transition, after_failure, flow, seconds_between, timed_out};
 
 /// How soon a waiting step looks again. Syncs wake the PVC through the watch on our
 /// ReplicationSources; pods and workloads are not watched, so those waits poll faster.
@@ -49,8 +48,27 @@ async fn record(ctx: &Context, view: &PvcView, update: &ProgressUpdate) -> Resul
     Ok(())
 }
 
+/// The other members of the group the request `text` on `view` acts on.
+fn members_of<'a>(
+    ctx: &'a Context,
+    view: &'a PvcView,
+    progress: &'a crate::steps::Progress,
+    text: &'a str,
+) -> Option<Members<'a>> {
+    let verb = text.parse::<ActionRequest>().ok()?.verb;
+    (!progress.members.is_empty()).then(|| Members {
+        ctx,
+        namespace: &view.namespace,
+        leader: &view.name,
+        request: text,
+        verb,
+        names: &progress.members,
+    })
+}
+
 /// Finish the request `text`: `last-action` set, so it does not run again until its ID
-/// changes. A different request made meanwhile (past the webhook) is refused with it.
+/// changes. A different request made meanwhile (past the webhook) is refused with it. The
+/// group's other members are released first, so none is ever left to a finished action.
 async fn finish(
     pvc: &PersistentVolumeClaim,
     view: &PvcView,
@@ -73,6 +91,9 @@ async fn finish(
         phase,
         message: message.clone(),
     };
+    if let Some(members) = members_of(ctx, view, &view.progress, text) {
+        members.release(&update).await;
+    }
     record(ctx, view, &update).await?;
     let verb = text.parse::<ActionRequest>().map_or("unknown", |r| r.verb.as_str());
     let outcome = if phase == Phase::Succeeded {
@@ -185,21 +206,46 @@ pub async fn run(pvc: &PersistentVolumeClaim, view: &PvcView, ctx: &Context) -> 
             return finish(pvc, view, ctx, &text, Phase::Failed, &message).await;
         }
     };
-    let job = Job {
-        ctx,
-        verb: parsed.verb,
-        trigger: text.clone(),
-        namespace: view.namespace.clone(),
-        names: Names::for_pvc(&view.name),
-        here: ctx.here.clone(),
-        peer: ctx.peer.clone(),
-    };
     let mut progress = view.progress.clone();
     if view.in_flight.is_none() {
-        start(pvc, view, ctx, &mut progress, &text, parsed.verb).await?;
+        let members = match members::gather(ctx, view, &text, parsed.verb).await? {
+            Start::Lead(members) => members,
+            Start::LedBy(leader) => {
+                tracing::debug!(
+                    namespace = view.namespace,
+                    pvc = view.name,
+                    leader,
+                    "the group's request runs from another member"
+                );
+                return Ok(Action::requeue(Duration::from_secs(1)));
+            }
+            Start::Refused(why) => return refuse(pvc, view, ctx, &text, &why).await,
+        };
+        if !start(pvc, view, ctx, &mut progress, &text, parsed.verb, members).await? {
+            // The PVC changed since it was read: look again from what it is now.
+            return Ok(Action::requeue(POLL));
+        }
     } else {
         refuse_newer_request(pvc, view, ctx, &text).await;
     }
+    let group: Vec<String> = std::iter::once(view.name.clone())
+        .chain(progress.members.iter().cloned())
+        .collect();
+    let job = GroupJob {
+        volumes: group
+            .iter()
+            .map(|name| Job {
+                ctx,
+                verb: parsed.verb,
+                trigger: text.clone(),
+                namespace: view.namespace.clone(),
+                names: Names::for_pvc(name),
+                group: group.clone(),
+                here: ctx.here.clone(),
+                peer: ctx.peer.clone(),
+            })
+            .collect(),
+    };
     let mut pass = Pass {
         pvc,
         view,
@@ -209,6 +255,9 @@ pub async fn run(pvc: &PersistentVolumeClaim, view: &PvcView, ctx: &Context) -> 
         progress,
         shown_message: pvc.annotations().get(keys::ACTION_MESSAGE).cloned(),
     };
+    if let Some(action) = pass.hold_members().await? {
+        return Ok(action);
+    }
     for _ in 0..MAX_MOVES_PER_PASS {
         if let Some(action) = pass.one_move().await? {
             return Ok(action);
@@ -217,7 +266,10 @@ pub async fn run(pvc: &PersistentVolumeClaim, view: &PvcView, ctx: &Context) -> 
     Ok(Action::requeue(Duration::from_millis(10)))
 }
 
-/// Record the request as running at its first step, before anything acts.
+/// Record the request as running at its first step, with the group's other members, before
+/// anything acts. Written with the PVC's resourceVersion: a PVC changed since it was read
+/// (another member's action holding it) is looked at again instead.
+#[allow(clippy::too_many_arguments)]
 async fn start(
     pvc: &PersistentVolumeClaim,
     view: &PvcView,
@@ -225,14 +277,29 @@ async fn start(
     progress: &mut Progress,
     text: &str,
     verb: Verb,
-) -> Result<(), Error> {
+    members: Vec<String>,
+) -> Result<bool, Error> {
     let first = flow(verb)[0];
     let update = ProgressUpdate::Start {
         request: text.to_string(),
         step: first.as_str().to_string(),
         now: Timestamp::now(),
+        members,
     };
-    record(ctx, view, &update).await?;
+    let mut patch = update.patch();
+    patch["metadata"]["resourceVersion"] = serde_json::Value::String(pvc.resource_version().unwrap_or_default());
+    let pvcs = ctx.here.api::<PersistentVolumeClaim>(&view.namespace);
+    let recorded = ctx
+        .here
+        .call(
+            "record action start",
+            pvcs.patch(&view.name, &field_manager(), &Patch::Merge(&patch)),
+        )
+        .await;
+    match recorded {
+        Err(e) if e.is_conflict() => return Ok(false),
+        other => other?,
+    };
     progress.apply(&update);
     publish_as(
         ctx,
@@ -250,7 +317,7 @@ async fn start(
         "action started"
     );
     hold_if_asked(ctx, verb, first).await;
-    Ok(())
+    Ok(true)
 }
 
 /// A different request made while `running` runs (past the webhook) is said once to be refused
@@ -279,7 +346,7 @@ struct Pass<'a> {
     pvc: &'a PersistentVolumeClaim,
     view: &'a PvcView,
     ctx: &'a Context,
-    job: &'a Job<'a>,
+    job: &'a GroupJob<'a>,
     text: &'a str,
     progress: Progress,
     /// The `action-message` on the PVC, so an unchanged wait message is not written again.
@@ -290,7 +357,7 @@ impl Pass<'_> {
     /// Look at the recorded step once: act, advance, or end the pass with what to do next
     /// (`Some`: wait, finished or failed).
     async fn one_move(&mut self) -> Result<Option<Action>, Error> {
-        let (ctx, verb) = (self.ctx, self.job.verb);
+        let (ctx, verb) = (self.ctx, self.job.leader().verb);
         let steps = flow(verb);
         let recorded = self.progress.step.clone().unwrap_or_default();
         let Some(step) = Step::parse(&recorded).filter(|s| steps.contains(s)) else {
@@ -304,21 +371,24 @@ impl Pass<'_> {
             let why = format!("did not finish within {}s", limit.as_secs());
             return self.fail(step, &why).await;
         }
-        let observed = self.job.observe(step).await?;
-        match next(steps, step, &observed, self.text) {
+        let (group_move, observed) = self.job.decide(steps, step).await?;
+        match group_move.transition {
             Transition::Act => {
                 tracing::debug!(
-                    namespace = self.job.namespace,
+                    namespace = self.view.namespace,
                     pvc = self.pvc.name_any(),
                     step = step.as_str(),
+                    volumes = group_move.act_on.len(),
                     "acting"
                 );
-                self.job.act(step).await?;
+                self.job.act(step, &group_move.act_on).await?;
                 Ok(None)
             }
             Transition::Wait(message) => {
                 if self.shown_message.as_deref() != Some(message.as_str()) {
-                    record(ctx, self.view, &ProgressUpdate::Message(message.clone())).await?;
+                    let update = ProgressUpdate::Message(message.clone());
+                    record(ctx, self.view, &update).await?;
+                    self.show_on_members(&update).await;
                     self.shown_message = Some(message);
                 }
                 let poll = match step {
@@ -346,7 +416,7 @@ impl Pass<'_> {
 
     /// The step is seen done: record the next one (and the application's downtime) before it acts.
     async fn advance(&mut self, step: Step, following: Step, observed: &Observed) -> Result<(), Error> {
-        let (ctx, verb) = (self.ctx, self.job.verb);
+        let (ctx, verb) = (self.ctx, self.job.leader().verb);
         let now = Timestamp::now();
         let app_down_since = (following.scales_down() && self.progress.app_down_since.is_none()).then_some(now);
         let app_down_seconds = application_back(ctx, verb, step, observed, &self.progress, now);
@@ -358,6 +428,7 @@ impl Pass<'_> {
         });
         record(ctx, self.view, &update).await?;
         self.progress.apply(&update);
+        self.show_on_members(&update).await;
         self.shown_message = Some(String::new());
         ctx.metrics.step_finished(verb.as_str(), step.as_str());
         publish_as(
@@ -383,19 +454,54 @@ impl Pass<'_> {
     async fn fail(&mut self, step: Step, why: &str) -> Result<Option<Action>, Error> {
         if let Err(e) = self.job.clean_up_after_failure(step).await {
             tracing::warn!(
-                namespace = self.job.namespace,
+                namespace = self.view.namespace,
                 pvc = self.pvc.name_any(),
                 error = %e,
                 "cleanup after a failed step failed"
             );
         }
-        let (here, peer) = (self.job.here.name.clone(), self.job.peer.name.clone());
+        let leader = self.job.leader();
+        let (here, peer) = (leader.here.name.clone(), leader.peer.name.clone());
         let message = format!(
             "step {} {why}; {}",
             step.as_str(),
-            after_failure(self.job.verb, step, &here, &peer)
+            after_failure(leader.verb, step, &here, &peer)
         );
         self.end(Phase::Failed, &message).await
+    }
+
+    /// While the action is at its first step, hold every other member of its group (again,
+    /// after a crash between recording the start and holding them all). `Some`: a member could
+    /// not be held, and the action ended as refused before anything changed.
+    async fn hold_members(&mut self) -> Result<Option<Action>, Error> {
+        let verb = self.job.leader().verb;
+        let first = flow(verb)[0];
+        if self.progress.members.is_empty() || self.progress.step.as_deref() != Some(first.as_str()) {
+            return Ok(None);
+        }
+        let start = ProgressUpdate::Start {
+            request: self.text.to_string(),
+            step: first.as_str().to_string(),
+            now: Timestamp::now(),
+            members: self.progress.members.clone(),
+        };
+        let Some(members) = members_of(self.ctx, self.view, &self.progress, self.text) else {
+            return Ok(None);
+        };
+        match members.hold(&start).await? {
+            Ok(()) => Ok(None),
+            Err(problem) => {
+                let message = format!("refused: {problem}; nothing was changed");
+                self.end(Phase::Failed, &message).await
+            }
+        }
+    }
+
+    /// Show a progress change on the group's other members.
+    async fn show_on_members(&self, update: &ProgressUpdate) {
+        if let Some(members) = members_of(self.ctx, self.view, &self.progress, self.text) {
+            members.show(update).await;
+        }
     }
 
     async fn end(&mut self, phase: Phase, message: &str) -> Result<Option<Action>, Error> {

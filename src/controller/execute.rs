@@ -1,6 +1,8 @@
 //! The effect of each action step, and what the clusters show for it. `observe` only reads;
 //! `act` writes, idempotently (running it twice leaves the clusters as running it once). The
-//! decision between them is `steps::next`, pure.
+//! decision between them is `steps::next`, pure. A [`Job`] is one volume of the action; a
+//! [`GroupJob`] is all the volumes of its application group, decided together
+//! (`steps::group`).
 
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PostParams};
@@ -15,16 +17,18 @@ use super::finalizer::release_finalizer;
 use super::peer_side::destination_endpoint;
 use super::workloads::{self, Usage};
 use crate::model::action::Verb;
+use crate::model::group::unsafe_claims;
 use crate::model::names::Names;
 use crate::model::role::Role;
 use crate::model::volsync::{ReplicationDestination, ReplicationSource, ServiceType};
-use crate::model::workload::{CountFrom, Workload, WorkloadId, missing_on_target, scale_up_patch, scale_up_targets};
+use crate::model::workload::{CountFrom, WorkloadId, missing_on_target, scale_up_patch, scale_up_targets};
 use crate::model::{keys, marks};
 use crate::plan::action::{keep_snapshot_patch, local_source, one_time_source, restored_pvc};
 use crate::plan::{self, Psk};
-use crate::steps::{Observed, OneTimeSource, RestorePoint, Step};
+use crate::steps::group::{GroupMove, next_for_group};
+use crate::steps::{Observed, OneTimeSource, RestorePoint, Step, Transition, next};
 
-/// One running action: what it is, where, and the two clusters.
+/// One volume of a running action: what it is, where, and the two clusters.
 pub struct Job<'a> {
     pub ctx: &'a Context,
     pub verb: Verb,
@@ -32,6 +36,9 @@ pub struct Job<'a> {
     pub trigger: String,
     pub namespace: String,
     pub names: Names,
+    /// Every PVC of the volume's application group (itself included): the workloads of any of
+    /// them are scaled as one application.
+    pub group: Vec<String>,
     pub here: ClusterRef,
     pub peer: ClusterRef,
 }
@@ -79,7 +86,7 @@ impl Job<'_> {
     }
 
     async fn usage(&self, on: &ClusterRef) -> Result<Usage, Error> {
-        workloads::usage(on, &self.namespace, &self.names.pvc).await
+        workloads::usage(on, &self.namespace, &self.group).await
     }
 
     /// The pair's key, from this cluster's Secret (written there when protection began).
@@ -187,26 +194,60 @@ impl Job<'_> {
     }
 
     /// The scale-up of this step: target cluster, its usage, and what each workload gets.
-    async fn scale_up_plan(&self, step: Step) -> Result<(ClusterRef, Vec<Workload>, Vec<(WorkloadId, i32)>), Error> {
+    async fn scale_up_plan(&self, step: Step) -> Result<(ClusterRef, Usage, Vec<(WorkloadId, i32)>), Error> {
         if step == Step::ScaleUpHere {
-            let target = self.usage(&self.here).await?.workloads;
-            let todo = scale_up_targets(CountFrom::OwnOrOne, &target, &[]);
+            let target = self.usage(&self.here).await?;
+            let todo = scale_up_targets(CountFrom::OwnOrOne, &target.workloads, &[]);
             return Ok((self.here.clone(), target, todo));
         }
-        let target = self.usage(&self.peer).await?.workloads;
+        let target = self.usage(&self.peer).await?;
         let source = self.usage(&self.here).await?.workloads;
         let rule = if self.verb == Verb::Failback {
             CountFrom::OwnThenSource
         } else {
             CountFrom::SourceThenOwn
         };
-        let todo = scale_up_targets(rule, &target, &source);
+        let todo = scale_up_targets(rule, &target.workloads, &source);
         Ok((self.peer.clone(), target, todo))
     }
 
-    /// Preconditions that need the clusters; an unreachable peer is a refusal, not a retry.
-    async fn problems(&self) -> Result<Vec<String>, Error> {
-        let (here, peer) = (&self.here.name, &self.peer.name);
+    /// The volumes the workloads still to scale up would mount on `on` whose data is not
+    /// there (the invariant of `model::group::unsafe_claims`). The other cluster is read when
+    /// it answers; failover runs without it.
+    async fn not_arrived(
+        &self,
+        on: &ClusterRef,
+        target: &Usage,
+        todo: &[(WorkloadId, i32)],
+    ) -> Result<Vec<String>, Error> {
+        if todo.is_empty() {
+            return Ok(vec![]);
+        }
+        let other = if on.name == self.here.name {
+            &self.peer
+        } else {
+            &self.here
+        };
+        let target_states = workloads::claim_states(on, &self.namespace).await?;
+        let source_states = workloads::claim_states(other, &self.namespace).await.ok();
+        let mut not_arrived = Vec::new();
+        for (id, replicas) in todo {
+            let Some(claims) = target.claims.iter().find(|c| c.workload == *id) else {
+                continue;
+            };
+            for claim in unsafe_claims(claims, *replicas, &target_states, source_states.as_deref()) {
+                if !not_arrived.contains(&claim) {
+                    not_arrived.push(claim);
+                }
+            }
+        }
+        Ok(not_arrived)
+    }
+
+    /// This volume's preconditions that need the clusters; an unreachable peer is a refusal,
+    /// not a retry.
+    async fn volume_problems(&self) -> Result<Vec<String>, Error> {
+        let peer = &self.peer.name;
         if self.verb == Verb::SyncNow {
             let scheduled = self.source(&self.here, &self.names.replication_source).await?;
             return Ok(if scheduled.is_none() {
@@ -253,6 +294,16 @@ impl Job<'_> {
             )),
             _ => {}
         }
+        Ok(problems)
+    }
+
+    /// The application's preconditions: every workload that runs here exists on the peer.
+    async fn workload_problems(&self) -> Result<Vec<String>, Error> {
+        let (here, peer) = (&self.here.name, &self.peer.name);
+        if self.verb == Verb::SyncNow {
+            return Ok(vec![]);
+        }
+        let mut problems = Vec::new();
         let here_usage = self.usage(&self.here).await?;
         let peer_usage = match self.usage(&self.peer).await {
             Ok(u) => u,
@@ -273,7 +324,11 @@ impl Job<'_> {
     pub async fn observe(&self, step: Step) -> Result<Observed, Error> {
         let names = &self.names;
         Ok(match step {
-            Step::CheckPreconditions => Observed::Problems(self.problems().await?),
+            Step::CheckPreconditions => {
+                let mut problems = self.volume_problems().await?;
+                problems.extend(self.workload_problems().await?);
+                Observed::Problems(problems)
+            }
             Step::ScaleDownHere | Step::ScaleDownPeer => {
                 let on = if step == Step::ScaleDownHere {
                     &self.here
@@ -292,8 +347,11 @@ impl Job<'_> {
                 }
             }
             Step::ScaleUpHere | Step::ScaleUpPeer => {
-                let (on, target, todo) = self.scale_up_plan(step).await?;
+                let (on, usage, todo) = self.scale_up_plan(step).await?;
+                let not_arrived = self.not_arrived(&on, &usage, &todo).await?;
+                let target = usage.workloads;
                 Observed::ScaleUp {
+                    not_arrived,
                     to_scale: todo
                         .iter()
                         .map(|(id, n)| format!("{id} to {n} on {}", on.name))
@@ -609,5 +667,84 @@ impl Job<'_> {
             }
             _ => Ok(()),
         }
+    }
+}
+
+/// Every volume of a running action's application group, the PVC that carries the request
+/// first. Scaling and preconditions are observed once for the group; every other step per
+/// volume, and `steps::group::next_for_group` combines them.
+pub struct GroupJob<'a> {
+    pub volumes: Vec<Job<'a>>,
+}
+
+impl<'a> GroupJob<'a> {
+    /// The volume that carries the request.
+    pub fn leader(&self) -> &Job<'a> {
+        &self.volumes[0]
+    }
+
+    /// The preconditions of every volume (named when there are several) and, once, the
+    /// application's. An unreachable peer is said once.
+    async fn problems(&self) -> Result<Vec<String>, Error> {
+        let several = self.volumes.len() > 1;
+        let mut problems = Vec::new();
+        for job in &self.volumes {
+            for problem in job.volume_problems().await? {
+                let unreachable = problem.starts_with(&format!("cluster {} is unreachable", job.peer.name));
+                if unreachable {
+                    return Ok(vec![problem]);
+                }
+                problems.push(if several {
+                    format!("PVC {}: {problem}", job.names.pvc)
+                } else {
+                    problem
+                });
+            }
+        }
+        problems.extend(self.leader().workload_problems().await?);
+        Ok(problems)
+    }
+
+    /// What the group does at `step`, and what the clusters showed (the leader's view, or the
+    /// group's for a group-wide step: what the engine reports the application's outage from).
+    pub async fn decide(&self, steps: &[Step], step: Step) -> Result<(GroupMove, Observed), Error> {
+        let leader = self.leader();
+        if step.is_group_wide() {
+            let observed = if step == Step::CheckPreconditions {
+                Observed::Problems(self.problems().await?)
+            } else {
+                leader.observe(step).await?
+            };
+            let transition = next(steps, step, &observed, &leader.trigger);
+            let act_on = if transition == Transition::Act { vec![0] } else { vec![] };
+            return Ok((GroupMove { transition, act_on }, observed));
+        }
+        let mut seen = Vec::with_capacity(self.volumes.len());
+        for job in &self.volumes {
+            seen.push((job.names.pvc.as_str(), job.observe(step).await?));
+        }
+        let group_move = next_for_group(steps, step, &seen, &leader.trigger);
+        let observed = seen.swap_remove(0).1;
+        Ok((group_move, observed))
+    }
+
+    /// Perform `step`'s effect on the volumes that still need it.
+    pub async fn act(&self, step: Step, act_on: &[usize]) -> Result<(), Error> {
+        for job in act_on.iter().filter_map(|i| self.volumes.get(*i)) {
+            job.act(step).await?;
+        }
+        Ok(())
+    }
+
+    /// After a failure at `step`: each volume's one-time syncs removed. Every volume is tried;
+    /// the first error is returned.
+    pub async fn clean_up_after_failure(&self, step: Step) -> Result<(), Error> {
+        let mut first_error = None;
+        for job in &self.volumes {
+            if let Err(e) = job.clean_up_after_failure(step).await {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
     }
 }

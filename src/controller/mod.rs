@@ -9,6 +9,7 @@ pub mod context;
 pub mod error;
 pub mod execute;
 pub mod finalizer;
+pub mod members;
 pub mod peer_side;
 pub mod policy;
 pub mod reconcile;

@@ -110,6 +110,9 @@ async fn carry_out(
         PassDecision::RunAction => actions::run(pvc, view, ctx).await,
         PassDecision::AbandonAction => actions::abandon(pvc, view, ctx).await,
         PassDecision::Refuse { request, why } => actions::refuse(pvc, view, ctx, &request, &why).await,
+        PassDecision::HeldByGroup { leader, request } => {
+            super::members::check_hold(pvc, view, ctx, &leader, &request).await
+        }
         PassDecision::ReleaseSecondaryFinalizer => {
             let released = finalizer::release_finalizer(&pvcs, pvc);
             ctx.here.call("remove finalizer", released).await?;

@@ -2,24 +2,28 @@
 //! PVC, which pods still use it, and the scale writes (computed in `model::workload`).
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::ResourceExt;
 use kube::api::{Patch, PatchParams};
 use serde_json::Value;
 
 use super::clusters::ClusterRef;
 use super::error::Error;
+use crate::model::group::{ClaimState, Member, members_with};
 use crate::model::keys;
-use crate::model::workload::{Kind, Workload, WorkloadId, pod_mounts};
+use crate::model::workload::{Claims, Kind, Workload, WorkloadId, pod_mounts};
 
-/// What uses the PVC on one cluster.
+/// What uses a group's PVCs on one cluster.
 pub struct Usage {
     pub workloads: Vec<Workload>,
-    /// Pods that still mount it.
+    /// The claims of each workload, in the same order.
+    pub claims: Vec<Claims>,
+    /// Pods that still mount one of them.
     pub pods: Vec<String>,
 }
 
-pub async fn usage(on: &ClusterRef, namespace: &str, pvc: &str) -> Result<Usage, Error> {
+/// The workloads and pods that use any of `pvcs` (an application group) on one cluster.
+pub async fn usage(on: &ClusterRef, namespace: &str, pvcs: &[String]) -> Result<Usage, Error> {
     let params = Default::default();
     let deployments = on
         .call("list Deployments", on.api::<Deployment>(namespace).list(&params))
@@ -28,20 +32,93 @@ pub async fn usage(on: &ClusterRef, namespace: &str, pvc: &str) -> Result<Usage,
         .call("list StatefulSets", on.api::<StatefulSet>(namespace).list(&params))
         .await?;
     let pods = on.call("list Pods", on.api::<Pod>(namespace).list(&params)).await?;
-    let mut workloads: Vec<Workload> = deployments
+    let mut found: Vec<(Workload, Claims)> = deployments
         .items
         .iter()
-        .filter_map(|d| Workload::from_deployment(d, pvc))
-        .chain(sets.items.iter().filter_map(|s| Workload::from_stateful_set(s, pvc)))
+        .filter_map(|d| Workload::from_deployment(d, pvcs).map(|w| (w, Claims::of_deployment(d))))
+        .chain(
+            sets.items
+                .iter()
+                .filter_map(|s| Workload::from_stateful_set(s, pvcs).map(|w| (w, Claims::of_stateful_set(s)))),
+        )
         .collect();
-    workloads.sort_by(|a, b| a.id.cmp(&b.id));
+    found.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+    let (workloads, claims) = found.into_iter().unzip();
     let pods = pods
         .items
         .iter()
-        .filter(|p| pod_mounts(p, pvc))
+        .filter(|p| pvcs.iter().any(|pvc| pod_mounts(p, pvc)))
         .map(|p| p.name_any())
         .collect();
-    Ok(Usage { workloads, pods })
+    Ok(Usage {
+        workloads,
+        claims,
+        pods,
+    })
+}
+
+/// The application PVCs of a namespace: not VolSync's, and not an object made for another PVC
+/// (a failover's restored copy names the PVC it was made for).
+async fn application_pvcs(on: &ClusterRef, namespace: &str) -> Result<Vec<PersistentVolumeClaim>, Error> {
+    let list = on
+        .call(
+            "list PVCs",
+            on.api::<PersistentVolumeClaim>(namespace).list(&Default::default()),
+        )
+        .await?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|p| !crate::model::marks::is_volsync_owned(&p.metadata))
+        .filter(|p| {
+            p.annotations()
+                .get(keys::PVC_NAME)
+                .is_none_or(|made_for| *made_for == p.name_any())
+        })
+        .collect())
+}
+
+/// The PVCs that move with `pvc` on this cluster (itself included, sorted): see
+/// `model::group::members_with`.
+pub async fn group_of(on: &ClusterRef, namespace: &str, pvc: &str) -> Result<Vec<String>, Error> {
+    let pvcs: Vec<Member> = application_pvcs(on, namespace)
+        .await?
+        .iter()
+        .map(|p| Member {
+            name: p.name_any(),
+            group: p.annotations().get(keys::GROUP).cloned(),
+        })
+        .collect();
+    let params = Default::default();
+    let deployments = on
+        .call("list Deployments", on.api::<Deployment>(namespace).list(&params))
+        .await?;
+    let sets = on
+        .call("list StatefulSets", on.api::<StatefulSet>(namespace).list(&params))
+        .await?;
+    let claims: Vec<Claims> = deployments
+        .items
+        .iter()
+        .map(Claims::of_deployment)
+        .chain(sets.items.iter().map(Claims::of_stateful_set))
+        .collect();
+    Ok(members_with(pvc, &pvcs, &claims))
+}
+
+/// Every application PVC of the namespace on one cluster, as the scale-up invariant sees it.
+pub async fn claim_states(on: &ClusterRef, namespace: &str) -> Result<Vec<ClaimState>, Error> {
+    Ok(application_pvcs(on, namespace)
+        .await?
+        .iter()
+        .map(|p| {
+            let annotations = p.annotations();
+            ClaimState {
+                name: p.name_any(),
+                protected: annotations.get(keys::PROTECT).is_some_and(|v| v == "true"),
+                role: annotations.get(keys::ROLE).cloned(),
+            }
+        })
+        .collect())
 }
 
 /// Apply a scale patch (JSON merge) to one workload.

@@ -13,6 +13,9 @@ pub const DESTINATION_VOLUME_SNAPSHOT_CLASS: &str = "volsync-dr.io/destination-v
 pub const COPY_METHOD: &str = "volsync-dr.io/copy-method";
 pub const SERVICE_TYPE: &str = "volsync-dr.io/service-type";
 pub const ACTION: &str = "volsync-dr.io/action";
+/// The application group a PVC belongs to besides the workloads it shares (an app and its
+/// database): PVCs of one namespace with the same value move together.
+pub const GROUP: &str = "volsync-dr.io/group";
 
 // --- Written by volsync-dr ---
 pub const ROLE: &str = "volsync-dr.io/role";
@@ -32,6 +35,13 @@ pub const ACTION_RUNNING: &str = "volsync-dr.io/action-running";
 pub const ACTION_STARTED: &str = "volsync-dr.io/action-started";
 /// When the running action scaled the application down (RFC 3339), for the outage it caused.
 pub const APP_DOWN_SINCE: &str = "volsync-dr.io/app-down-since";
+/// On the PVC that carries a group's request: the other members of the group it acts on
+/// (comma-separated), recorded when it starts so a restart acts on the same volumes.
+pub const ACTION_MEMBERS: &str = "volsync-dr.io/action-members";
+/// On every other member while a group's action runs: the request, and the PVC that runs it
+/// (`GROUP_LEADER`). The member's own passes leave it to that action until it ends.
+pub const GROUP_ACTION: &str = "volsync-dr.io/group-action";
+pub const GROUP_LEADER: &str = "volsync-dr.io/group-leader";
 /// How long the running action kept the application down, once it is back (seconds).
 pub const APP_DOWN_SECONDS: &str = "volsync-dr.io/app-down-seconds";
 /// On a Deployment or StatefulSet: the replica count volsync-dr restores when it scales the
@@ -58,6 +68,7 @@ pub const USER_ANNOTATIONS: &[&str] = &[
     COPY_METHOD,
     SERVICE_TYPE,
     ACTION,
+    GROUP,
 ];
 
 /// The status a protected PVC shows, and that is removed when it is no longer protected.
@@ -79,6 +90,9 @@ pub const STATUS_ANNOTATIONS: &[&str] = &[
     ACTION_STARTED,
     APP_DOWN_SINCE,
     APP_DOWN_SECONDS,
+    ACTION_MEMBERS,
+    GROUP_ACTION,
+    GROUP_LEADER,
     PVC_NAME,
     POLICY,
     POLICY_APPLIED,
@@ -92,6 +106,7 @@ pub const ACTION_BOOKKEEPING: &[&str] = &[
     ACTION_STARTED,
     APP_DOWN_SINCE,
     APP_DOWN_SECONDS,
+    ACTION_MEMBERS,
 ];
 
 // --- Labels ---

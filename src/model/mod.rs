@@ -2,6 +2,7 @@
 //! Pure: nothing here touches a client, the clock or the network.
 
 pub mod action;
+pub mod group;
 pub mod keys;
 pub mod marks;
 pub mod names;

@@ -49,6 +49,8 @@ pub struct Progress {
     pub app_down_since: Option<Timestamp>,
     /// How long the application was down, once it is back.
     pub app_down_seconds: Option<f64>,
+    /// The other PVCs of the group the action acts on (empty: a group of one).
+    pub members: Vec<String>,
 }
 
 fn timestamp(annotations: &BTreeMap<String, String>, key: &str) -> Option<Timestamp> {
@@ -68,6 +70,10 @@ impl Progress {
                 .get(keys::APP_DOWN_SECONDS)
                 .and_then(|s| s.parse().ok())
                 .filter(|s: &f64| s.is_finite() && *s >= 0.0),
+            members: annotations
+                .get(keys::ACTION_MEMBERS)
+                .map(|m| m.split(',').filter(|n| !n.is_empty()).map(str::to_string).collect())
+                .unwrap_or_default(),
         }
     }
 
@@ -95,6 +101,8 @@ pub enum ProgressUpdate {
         request: String,
         step: String,
         now: Timestamp,
+        /// The group's other members.
+        members: Vec<String>,
     },
     /// The next step starts.
     Advance(NextStep),
@@ -128,8 +136,16 @@ impl ProgressUpdate {
             }
         };
         match self {
-            ProgressUpdate::Start { request, step, now } => {
+            ProgressUpdate::Start {
+                request,
+                step,
+                now,
+                members,
+            } => {
                 clear_bookkeeping(&mut fields);
+                if !members.is_empty() {
+                    fields.insert(keys::ACTION_MEMBERS.into(), text(&members.join(",")));
+                }
                 fields.insert(keys::ACTION_PHASE.into(), text(Phase::Running.as_str()));
                 fields.insert(keys::ACTION_RUNNING.into(), text(request));
                 fields.insert(keys::ACTION_STEP.into(), text(step));
@@ -162,18 +178,68 @@ impl ProgressUpdate {
     }
 }
 
+impl ProgressUpdate {
+    /// The merge patch that shows this change on another member of the group, whose action
+    /// `request` runs from the PVC `leader`. Start marks the member as held by the action,
+    /// Finish releases it. A member never gets `action-running`, and gets `last-action` only
+    /// when it carried the same request itself (`asked_too`), so that request is finished there
+    /// too; otherwise its own `action` annotation keeps its own history.
+    pub fn member_patch(&self, request: &str, leader: &str, asked_too: bool) -> Value {
+        let text = |s: &str| Value::String(s.to_string());
+        let mut fields: Map<String, Value> = Map::new();
+        match self {
+            ProgressUpdate::Start { step, .. } => {
+                fields.insert(keys::GROUP_ACTION.into(), text(request));
+                fields.insert(keys::GROUP_LEADER.into(), text(leader));
+                fields.insert(keys::ACTION_PHASE.into(), text(Phase::Running.as_str()));
+                fields.insert(keys::ACTION_STEP.into(), text(step));
+                fields.insert(
+                    keys::ACTION_MESSAGE.into(),
+                    text(&format!("{request} runs for this volume's group from PVC {leader}")),
+                );
+            }
+            ProgressUpdate::Advance(next) => {
+                fields.insert(keys::ACTION_STEP.into(), text(&next.step));
+            }
+            ProgressUpdate::Message(message) => {
+                fields.insert(keys::ACTION_MESSAGE.into(), text(message));
+            }
+            ProgressUpdate::Finish { phase, message, .. } => {
+                if asked_too {
+                    fields.insert(keys::LAST_ACTION.into(), text(request));
+                }
+                fields.insert(keys::GROUP_ACTION.into(), Value::Null);
+                fields.insert(keys::GROUP_LEADER.into(), Value::Null);
+                fields.insert(keys::ACTION_STEP.into(), Value::Null);
+                fields.insert(keys::ACTION_PHASE.into(), text(phase.as_str()));
+                fields.insert(
+                    keys::ACTION_MESSAGE.into(),
+                    text(&format!("{request} (run from PVC {leader}): {message}")),
+                );
+            }
+        }
+        json!({"metadata": {"annotations": fields}})
+    }
+}
+
 impl Progress {
     /// The same change as `update.patch()`, applied to this copy (the message is not part of
     /// `Progress`).
     pub fn apply(&mut self, update: &ProgressUpdate) {
         match update {
-            ProgressUpdate::Start { request, step, now } => {
+            ProgressUpdate::Start {
+                request,
+                step,
+                now,
+                members,
+            } => {
                 *self = Progress {
                     phase: Some(Phase::Running),
                     running: Some(request.clone()),
                     step: Some(step.clone()),
                     step_started: Some(*now),
                     action_started: Some(*now),
+                    members: members.clone(),
                     ..Progress::default()
                 }
             }
@@ -227,6 +293,7 @@ mod tests {
                 request: "migrate:1".into(),
                 step: "check-preconditions".into(),
                 now: t("2026-12-02T10:00:00Z"),
+                members: vec!["data-web-1".into(), "data-web-2".into()],
             },
             ProgressUpdate::Message("waiting for the sync".into()),
             ProgressUpdate::Advance(NextStep {
@@ -268,5 +335,40 @@ mod tests {
             assert!(!annotations.contains_key(*key), "{key} cleared when the action ends");
         }
         assert_eq!(progress.in_flight(), None);
+    }
+
+    #[test]
+    fn a_member_shows_the_group_action_and_is_released_at_its_end() {
+        let start = ProgressUpdate::Start {
+            request: "migrate:1".into(),
+            step: "check-preconditions".into(),
+            now: "2026-12-02T10:00:00Z".parse().expect("time"),
+            members: vec!["data-web-1".into()],
+        };
+        let finish = ProgressUpdate::Finish {
+            last: "migrate:1".into(),
+            phase: Phase::Succeeded,
+            message: "migrate finished".into(),
+        };
+        // A member that ran migrate:0 itself earlier keeps that history.
+        let own: BTreeMap<String, String> = [
+            (keys::ACTION.to_string(), "migrate:0".to_string()),
+            (keys::LAST_ACTION.to_string(), "migrate:0".to_string()),
+        ]
+        .into();
+        let held = merged(own.clone(), &start.member_patch("migrate:1", "data-web-0", false));
+        assert_eq!(held.get(keys::GROUP_LEADER).map(String::as_str), Some("data-web-0"));
+        assert_eq!(held.get(keys::GROUP_ACTION).map(String::as_str), Some("migrate:1"));
+        assert_eq!(Progress::read(&held).in_flight(), None, "a member runs nothing itself");
+        let released = merged(held.clone(), &finish.member_patch("migrate:1", "data-web-0", false));
+        assert!(!released.contains_key(keys::GROUP_ACTION) && !released.contains_key(keys::GROUP_LEADER));
+        assert_eq!(released.get(keys::LAST_ACTION), own.get(keys::LAST_ACTION));
+        // A member that carried the same request has it finished too.
+        let asked = merged(held, &finish.member_patch("migrate:1", "data-web-0", true));
+        assert_eq!(asked.get(keys::LAST_ACTION).map(String::as_str), Some("migrate:1"));
+        assert_eq!(
+            released.get(keys::ACTION_MESSAGE).map(String::as_str),
+            Some("migrate:1 (run from PVC data-web-0): migrate finished")
+        );
     }
 }

@@ -26,6 +26,8 @@ pub struct ProtectionSpec {
     pub copy_method: Option<CopyMethod>,
     pub service_type: Option<ServiceType>,
     pub action: Option<ActionRequest>,
+    /// The explicit application group (`volsync-dr.io/group`).
+    pub group: Option<String>,
     /// Written by volsync-dr, but read back to decide who is primary.
     pub role: Option<Role>,
 }
@@ -80,6 +82,8 @@ const CLASS_ACCEPTED: &str = "a Kubernetes object name: up to 253 lowercase lett
      starting and ending with a letter or digit";
 const PEER_ACCEPTED: &str = "a cluster name: up to 63 lowercase letters, digits or '-', \
      starting and ending with a letter or digit";
+const GROUP_ACCEPTED: &str = "a group name: up to 63 lowercase letters, digits or '-', \
+     starting and ending with a letter or digit";
 
 impl ProtectionSpec {
     /// Parse every `volsync-dr.io/*` annotation; other annotations are ignored.
@@ -122,6 +126,7 @@ impl ProtectionSpec {
                 )
             }
             keys::PEER => self.peer = Some(dns_label(value).map_err(|p| (p, PEER_ACCEPTED))?),
+            keys::GROUP => self.group = Some(dns_label(value).map_err(|p| (p, GROUP_ACCEPTED))?),
             keys::DESTINATION_STORAGE_CLASS => self.destination_storage_class = Some(class_name(value)?),
             keys::VOLUME_SNAPSHOT_CLASS => self.volume_snapshot_class = Some(class_name(value)?),
             keys::DESTINATION_VOLUME_SNAPSHOT_CLASS => {
@@ -158,7 +163,7 @@ impl ProtectionSpec {
 
 fn known_keys() -> &'static str {
     "protect, schedule, peer, destination-storage-class, volume-snapshot-class, \
-     destination-volume-snapshot-class, copy-method, service-type, action (prefixed volsync-dr.io/)"
+     destination-volume-snapshot-class, copy-method, service-type, action, group (prefixed volsync-dr.io/)"
 }
 
 fn parse_bool(value: &str) -> Result<bool, (String, &'static str)> {
@@ -235,11 +240,13 @@ mod tests {
             (keys::COPY_METHOD, "Clone"),
             (keys::SERVICE_TYPE, "NodePort"),
             (keys::ACTION, "migrate:1"),
+            (keys::GROUP, "shop"),
             (keys::ROLE, "primary"),
             (keys::STATE, "Protected"),
             ("unrelated.io/x", "anything"),
         ]))
         .expect("valid");
+        assert_eq!(spec.group.as_deref(), Some("shop"));
         assert!(spec.is_protected());
         assert_eq!(spec.schedule.as_ref().map(Schedule::as_str), Some("0 * * * *"));
         assert_eq!(spec.peer.as_deref(), Some("cluster-b"));
@@ -291,6 +298,7 @@ mod tests {
             (keys::SERVICE_TYPE, "Ingress", "ClusterIP, LoadBalancer or NodePort"),
             (keys::ACTION, "reboot", "sync-now, migrate, failover, failback"),
             (keys::PEER, "Cluster_B", "a cluster name"),
+            (keys::GROUP, "Shop App", "a group name"),
             (keys::DESTINATION_STORAGE_CLASS, "SC!", "a Kubernetes object name"),
             (keys::ROLE, "leader", "primary or secondary"),
             ("volsync-dr.io/shedule", "0 * * * *", "protect, schedule"),

@@ -26,6 +26,13 @@ impl Request {
     }
 }
 
+/// A group's action that holds this PVC: it acts on this volume from another member.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hold {
+    pub request: String,
+    pub leader: String,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct PvcView {
     pub namespace: String,
@@ -38,6 +45,8 @@ pub struct PvcView {
     pub in_flight: Option<Request>,
     /// The request asked for (`action`) and not finished yet (differs from `last-action`).
     pub pending: Option<Request>,
+    /// The group action this PVC is a member of, while it runs from another PVC.
+    pub held: Option<Hold>,
     /// The role the annotations give (a PVC without one is a primary).
     pub role: Role,
     pub deleting: bool,
@@ -64,6 +73,13 @@ impl PvcView {
             progress,
             spec,
             pending,
+            held: annotations
+                .get(keys::GROUP_ACTION)
+                .zip(annotations.get(keys::GROUP_LEADER))
+                .map(|(request, leader)| Hold {
+                    request: request.clone(),
+                    leader: leader.clone(),
+                }),
             role,
             deleting: pvc.metadata.deletion_timestamp.is_some(),
             has_finalizer: marks::has_finalizer(&pvc.metadata),

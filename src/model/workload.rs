@@ -61,39 +61,107 @@ fn template_mounts(spec: Option<&PodSpec>, pvc: &str) -> bool {
         .any(|v| v.persistent_volume_claim.as_ref().is_some_and(|c| c.claim_name == pvc))
 }
 
-impl Workload {
-    /// The Deployment, if its pod template mounts `pvc`.
-    pub fn from_deployment(d: &Deployment, pvc: &str) -> Option<Workload> {
-        let spec = d.spec.as_ref()?;
-        template_mounts(spec.template.spec.as_ref(), pvc).then(|| Workload {
-            id: WorkloadId {
+/// Which claims one workload's pods use: named in the pod template, or produced by a
+/// StatefulSet's volumeClaimTemplates (`<template>-<set>-<ordinal>`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claims {
+    pub workload: WorkloadId,
+    /// `spec.replicas` (1 when unset).
+    pub replicas: i32,
+    pub named: Vec<String>,
+    /// `<template>-<set>-` for each volumeClaimTemplate.
+    pub template_prefixes: Vec<String>,
+}
+
+fn named_claims(spec: Option<&PodSpec>) -> Vec<String> {
+    spec.and_then(|s| s.volumes.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.persistent_volume_claim.as_ref().map(|c| c.claim_name.clone()))
+        .collect()
+}
+
+impl Claims {
+    pub fn of_deployment(d: &Deployment) -> Claims {
+        let spec = d.spec.as_ref();
+        Claims {
+            workload: WorkloadId {
                 kind: Kind::Deployment,
                 name: d.metadata.name.clone().unwrap_or_default(),
             },
-            replicas: spec.replicas.unwrap_or(1),
-            ready: d.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0),
-            recorded: recorded(d.metadata.annotations.as_ref()),
-        })
+            replicas: spec.and_then(|s| s.replicas).unwrap_or(1),
+            named: named_claims(spec.and_then(|s| s.template.spec.as_ref())),
+            template_prefixes: Vec::new(),
+        }
     }
 
-    /// The StatefulSet, if its pod template mounts `pvc` or one of its volumeClaimTemplates
-    /// produces it (claims are named `<template>-<set>-<ordinal>`).
-    pub fn from_stateful_set(s: &StatefulSet, pvc: &str) -> Option<Workload> {
-        let spec = s.spec.as_ref()?;
+    pub fn of_stateful_set(s: &StatefulSet) -> Claims {
         let name = s.metadata.name.clone().unwrap_or_default();
-        let produces = spec.volume_claim_templates.iter().flatten().any(|t| {
-            let template = t.metadata.name.as_deref().unwrap_or_default();
-            pvc.strip_prefix(&format!("{template}-{name}-"))
-                .is_some_and(|ordinal| !ordinal.is_empty() && ordinal.bytes().all(|b| b.is_ascii_digit()))
-        });
-        (produces || template_mounts(spec.template.spec.as_ref(), pvc)).then(|| Workload {
-            id: WorkloadId {
+        let spec = s.spec.as_ref();
+        let template_prefixes = spec
+            .and_then(|s| s.volume_claim_templates.as_ref())
+            .into_iter()
+            .flatten()
+            .map(|t| format!("{}-{name}-", t.metadata.name.as_deref().unwrap_or_default()))
+            .collect();
+        Claims {
+            workload: WorkloadId {
                 kind: Kind::StatefulSet,
                 name,
             },
-            replicas: spec.replicas.unwrap_or(1),
-            ready: s.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0),
-            recorded: recorded(s.metadata.annotations.as_ref()),
+            replicas: spec.and_then(|s| s.replicas).unwrap_or(1),
+            named: named_claims(spec.and_then(|s| s.template.spec.as_ref())),
+            template_prefixes,
+        }
+    }
+
+    /// Whether this workload's pods use the claim `pvc` (at any ordinal).
+    pub fn uses(&self, pvc: &str) -> bool {
+        self.named.iter().any(|n| n == pvc)
+            || self.template_prefixes.iter().any(|prefix| {
+                pvc.strip_prefix(prefix.as_str())
+                    .is_some_and(|ordinal| !ordinal.is_empty() && ordinal.bytes().all(|b| b.is_ascii_digit()))
+            })
+    }
+
+    /// The claims its pods need when it runs `replicas` replicas: the named ones, and each
+    /// template's claim for ordinals `0..replicas`.
+    pub fn needed_at(&self, replicas: i32) -> Vec<String> {
+        let mut needed = self.named.clone();
+        for prefix in &self.template_prefixes {
+            needed.extend((0..replicas.max(0)).map(|ordinal| format!("{prefix}{ordinal}")));
+        }
+        needed
+    }
+}
+
+impl Workload {
+    /// The Deployment, if its pod template mounts one of `pvcs`.
+    pub fn from_deployment(d: &Deployment, pvcs: &[String]) -> Option<Workload> {
+        let claims = Claims::of_deployment(d);
+        let ready = d.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
+        Workload::using(claims, pvcs, ready, d.metadata.annotations.as_ref())
+    }
+
+    /// The StatefulSet, if its pod template mounts one of `pvcs` or one of its
+    /// volumeClaimTemplates produces it.
+    pub fn from_stateful_set(s: &StatefulSet, pvcs: &[String]) -> Option<Workload> {
+        let claims = Claims::of_stateful_set(s);
+        let ready = s.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
+        Workload::using(claims, pvcs, ready, s.metadata.annotations.as_ref())
+    }
+
+    fn using(
+        claims: Claims,
+        pvcs: &[String],
+        ready: i32,
+        annotations: Option<&BTreeMap<String, String>>,
+    ) -> Option<Workload> {
+        pvcs.iter().any(|p| claims.uses(p)).then(|| Workload {
+            id: claims.workload,
+            replicas: claims.replicas,
+            ready,
+            recorded: recorded(annotations),
         })
     }
 
@@ -194,12 +262,18 @@ mod tests {
 
     #[test]
     fn which_workloads_mount_the_pvc() {
-        let d =
-            Workload::from_deployment(&deployment("data", Some(3), &[(keys::REPLICAS, "2")]), "data").expect("mounts");
+        let d = Workload::from_deployment(
+            &deployment("data", Some(3), &[(keys::REPLICAS, "2")]),
+            &["data".to_string()],
+        )
+        .expect("mounts");
         assert_eq!((d.replicas, d.recorded), (3, Some(2)));
-        assert!(Workload::from_deployment(&deployment("other", Some(3), &[]), "data").is_none());
-        let unset =
-            Workload::from_deployment(&deployment("data", None, &[(keys::REPLICAS, "-1")]), "data").expect("mounts");
+        assert!(Workload::from_deployment(&deployment("other", Some(3), &[]), &["data".to_string()]).is_none());
+        let unset = Workload::from_deployment(
+            &deployment("data", None, &[(keys::REPLICAS, "-1")]),
+            &["data".to_string()],
+        )
+        .expect("mounts");
         assert_eq!(
             (unset.replicas, unset.recorded),
             (1, None),
@@ -220,7 +294,11 @@ mod tests {
             ("data-dbx-0", false),
             ("data", false),
         ] {
-            assert_eq!(Workload::from_stateful_set(&set, pvc).is_some(), mounts, "{pvc}");
+            assert_eq!(
+                Workload::from_stateful_set(&set, &[pvc.to_string()]).is_some(),
+                mounts,
+                "{pvc}"
+            );
         }
     }
 

@@ -5,6 +5,7 @@
 //! the controller can compare plan and cluster to decide whether to write at all.
 
 pub mod action;
+pub mod group;
 pub mod pass;
 pub mod policy;
 pub mod protect;

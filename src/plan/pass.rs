@@ -32,6 +32,9 @@ pub enum PassDecision {
     /// No longer protected (or being deleted) and still holding the finalizer: remove the
     /// objects on both clusters, then the finalizer.
     Release,
+    /// Another member runs an action for this volume's group: leave the volume to it. The
+    /// pass checks that the leader still runs it (else the hold is stale and is removed).
+    HeldByGroup { leader: String, request: String },
     /// Nothing of ours here.
     Nothing,
 }
@@ -51,6 +54,23 @@ pub fn decide(view: &PvcView) -> PassDecision {
             PassDecision::AbandonAction
         } else {
             PassDecision::RunAction
+        };
+    }
+    if let Some(hold) = &view.held {
+        // The same request on several members: the group's action covers this one too.
+        if let Some(request) = view.pending.as_ref().filter(|p| p.text != hold.request) {
+            return PassDecision::Refuse {
+                request: request.text.clone(),
+                why: format!(
+                    "this PVC is part of the group action {} run from PVC {}, which acts on it too; \
+                     request again with a new ID once that has finished",
+                    hold.request, hold.leader
+                ),
+            };
+        }
+        return PassDecision::HeldByGroup {
+            leader: hold.leader.clone(),
+            request: hold.request.clone(),
         };
     }
     if let Some(request) = view.pending.as_ref().filter(|_| !view.deleting) {
@@ -295,6 +315,59 @@ mod tests {
                 PassDecision::Release,
             ),
             ("unprotected", vec![], NONE, PassDecision::Nothing),
+        ]);
+    }
+
+    #[test]
+    fn a_member_held_by_its_group_action() {
+        let held = [
+            PROTECT,
+            (keys::GROUP_ACTION, "migrate:1"),
+            (keys::GROUP_LEADER, "data-web-0"),
+        ];
+        let left_to_it = PassDecision::HeldByGroup {
+            leader: "data-web-0".into(),
+            request: "migrate:1".into(),
+        };
+        check(vec![
+            (
+                "held: left to the group's action",
+                held.to_vec(),
+                STAMPED,
+                left_to_it.clone(),
+            ),
+            (
+                "held, even when swapped to secondary meanwhile",
+                [held.to_vec(), vec![SECONDARY]].concat(),
+                NONE,
+                left_to_it.clone(),
+            ),
+            ("held while being deleted", held.to_vec(), DELETING, left_to_it),
+            (
+                "a request on a held member",
+                [held.to_vec(), vec![(keys::ACTION, "failover:2")]].concat(),
+                STAMPED,
+                refuse(
+                    "failover:2",
+                    "this PVC is part of the group action migrate:1 run from PVC data-web-0, which acts on it too; \
+                     request again with a new ID once that has finished",
+                ),
+            ),
+            (
+                "the same request on a held member: covered by the group's action",
+                [held.to_vec(), vec![(keys::ACTION, "migrate:1")]].concat(),
+                STAMPED,
+                PassDecision::HeldByGroup {
+                    leader: "data-web-0".into(),
+                    request: "migrate:1".into(),
+                },
+            ),
+            (
+                "a leader's own hold annotation half-written (no leader): not held",
+                vec![PROTECT, (keys::GROUP_ACTION, "migrate:1")],
+                STAMPED,
+                PassDecision::Protect,
+            ),
         ]);
     }
 }

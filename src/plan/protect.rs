@@ -40,6 +40,8 @@ pub struct EffectiveSettings {
     pub destination_storage_class: Option<String>,
     pub volume_snapshot_class: Option<String>,
     pub destination_volume_snapshot_class: Option<String>,
+    /// The explicit application group, the same on both sides so either can act on it.
+    pub group: Option<String>,
 }
 
 impl EffectiveSettings {
@@ -74,6 +76,7 @@ impl EffectiveSettings {
                 .destination_volume_snapshot_class
                 .clone()
                 .or_else(|| instance.destination_volume_snapshot_class.clone()),
+            group: spec.group.clone(),
         })
     }
 }
@@ -413,6 +416,9 @@ fn counterpart_annotations(settings: &EffectiveSettings, instance: &InstanceSett
     ]);
     if let Some(cluster) = &instance.cluster_name {
         a.insert(keys::PEER.to_string(), cluster.clone());
+    }
+    if let Some(group) = &settings.group {
+        a.insert(keys::GROUP.to_string(), group.clone());
     }
     // Classes swap sides: what is "destination" from here is "local" over there.
     let swapped = [

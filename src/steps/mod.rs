@@ -9,6 +9,7 @@
 
 pub mod failback;
 pub mod failover;
+pub mod group;
 pub mod migrate;
 pub mod sync_now;
 
@@ -198,12 +199,15 @@ pub enum Observed {
     Problems(Vec<String>),
     /// Scale-down: workloads still with replicas, pods still mounting the PVC.
     ScaleDown { running: Vec<String>, pods: Vec<String> },
-    /// Scale-up: workloads not yet at their count, workloads not yet ready, and how many
-    /// workloads mount the PVC on the target (0: there is no application to start).
+    /// Scale-up: workloads not yet at their count, workloads not yet ready, how many
+    /// workloads mount the PVC on the target (0: there is no application to start), and the
+    /// volumes those still to scale would start on that have not arrived on the target (each
+    /// with why, from `model::group::unsafe_claims`).
     ScaleUp {
         to_scale: Vec<String>,
         not_ready: Vec<String>,
         workloads: usize,
+        not_arrived: Vec<String>,
     },
     /// Delete steps: what is still there.
     Present(Vec<String>),
@@ -237,7 +241,7 @@ pub enum Transition {
 }
 
 /// The step after `step` in `steps`, or `Done` after the last.
-fn following(steps: &[Step], step: Step) -> Transition {
+pub(crate) fn following(steps: &[Step], step: Step) -> Transition {
     match steps.iter().position(|s| *s == step).and_then(|i| steps.get(i + 1)) {
         Some(next) => Transition::Advance(*next),
         None => Transition::Done,
@@ -268,10 +272,22 @@ pub fn next(steps: &[Step], step: Step, observed: &Observed, trigger: &str) -> T
         (
             Step::ScaleUpHere | Step::ScaleUpPeer,
             Observed::ScaleUp {
-                to_scale, not_ready, ..
+                to_scale,
+                not_ready,
+                not_arrived,
+                ..
             },
         ) => {
-            if !to_scale.is_empty() {
+            if !to_scale.is_empty() && !not_arrived.is_empty() {
+                // Never start an application on a volume whose data is elsewhere: its writes
+                // would be overwritten by the next sync, or land on an empty volume.
+                Transition::Fail(format!(
+                    "starting {} would mount volumes whose data is not on this cluster: {}; nothing was scaled. \
+                     Every volume the application mounts must be protected and move with it",
+                    to_scale.join(", "),
+                    not_arrived.join(", ")
+                ))
+            } else if !to_scale.is_empty() {
                 Transition::Act
             } else if !not_ready.is_empty() {
                 Transition::Wait(format!("waiting for workloads to be ready: {}", not_ready.join(", ")))
@@ -488,8 +504,24 @@ mod tests {
                     to_scale: s(&["Deployment/app"]),
                     not_ready: vec![],
                     workloads: 1,
+                    not_arrived: vec![],
                 },
                 T::Act,
+            ),
+            (
+                Step::ScaleUpPeer,
+                O::ScaleUp {
+                    to_scale: s(&["StatefulSet/web to 3 on b"]),
+                    not_ready: vec![],
+                    workloads: 1,
+                    not_arrived: s(&["data-web-1 (a replication destination)"]),
+                },
+                T::Fail(
+                    "starting StatefulSet/web to 3 on b would mount volumes whose data is not on this cluster: \
+                     data-web-1 (a replication destination); nothing was scaled. Every volume the application \
+                     mounts must be protected and move with it"
+                        .into(),
+                ),
             ),
             (
                 Step::ScaleUpPeer,
@@ -497,6 +529,7 @@ mod tests {
                     to_scale: vec![],
                     not_ready: s(&["Deployment/app"]),
                     workloads: 1,
+                    not_arrived: vec![],
                 },
                 T::Wait("waiting for workloads to be ready: Deployment/app".into()),
             ),
@@ -506,6 +539,7 @@ mod tests {
                     to_scale: vec![],
                     not_ready: vec![],
                     workloads: 1,
+                    not_arrived: vec![],
                 },
                 T::Advance(Step::WaitForProtection),
             ),
@@ -595,6 +629,7 @@ mod tests {
                     to_scale: vec![],
                     not_ready: vec![],
                     workloads: 1,
+                    not_arrived: vec![],
                 },
                 T::Done,
             ),
