@@ -19,7 +19,7 @@ use kube::runtime::events::EventType;
 use super::apply::field_manager;
 use super::context::Context;
 use super::error::Error;
-use super::execute::{GroupJob, Job};
+use super::execute::{GroupJob, Job, RecoveryPoint};
 use super::members::{self, Members, Start};
 use super::report::publish_as;
 use crate::model::action::{ActionRequest, Verb};
@@ -177,20 +177,43 @@ fn application_back(
     Some(down)
 }
 
-/// The summary of a successful action.
-fn success_message(verb: Verb, progress: &Progress, now: Timestamp) -> String {
+/// The summary of a successful action on `volumes` (the group, the PVC that carried the
+/// request first). A failover says its recovery point: the oldest volume's last sync.
+fn success_message(
+    verb: Verb,
+    progress: &Progress,
+    now: Timestamp,
+    volumes: &[String],
+    recovery_point: Option<&RecoveryPoint>,
+) -> String {
     let took = progress
         .action_started
         .map(|s| format!(" in {:.1}s", seconds_between(s, now)))
         .unwrap_or_default();
+    let scope = if volumes.len() > 1 {
+        format!(" for the group of {} volumes ({})", volumes.len(), volumes.join(", "))
+    } else {
+        String::new()
+    };
+    let copy = match (recovery_point, volumes.len()) {
+        (Some(p), 1) => format!("on the last complete copy, synced at {}", p.synced),
+        (Some(p), _) => format!(
+            "on each volume's last complete copy; the oldest, PVC {}, was synced at {} (the group's recovery point)",
+            p.volume, p.synced
+        ),
+        (None, _) => "on the last complete copy".to_string(),
+    };
     let down = progress.app_down_seconds;
     match (verb, down) {
-        (Verb::SyncNow, _) => format!("one-time sync finished{took}"),
+        (Verb::SyncNow, _) => format!("one-time sync finished{took}{scope}"),
         (Verb::Failover, Some(d)) => format!(
-            "failover finished{took}; the application was started here {d:.1}s after the failover began, on the last complete copy"
+            "failover finished{took}{scope}; the application was started here {d:.1}s after the failover began, {copy}"
         ),
-        (_, Some(d)) => format!("{verb} finished{took}; the application was down for {d:.1}s"),
-        (_, None) => format!("{verb} finished{took}; no workload mounts the PVC, nothing was scaled"),
+        (Verb::Failover, None) => {
+            format!("failover finished{took}{scope}; no workload mounts the PVC, nothing was scaled; {copy}")
+        }
+        (_, Some(d)) => format!("{verb} finished{took}{scope}; the application was down for {d:.1}s"),
+        (_, None) => format!("{verb} finished{took}{scope}; no workload mounts the PVC, nothing was scaled"),
     }
 }
 
@@ -407,7 +430,13 @@ impl Pass<'_> {
                 if let Some(down) = application_back(ctx, verb, step, &observed, &self.progress, now) {
                     self.progress.app_down_seconds = Some(down);
                 }
-                let message = success_message(verb, &self.progress, now);
+                let recovery_point = if verb == Verb::Failover {
+                    self.job.recovery_point().await?
+                } else {
+                    None
+                };
+                let volumes: Vec<String> = self.job.volumes.iter().map(|v| v.names.pvc.clone()).collect();
+                let message = success_message(verb, &self.progress, now, &volumes, recovery_point.as_ref());
                 self.end(Phase::Succeeded, &message).await
             }
             Transition::Fail(why) => self.fail(step, &format!("failed: {why}")).await,

@@ -670,6 +670,13 @@ impl Job<'_> {
     }
 }
 
+/// The oldest of a group's last completed syncs, as the volumes here showed them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecoveryPoint {
+    pub volume: String,
+    pub synced: String,
+}
+
 /// Every volume of a running action's application group, the PVC that carries the request
 /// first. Scaling and preconditions are observed once for the group; every other step per
 /// volume, and `steps::group::next_for_group` combines them.
@@ -726,6 +733,29 @@ impl<'a> GroupJob<'a> {
         let group_move = next_for_group(steps, step, &seen, &leader.trigger);
         let observed = seen.swap_remove(0).1;
         Ok((group_move, observed))
+    }
+
+    /// The oldest last completed sync among the volumes, from the `last-sync-time` each PVC
+    /// here showed as the secondary (a held member keeps it until the action ends).
+    pub async fn recovery_point(&self) -> Result<Option<RecoveryPoint>, Error> {
+        let mut oldest: Option<(jiff::Timestamp, RecoveryPoint)> = None;
+        for job in &self.volumes {
+            let pvc = job.pvc_here().await?;
+            let Some(synced) = pvc.annotations().get(keys::LAST_SYNC_TIME) else {
+                continue;
+            };
+            let Ok(at) = synced.parse::<jiff::Timestamp>() else {
+                continue;
+            };
+            if oldest.as_ref().is_none_or(|(t, _)| at < *t) {
+                let point = RecoveryPoint {
+                    volume: job.names.pvc.clone(),
+                    synced: synced.clone(),
+                };
+                oldest = Some((at, point));
+            }
+        }
+        Ok(oldest.map(|(_, point)| point))
     }
 
     /// Perform `step`'s effect on the volumes that still need it.

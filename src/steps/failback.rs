@@ -30,8 +30,8 @@ pub fn after_failure(step: Step, here: &str, peer: &str) -> String {
     match step {
         Step::CheckPreconditions => "nothing was changed".into(),
         Step::RestoreRoles | Step::ScaleUpPeer | Step::WaitForProtection => format!(
-            "{peer} is the primary again with the data from {here}; scale the application up there if it is \
-             not (the counts are in volsync-dr.io/replicas on the workloads)"
+            "{peer} is the primary again with the data from {here}; scale the application up there once \
+             every volume it mounts is primary there (the counts are in volsync-dr.io/replicas on the workloads)"
         ),
         _ => format!(
             "{here} is still the primary; the application may be scaled down on {peer} and here (the counts \

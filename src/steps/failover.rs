@@ -28,7 +28,7 @@ pub fn after_failure(step: Step) -> String {
     match step {
         Step::KeepSnapshot => "nothing was changed".into(),
         Step::TakeOver | Step::ScaleUpHere => {
-            "this PVC is the primary now, with the restored data; scale the application up here if it is not".into()
+            "this PVC is the primary now, with the restored data; scale the application up here once every volume it mounts is primary here".into()
         }
         _ => "this PVC is still the secondary and the application was not started here; request failover \
               again with a new ID to resume (it reuses or removes what this attempt created)"

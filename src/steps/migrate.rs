@@ -27,7 +27,7 @@ pub fn after_failure(step: Step, here: &str, peer: &str) -> String {
     match step {
         Step::CheckPreconditions => "nothing was changed".into(),
         Step::SwapRoles | Step::ScaleUpPeer | Step::WaitForProtection => format!(
-            "the data is on {peer} and its PVC is the primary now; scale the application up there if it is not \
+            "the data is on {peer} and its PVC is the primary now; scale the application up there once every volume it mounts is primary there \
              (the counts are in volsync-dr.io/replicas on the workloads here), protection from {peer} back to \
              {here} is set up by volsync-dr on {peer}"
         ),
