@@ -739,33 +739,67 @@ async fn pods_of(kubectl: &Kubectl, app: &str, running_only: bool) -> usize {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_statefulset_syncs_now_and_migrates_on_real_clusters() {
+async fn a_statefulset_syncs_now_and_migrates_on_real_clusters_as_one_group() {
     let _serial = serial().await;
     let pair = RealPair::start().await;
     let (a, b) = deploy(&pair, volsync_dr()).await;
     let (ka, kb) = (pair.a.kubectl(), pair.b.kubectl());
-    // The claim the StatefulSet's template produces, created protected first (the StatefulSet
-    // controller adopts a claim of that name); the standby StatefulSet on b at 0 replicas.
-    create(&ka, &pvc("data-web-0", json!({"volsync-dr.io/protect": "true"}))).await;
-    pair.a.apply(&[stateful_app(1)]).await;
+    // The claims the StatefulSet's template produces, created protected first (the StatefulSet
+    // controller adopts claims of those names); the standby StatefulSet on b at 0 replicas.
+    const ORDINALS: [&str; 3] = ["data-web-0", "data-web-1", "data-web-2"];
+    for name in ORDINALS {
+        create(&ka, &pvc(name, json!({"volsync-dr.io/protect": "true"}))).await;
+    }
+    pair.a.apply(&[stateful_app(3)]).await;
     pair.b.apply(&[stateful_app(0)]).await;
-    wait_annotation(&ka, "data-web-0", "volsync-dr.io/state", "Protected").await;
-    wait_for("web-0 Running on cluster-a", || async {
-        (pods_of(&ka, "web", true).await == 1).then_some(())
+    for name in ORDINALS {
+        wait_annotation(&ka, name, "volsync-dr.io/state", "Protected").await;
+    }
+    wait_for("web-0..2 Running on cluster-a", || async {
+        (pods_of(&ka, "web", true).await == 3).then_some(())
     })
     .await;
 
-    // sync-now carries a file written just before it, without touching the application.
+    // sync-now on one ordinal syncs the whole group, without touching the application.
+    pair.write(PRIMARY, NS, "data-web-2", "s1", "written on web-2 before sync-now");
     request_carrying(&pair, "data-web-0", "sync-now:1", "s1").await;
     assert_eq!(
+        pair.read(SECONDARY, NS, "data-web-2", "s1").as_deref(),
+        Some("written on web-2 before sync-now"),
+        "sync-now on data-web-0 synced data-web-2 too"
+    );
+    assert_eq!(
         pods_of(&ka, "web", true).await,
-        1,
+        3,
         "sync-now leaves the application running"
     );
 
-    // migrate: the real StatefulSet controller deletes web-0 on a before the final sync, and
-    // starts web-0 on b on the replica.
+    // migrate on data-web-0 (the scenario): the real StatefulSet controller deletes
+    // every pod of web on a before the final syncs, all three ordinals move, and web starts on
+    // b with each pod on its own ordinal's replica.
+    for name in &ORDINALS[1..] {
+        pair.write(PRIMARY, NS, name, "m1", &format!("{name} just before migrate"));
+    }
     request_carrying(&pair, "data-web-0", "migrate:1", "m1").await;
+    for name in ORDINALS {
+        if name != "data-web-0" {
+            assert_eq!(
+                pair.read(SECONDARY, NS, name, "m1"),
+                Some(format!("{name} just before migrate")),
+                "{name}'s newest data is on b"
+            );
+        }
+        assert_eq!(
+            annotation(&kb, name, "volsync-dr.io/role").await.as_deref(),
+            Some("primary"),
+            "{name} on b"
+        );
+        assert_eq!(
+            annotation(&ka, name, "volsync-dr.io/role").await.as_deref(),
+            Some("secondary"),
+            "{name} on a"
+        );
+    }
     assert_eq!(
         pods_of(&ka, "web", false).await,
         0,
@@ -773,18 +807,22 @@ async fn a_statefulset_syncs_now_and_migrates_on_real_clusters() {
     );
     let sts = get(&ka, "statefulset", NS, "web").await.expect("web on a");
     assert_eq!(sts["spec"]["replicas"], 0);
-    wait_for("web-0 Running on cluster-b", || async {
-        (pods_of(&kb, "web", true).await == 1).then_some(())
+    wait_for("web-0..2 Running on cluster-b", || async {
+        (pods_of(&kb, "web", true).await == 3).then_some(())
     })
     .await;
-    let web0 = get(&kb, "pod", NS, "web-0").await.expect("web-0 on b");
-    assert_eq!(
-        web0["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"], "data-web-0",
-        "web-0 on b mounts the replica"
-    );
-    // Writes on b flow back to a by the reversed schedule.
-    wait_annotation(&kb, "data-web-0", "volsync-dr.io/state", "Protected").await;
-    synced_by_schedule(&pair, SECONDARY, "data-web-0", "b1", "written on b").await;
+    for (i, name) in ORDINALS.iter().enumerate() {
+        let pod = get(&kb, "pod", NS, &format!("web-{i}")).await.expect("pod on b");
+        assert_eq!(
+            pod["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"], *name,
+            "web-{i} on b mounts its replica"
+        );
+    }
+    // Writes on b flow back to a by the reversed schedule, for every ordinal.
+    for name in ORDINALS {
+        wait_annotation(&kb, name, "volsync-dr.io/state", "Protected").await;
+    }
+    synced_by_schedule(&pair, SECONDARY, "data-web-2", "b1", "written on b").await;
     a.assert_never_forbidden();
     b.assert_never_forbidden();
 }
