@@ -6,7 +6,8 @@
 //! straight from the test API server's store every 2 ms, so a step's time is from when it was
 //! recorded to when the next one was. Sync time = the time spent in `wait-for-sync` /
 //! `wait-for-local-sync` (the simulator's tick is 50 ms; a real sync takes what the data
-//! takes). Run: `cargo bench --bench actions` (`BENCH_RUNS`, default 3).
+//! takes). Group rows: a StatefulSet of 3 and of 10 ordinals migrated from its first PVC.
+//! Run: `cargo bench --bench actions` (`BENCH_RUNS`, default 3).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -20,10 +21,43 @@ use testkit::pair::{ClusterPair, PRIMARY, SECONDARY};
 
 const NS: &str = "default";
 
-fn pvc() -> Value {
+fn pvc(name: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-           "metadata": {"name": "db", "namespace": NS, "annotations": {"volsync-dr.io/protect": "true"}},
+           "metadata": {"name": name, "namespace": NS, "annotations": {"volsync-dr.io/protect": "true"}},
            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})
+}
+
+/// A StatefulSet `web` whose claim template `data` gives `data-web-N` per ordinal.
+fn web(replicas: i32, annotations: Value) -> Value {
+    json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+           "metadata": {"name": "web", "namespace": NS, "annotations": annotations},
+           "spec": {"replicas": replicas, "serviceName": "web", "selector": {"matchLabels": {"app": "web"}},
+                    "template": {"metadata": {"labels": {"app": "web"}},
+                                 "spec": {"containers": [{"name": "web", "image": "busybox"}]}},
+                    "volumeClaimTemplates": [{"metadata": {"name": "data"}}]}})
+}
+
+/// A StatefulSet with `volumes` ordinals, each protected with 100 files of 4 KiB, migrated by a
+/// request on its first ordinal: the whole group moves.
+async fn group_migrate(volumes: usize, i: usize) -> Timeline {
+    let pair = ClusterPair::start().await;
+    let _a = DrProcess::start(&pair, PRIMARY, &[]).await;
+    let _b = DrProcess::start(&pair, SECONDARY, &[]).await;
+    let names: Vec<String> = (0..volumes).map(|n| format!("data-web-{n}")).collect();
+    for name in &names {
+        pair.create_bound_pvc(PRIMARY, pvc(name)).await;
+        for f in 0..100 {
+            pair.write(PRIMARY, NS, name, &format!("file-{f}"), &"x".repeat(4096));
+        }
+    }
+    pair.create(PRIMARY, web(volumes as i32, json!({})));
+    for name in &names {
+        wait_annotation(&pair, PRIMARY, name, "volsync-dr.io/state", "Protected").await;
+        wait_annotation(&pair, SECONDARY, name, "volsync-dr.io/role", "secondary").await;
+        wait_latest_image(&pair, name).await;
+    }
+    pair.create(SECONDARY, web(0, json!({})));
+    run(&pair, PRIMARY, "data-web-0", &format!("migrate:{i}")).await
 }
 
 /// One action's timeline as seen from outside.
@@ -51,15 +85,15 @@ impl Timeline {
     }
 }
 
-/// Request `request` on `cluster` and follow it until it has finished.
-async fn run(pair: &ClusterPair, cluster: &str, request: &str) -> Timeline {
-    annotate(pair, cluster, "db", "volsync-dr.io/action", request);
+/// Request `request` on `cluster`'s PVC `pvc` and follow it until it has finished.
+async fn run(pair: &ClusterPair, cluster: &str, pvc: &str, request: &str) -> Timeline {
+    annotate(pair, cluster, pvc, "volsync-dr.io/action", request);
     let start = Instant::now();
     let mut per_step: BTreeMap<String, Duration> = BTreeMap::new();
     let mut current: Option<(String, Instant)> = None;
     let deadline = start + Duration::from_secs(120);
     loop {
-        let step = annotation(pair, cluster, "db", "volsync-dr.io/action-step");
+        let step = annotation(pair, cluster, pvc, "volsync-dr.io/action-step");
         let now = Instant::now();
         if step.as_ref() != current.as_ref().map(|(s, _)| s) {
             if let Some((s, since)) = current.take() {
@@ -67,16 +101,16 @@ async fn run(pair: &ClusterPair, cluster: &str, request: &str) -> Timeline {
             }
             current = step.map(|s| (s, now));
         }
-        if annotation(pair, cluster, "db", "volsync-dr.io/last-action").as_deref() == Some(request) {
+        if annotation(pair, cluster, pvc, "volsync-dr.io/last-action").as_deref() == Some(request) {
             break;
         }
         assert!(now < deadline, "{request} did not finish");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let total = start.elapsed();
-    let message = annotation(pair, cluster, "db", "volsync-dr.io/action-message").unwrap_or_default();
+    let message = annotation(pair, cluster, pvc, "volsync-dr.io/action-message").unwrap_or_default();
     assert_eq!(
-        annotation(pair, cluster, "db", "volsync-dr.io/action-phase").as_deref(),
+        annotation(pair, cluster, pvc, "volsync-dr.io/action-phase").as_deref(),
         Some("Succeeded"),
         "{request}: {message}"
     );
@@ -88,7 +122,7 @@ async fn run(pair: &ClusterPair, cluster: &str, request: &str) -> Timeline {
 }
 
 struct Row {
-    verb: &'static str,
+    verb: String,
     runs: Vec<Timeline>,
 }
 
@@ -105,19 +139,27 @@ async fn main() {
         .unwrap_or(3);
     let mut rows = vec![
         Row {
-            verb: "sync-now",
+            verb: "sync-now".into(),
             runs: vec![],
         },
         Row {
-            verb: "migrate",
+            verb: "migrate".into(),
             runs: vec![],
         },
         Row {
-            verb: "failover",
+            verb: "failover".into(),
             runs: vec![],
         },
         Row {
-            verb: "failback",
+            verb: "failback".into(),
+            runs: vec![],
+        },
+        Row {
+            verb: "migrate, group of 3 (StatefulSet)".into(),
+            runs: vec![],
+        },
+        Row {
+            verb: "migrate, group of 10 (StatefulSet)".into(),
             runs: vec![],
         },
     ];
@@ -125,7 +167,7 @@ async fn main() {
         let pair = ClusterPair::start().await;
         let mut a = DrProcess::start(&pair, PRIMARY, &[]).await;
         let mut b = DrProcess::start(&pair, SECONDARY, &[]).await;
-        pair.create_bound_pvc(PRIMARY, pvc()).await;
+        pair.create_bound_pvc(PRIMARY, pvc("db")).await;
         pair.create(PRIMARY, deployment("app", "db", 2, json!({})));
         for f in 0..100 {
             pair.write(PRIMARY, NS, "db", &format!("file-{f}"), &"x".repeat(4096));
@@ -138,25 +180,35 @@ async fn main() {
         );
         wait_latest_image(&pair, "db").await;
 
-        rows[0].runs.push(run(&pair, PRIMARY, &format!("sync-now:{i}")).await);
+        rows[0]
+            .runs
+            .push(run(&pair, PRIMARY, "db", &format!("sync-now:{i}")).await);
         // Migrate to B and back to A, so the next verbs start from A again.
-        rows[1].runs.push(run(&pair, PRIMARY, &format!("migrate:{i}")).await);
+        rows[1]
+            .runs
+            .push(run(&pair, PRIMARY, "db", &format!("migrate:{i}")).await);
         wait_annotation(&pair, SECONDARY, "db", "volsync-dr.io/state", "Protected").await;
-        run(&pair, SECONDARY, &format!("migrate:back-{i}")).await;
+        run(&pair, SECONDARY, "db", &format!("migrate:back-{i}")).await;
         wait_annotation(&pair, PRIMARY, "db", "volsync-dr.io/state", "Protected").await;
         wait_latest_image(&pair, "db").await;
 
         a.kill().await;
         pair.a.stop().await;
         pair.simulator.pause(PRIMARY);
-        rows[2].runs.push(run(&pair, SECONDARY, &format!("failover:{i}")).await);
+        rows[2]
+            .runs
+            .push(run(&pair, SECONDARY, "db", &format!("failover:{i}")).await);
         pair.a.restart().await.expect("A back");
         pair.simulator.resume(PRIMARY);
         a.start_again().await;
         wait_annotation(&pair, PRIMARY, "db", "volsync-dr.io/state", "Degraded").await;
-        rows[3].runs.push(run(&pair, SECONDARY, &format!("failback:{i}")).await);
+        rows[3]
+            .runs
+            .push(run(&pair, SECONDARY, "db", &format!("failback:{i}")).await);
         b.kill().await;
         a.kill().await;
+        rows[4].runs.push(group_migrate(3, i).await);
+        rows[5].runs.push(group_migrate(10, i).await);
     }
 
     println!("| verb | runs | action s (median) | waiting for syncs s | orchestration overhead s | app down s |");
