@@ -147,6 +147,32 @@ async fn migrate_on_one_ordinal_moves_the_whole_stateful_set() {
     let scaled = a.log_text().matches("scaled down").count();
     assert_eq!(scaled, 1, "one scale-down of web for the group");
 
+    // `status` shows the group on both clusters, with its members.
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_volsync-dr"))
+        .args([
+            "status",
+            "--cluster-name",
+            PRIMARY,
+            "--peer-name",
+            SECONDARY,
+            "--timeout-seconds",
+            "3",
+        ])
+        .arg("--peer-kubeconfig")
+        .arg(pair.kubeconfig(SECONDARY))
+        .env("KUBECONFIG", pair.kubeconfig(PRIMARY))
+        .output()
+        .expect("volsync-dr status");
+    let text = String::from_utf8_lossy(&status.stdout);
+    for cluster in [PRIMARY, SECONDARY] {
+        assert!(
+            text.lines().any(|l| l.starts_with(cluster)
+                && l.contains("StatefulSet/web")
+                && l.ends_with("data-web-0, data-web-1, data-web-2")),
+            "the group on {cluster}:\n{text}"
+        );
+    }
+
     // Reverse protection for every ordinal: B's writes reach A, none is overwritten by A.
     for name in ORDINALS {
         wait_annotation(&pair, SECONDARY, name, "volsync-dr.io/state", "Protected").await;

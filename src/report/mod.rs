@@ -8,8 +8,10 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use serde::Serialize;
 
+use crate::model::group::{Member, members_with};
 use crate::model::keys;
 use crate::model::progress::Progress;
+use crate::model::workload::Claims;
 
 /// One protected PVC on one cluster.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -27,6 +29,134 @@ pub struct Row {
     pub action: Option<String>,
     pub step: Option<String>,
     pub policy: Option<String>,
+    /// The application group it moves with, when it has other members.
+    pub group: Option<String>,
+    /// The group's recovery point's age: its oldest member's last sync.
+    pub group_rpo_seconds: Option<i64>,
+}
+
+/// An application group of more than one PVC on one cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupRow {
+    pub cluster: String,
+    pub namespace: String,
+    /// Its explicit `volsync-dr.io/group`, else the workloads it is used by.
+    pub group: String,
+    /// Sorted; an unprotected member is marked, since an action on the group is refused then.
+    pub members: Vec<String>,
+    /// Seconds since the oldest member's last sync; `None` while a member has none.
+    pub rpo_seconds: Option<i64>,
+}
+
+fn last_sync_age(pvc: &PersistentVolumeClaim, now: jiff::Timestamp) -> Option<i64> {
+    pvc.metadata
+        .annotations
+        .as_ref()?
+        .get(keys::LAST_SYNC_TIME)?
+        .parse::<jiff::Timestamp>()
+        .ok()
+        .map(|t| now.duration_since(t).as_secs().max(0))
+}
+
+fn is_protected(pvc: &PersistentVolumeClaim) -> bool {
+    pvc.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(keys::PROTECT))
+        .is_some_and(|v| v == "true")
+}
+
+/// The groups of more than one PVC that a protected PVC of this cluster belongs to (see
+/// `model::group::members_with`), from the cluster's PVCs and workloads.
+pub fn groups(
+    cluster: &str,
+    pvcs: &[PersistentVolumeClaim],
+    workloads: &BTreeMap<String, Vec<Claims>>,
+    now: jiff::Timestamp,
+) -> Vec<GroupRow> {
+    let mut by_namespace: BTreeMap<&str, Vec<&PersistentVolumeClaim>> = BTreeMap::new();
+    for pvc in pvcs {
+        by_namespace
+            .entry(pvc.metadata.namespace.as_deref().unwrap_or_default())
+            .or_default()
+            .push(pvc);
+    }
+    let none = Vec::new();
+    let mut out: Vec<GroupRow> = Vec::new();
+    for (namespace, in_namespace) in by_namespace {
+        let claims = workloads.get(namespace).unwrap_or(&none);
+        let members: Vec<Member> = in_namespace
+            .iter()
+            .map(|p| Member {
+                name: p.metadata.name.clone().unwrap_or_default(),
+                group: p
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(keys::GROUP).cloned()),
+            })
+            .collect();
+        for seed in in_namespace.iter().filter(|p| is_protected(p)) {
+            let seed_name = seed.metadata.name.as_deref().unwrap_or_default();
+            let names = members_with(seed_name, &members, claims);
+            if names.len() < 2
+                || out
+                    .iter()
+                    .any(|g| g.namespace == namespace && g.members.iter().any(|m| m == seed_name))
+            {
+                continue;
+            }
+            let of = |name: &String| in_namespace.iter().find(|p| p.metadata.name.as_ref() == Some(name));
+            let explicit = names
+                .iter()
+                .filter_map(|n| members.iter().find(|m| &m.name == n)?.group.clone())
+                .next();
+            let group = explicit.unwrap_or_else(|| {
+                let users: Vec<String> = claims
+                    .iter()
+                    .filter(|c| names.iter().any(|n| c.uses(n)))
+                    .map(|c| c.workload.to_string())
+                    .collect();
+                users.join("+")
+            });
+            let protected: Vec<&PersistentVolumeClaim> = names
+                .iter()
+                .filter_map(of)
+                .copied()
+                .filter(|p| is_protected(p))
+                .collect();
+            let ages: Option<Vec<i64>> = protected.iter().map(|p| last_sync_age(p, now)).collect();
+            out.push(GroupRow {
+                cluster: cluster.to_string(),
+                namespace: namespace.to_string(),
+                group,
+                members: names
+                    .iter()
+                    .map(|n| match of(n) {
+                        Some(p) if is_protected(p) => n.clone(),
+                        _ => format!("{n} (not protected)"),
+                    })
+                    .collect(),
+                rpo_seconds: ages.and_then(|a| a.into_iter().max()),
+            });
+        }
+    }
+    out
+}
+
+/// Each row's group and the group's recovery point's age, from `groups` of the same clusters.
+pub fn with_groups(mut rows: Vec<Row>, groups: &[GroupRow]) -> Vec<Row> {
+    for row in &mut rows {
+        if let Some(g) = groups
+            .iter()
+            .find(|g| g.cluster == row.cluster && g.namespace == row.namespace && g.members.contains(&row.pvc))
+        {
+            row.group = Some(g.group.clone());
+            row.group_rpo_seconds = g.rpo_seconds;
+        }
+    }
+    rows
 }
 
 /// The rows of one cluster's PVCs: those with `protect: "true"` (both sides of a pair carry it).
@@ -58,6 +188,8 @@ pub fn rows(cluster: &str, peer: &str, pvcs: &[PersistentVolumeClaim], now: jiff
                 step: running.as_ref().and(progress.step.clone()),
                 action: running,
                 policy: get(keys::POLICY),
+                group: None,
+                group_rpo_seconds: None,
             })
         })
         .collect()
@@ -80,12 +212,60 @@ pub fn age(seconds: i64) -> String {
     }
 }
 
+/// The groups as a second table (empty when there is none).
+pub fn group_table(groups: &[GroupRow]) -> String {
+    if groups.is_empty() {
+        return String::new();
+    }
+    let header = ["CLUSTER", "NAMESPACE", "GROUP", "RPO", "MEMBERS"].map(str::to_string);
+    let cells: Vec<[String; 5]> = groups
+        .iter()
+        .map(|g| {
+            [
+                g.cluster.clone(),
+                g.namespace.clone(),
+                g.group.clone(),
+                g.rpo_seconds.map(age).unwrap_or_else(|| "-".to_string()),
+                g.members.join(", "),
+            ]
+        })
+        .collect();
+    aligned(&header, &cells)
+}
+
+/// Columns padded to their widest cell, the last one unpadded.
+fn aligned<const N: usize>(header: &[String; N], cells: &[[String; N]]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in cells {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cols: &[String; N]| {
+        let mut out = String::new();
+        for (i, (c, w)) in cols.iter().zip(&widths).enumerate() {
+            if i + 1 == N {
+                out.push_str(c);
+            } else {
+                out.push_str(&format!("{c:<w$}   "));
+            }
+        }
+        out.trim_end().to_string() + "\n"
+    };
+    let mut out = line(header);
+    for row in cells {
+        out.push_str(&line(row));
+    }
+    out
+}
+
 /// A table as kubectl prints one: upper-case headers, columns padded to their widest cell.
 pub fn table(rows: &[Row]) -> String {
     let header = [
         "CLUSTER",
         "NAMESPACE",
         "PVC",
+        "GROUP",
         "ROLE",
         "PEER",
         "STATE",
@@ -95,13 +275,14 @@ pub fn table(rows: &[Row]) -> String {
         "STEP",
     ];
     let dash = || "-".to_string();
-    let cells: Vec<[String; 10]> = rows
+    let cells: Vec<[String; 11]> = rows
         .iter()
         .map(|r| {
             [
                 r.cluster.clone(),
                 r.namespace.clone(),
                 r.pvc.clone(),
+                r.group.clone().unwrap_or_else(dash),
                 r.role.clone(),
                 r.peer.clone(),
                 r.state.clone(),
@@ -112,28 +293,7 @@ pub fn table(rows: &[Row]) -> String {
             ]
         })
         .collect();
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in &cells {
-        for (w, c) in widths.iter_mut().zip(row) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let line = |cols: Vec<&str>| {
-        let mut out = String::new();
-        for (i, (c, w)) in cols.iter().zip(&widths).enumerate() {
-            if i + 1 == cols.len() {
-                out.push_str(c);
-            } else {
-                out.push_str(&format!("{c:<w$}   "));
-            }
-        }
-        out.trim_end().to_string() + "\n"
-    };
-    let mut out = line(header.to_vec());
-    for row in &cells {
-        out.push_str(&line(row.iter().map(String::as_str).collect()));
-    }
-    out
+    aligned(&header.map(str::to_string), &cells)
 }
 
 #[cfg(test)]
@@ -172,7 +332,10 @@ mod tests {
         assert_eq!(rows[1].step.as_deref(), Some("scale-down-here"));
         let text = table(&rows);
         let lines: Vec<&str> = text.lines().collect();
-        assert!(lines[0].starts_with("CLUSTER     NAMESPACE   PVC   ROLE"), "{text}");
+        assert!(
+            lines[0].starts_with("CLUSTER     NAMESPACE   PVC   GROUP   ROLE"),
+            "{text}"
+        );
         assert!(lines[1].contains("Protected") && lines[1].contains("4m30s"), "{text}");
         assert!(
             lines[2].contains("migrate:1") && lines[2].ends_with("scale-down-here"),
@@ -184,6 +347,81 @@ mod tests {
             lines[1][at..].starts_with("Protected") && lines[2][at..].starts_with("Pending"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn groups_show_their_members_and_their_oldest_sync() {
+        use k8s_openapi::api::apps::v1::StatefulSet;
+        let now: jiff::Timestamp = "2026-11-25T10:00:00Z".parse().expect("time");
+        let synced = |name: &str, at: &str| {
+            pvc(
+                name,
+                json!({keys::PROTECT: "true", keys::STATE: "Protected", keys::LAST_SYNC_TIME: at}),
+            )
+        };
+        let pvcs = [
+            synced("data-web-0", "2026-11-25T09:59:00Z"),
+            synced("data-web-1", "2026-11-25T09:50:00Z"),
+            pvc("data-web-2", json!({})),
+            pvc("db", json!({keys::PROTECT: "true", keys::GROUP: "shop"})),
+            synced("uploads", "2026-11-25T09:58:00Z"),
+            synced("alone", "2026-11-25T09:58:00Z"),
+        ];
+        let mut uploads = pvcs[4].clone();
+        uploads
+            .metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(keys::GROUP.into(), "shop".into());
+        let pvcs = [&pvcs[..4], &[uploads, pvcs[5].clone()]].concat();
+        let web: StatefulSet = serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "app"},
+            "spec": {"selector": {}, "serviceName": "web", "template": {"spec": {"containers": []}},
+                     "volumeClaimTemplates": [{"metadata": {"name": "data"}}]}
+        }))
+        .expect("statefulset");
+        let workloads = BTreeMap::from([("app".to_string(), vec![Claims::of_stateful_set(&web)])]);
+        let groups = groups("cluster-a", &pvcs, &workloads, now);
+        assert_eq!(
+            groups,
+            [
+                GroupRow {
+                    cluster: "cluster-a".into(),
+                    namespace: "app".into(),
+                    group: "StatefulSet/web".into(),
+                    members: vec![
+                        "data-web-0".into(),
+                        "data-web-1".into(),
+                        "data-web-2 (not protected)".into()
+                    ],
+                    rpo_seconds: Some(600),
+                },
+                GroupRow {
+                    cluster: "cluster-a".into(),
+                    namespace: "app".into(),
+                    group: "shop".into(),
+                    members: vec!["db".into(), "uploads".into()],
+                    // db has not synced yet: the group has no recovery point.
+                    rpo_seconds: None,
+                },
+            ]
+        );
+        let rows = with_groups(rows("cluster-a", "cluster-b", &pvcs, now), &groups);
+        let of = |name: &str| rows.iter().find(|r| r.pvc == name).expect("row");
+        assert_eq!(of("data-web-0").group.as_deref(), Some("StatefulSet/web"));
+        assert_eq!(of("data-web-0").group_rpo_seconds, Some(600));
+        assert_eq!(of("uploads").group.as_deref(), Some("shop"));
+        assert_eq!(of("alone").group, None, "a group of one is not shown as a group");
+        let text = group_table(&groups);
+        assert!(
+            text.starts_with("CLUSTER     NAMESPACE   GROUP             RPO     MEMBERS\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("StatefulSet/web   10m0s   data-web-0, data-web-1, data-web-2 (not protected)"),
+            "{text}"
+        );
+        assert_eq!(group_table(&[]), "");
     }
 
     #[test]
