@@ -442,3 +442,44 @@ async fn a_group_migrate_survives_a_crash_at_every_step() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volumes_protected_by_a_drpolicy_form_groups_the_same_way() {
+    let pair = ClusterPair::start().await;
+    let _a = DrProcess::start(&pair, PRIMARY, &[]).await;
+    let _b = DrProcess::start(&pair, SECONDARY, &[]).await;
+    let k = testkit::kubectl::Kubectl::new(pair.kubeconfig(PRIMARY));
+    k.ok(&["label", "namespace", NS, "dr=on"]).await;
+    let policy = json!({"apiVersion": "volsync-dr.io/v1alpha1", "kind": "DRPolicy",
+                        "metadata": {"name": "by-namespace"},
+                        "spec": {"namespaceSelector": {"matchLabels": {"dr": "on"}}}});
+    let applied = k.run_with_stdin(&["apply", "-f", "-"], &policy.to_string()).await;
+    assert!(applied.success, "{}", applied.stderr);
+    // No annotation on the PVCs: the policy protects them.
+    for name in &ORDINALS[..2] {
+        pair.create_bound_pvc(PRIMARY, pvc(name, json!({}))).await;
+        pair.write(PRIMARY, NS, name, "file", &format!("{name} v1"));
+    }
+    pair.create(PRIMARY, web(2));
+    for name in &ORDINALS[..2] {
+        pair.wait_for(30, &format!("{name} protected by the policy"), |p| {
+            (annotation(p, PRIMARY, name, "volsync-dr.io/policy").as_deref() == Some("by-namespace")).then_some(())
+        })
+        .await;
+    }
+    protected_on_both(&pair, &ORDINALS[..2]).await;
+    pair.create(SECONDARY, web(0));
+
+    annotate(&pair, PRIMARY, "data-web-1", "volsync-dr.io/action", "migrate:1");
+    let (phase, message) = finished(&pair, PRIMARY, "data-web-1", "migrate:1").await;
+    assert_eq!(phase, "Succeeded", "{message}");
+    assert!(message.contains("for the group of 2 volumes"), "{message}");
+    for name in &ORDINALS[..2] {
+        assert_eq!(
+            annotation(&pair, SECONDARY, name, "volsync-dr.io/role").as_deref(),
+            Some("primary"),
+            "{name} moved with the group"
+        );
+    }
+    assert_eq!(spec_replicas(&pair, SECONDARY, "statefulsets", "web"), 2);
+}
