@@ -483,3 +483,66 @@ async fn volumes_protected_by_a_drpolicy_form_groups_the_same_way() {
     }
     assert_eq!(spec_replicas(&pair, SECONDARY, "statefulsets", "web"), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_level_migrate_moves_every_application_in_it() {
+    let pair = ClusterPair::start().await;
+    let _a = DrProcess::start(&pair, PRIMARY, &[]).await;
+    let _b = DrProcess::start(&pair, SECONDARY, &[]).await;
+    // Two applications: the StatefulSet `web` (three ordinals) and a Deployment `app` on `db`.
+    protected_stateful_set(&pair, json!({})).await;
+    pair.create_bound_pvc(PRIMARY, pvc("db", protected())).await;
+    pair.create(PRIMARY, deployment("app", "db", 1, json!({})));
+    protected_on_both(&pair, &["db"]).await;
+    pair.create(SECONDARY, deployment("app", "db", 0, json!({})));
+    for name in ["data-web-0", "data-web-1", "data-web-2", "db"] {
+        pair.write(PRIMARY, NS, name, "latest", &format!("{name} just before migrate"));
+    }
+
+    let k = testkit::kubectl::Kubectl::new(pair.kubeconfig(PRIMARY));
+    k.ok(&["annotate", "namespace", NS, "volsync-dr.io/action=migrate:ns1"])
+        .await;
+    let ns_annotation = |key: &str| {
+        pair.object(PRIMARY, "namespaces", "", NS)?["metadata"]["annotations"][key]
+            .as_str()
+            .map(str::to_string)
+    };
+    pair.wait_for(60, "the namespace's request finished", |_| {
+        (ns_annotation("volsync-dr.io/last-action").as_deref() == Some("migrate:ns1")).then_some(())
+    })
+    .await;
+    let message = ns_annotation("volsync-dr.io/action-message").unwrap_or_default();
+    assert_eq!(
+        ns_annotation("volsync-dr.io/action-phase").as_deref(),
+        Some("Succeeded"),
+        "{message}"
+    );
+    assert!(
+        message.starts_with("migrate:ns1 finished for 2 application(s): PVC data-web-0: Succeeded")
+            && message.contains("PVC db: Succeeded"),
+        "{message}"
+    );
+    for name in ["data-web-0", "data-web-1", "data-web-2", "db"] {
+        assert_eq!(
+            pair.read(SECONDARY, NS, name, "latest"),
+            Some(format!("{name} just before migrate"))
+        );
+        assert_eq!(
+            annotation(&pair, SECONDARY, name, "volsync-dr.io/role").as_deref(),
+            Some("primary"),
+            "{name} moved"
+        );
+    }
+    assert_eq!(spec_replicas(&pair, SECONDARY, "statefulsets", "web"), 3);
+    assert_eq!(spec_replicas(&pair, SECONDARY, "deployments", "app"), 1);
+    // Events on the Namespace say it started and finished.
+    let events: Value =
+        serde_json::from_str(&k.ok(&["get", "events.events.k8s.io", "-A", "-o", "json"]).await).expect("events");
+    for reason in ["ActionStarted", "ActionSucceeded"] {
+        let on_namespace =
+            events["items"].as_array().into_iter().flatten().any(|e| {
+                e["reason"] == reason && e["regarding"]["kind"] == "Namespace" && e["regarding"]["name"] == NS
+            });
+        assert!(on_namespace, "{reason} Event on the Namespace: {events}");
+    }
+}

@@ -10,6 +10,7 @@ pub mod error;
 pub mod execute;
 pub mod finalizer;
 pub mod members;
+pub mod namespaces;
 pub mod peer_side;
 pub mod policy;
 pub mod reconcile;
@@ -20,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim};
 use kube::api::Api;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector::ObjectRef;
@@ -113,9 +114,24 @@ pub async fn run(ctx: Arc<Context>, synced: Arc<AtomicUsize>, stop: tokio::sync:
             }
         })
         .collect();
+    // Namespace-level requests (`volsync-dr.io/action` on a Namespace).
+    let namespaces = Controller::new(Api::<Namespace>::all(ctx.here.client()), watcher::Config::default())
+        .with_config(config)
+        .graceful_shutdown_on({
+            let mut stop = stop.clone();
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            }
+        })
+        .run(namespaces::reconcile, namespaces::error_policy, ctx.clone())
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "namespace controller event");
+            }
+        });
     // The sweep ends with the process; the controllers end on the shutdown signal.
     tokio::select! {
-        _ = futures::future::join_all(runs) => {}
+        _ = async { tokio::join!(futures::future::join_all(runs), namespaces) } => {}
         () = policy::sweep_forever(ctx.clone(), stores) => {}
     }
 }

@@ -2,9 +2,9 @@
 //! and Events (one per state transition, step and failure).
 
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use kube::ResourceExt;
 use kube::api::Patch;
 use kube::runtime::events::{Event, EventType};
-use kube::{Resource, ResourceExt};
 
 use super::apply::field_manager;
 use super::context::Context;
@@ -82,12 +82,12 @@ pub(super) async fn publish(ctx: &Context, pvc: &PersistentVolumeClaim, type_: E
     publish_as(ctx, pvc, type_, reason, "Reconcile", note).await
 }
 
-/// Publish an Event whose `action` says what it is about. The recorder folds an Event with the
-/// same reason and action on the same PVC (within minutes) into the first one's series, keeping
+/// Publish an Event on the PVC (or Namespace) whose `action` says what it is about. The recorder
+/// folds an Event with the same reason and action on the same object (within minutes) into the first one's series, keeping
 /// the first note: each request and each of its steps gets its own action, so its note shows.
-pub(super) async fn publish_as(
+pub(super) async fn publish_as<K: kube::Resource<DynamicType = ()>>(
     ctx: &Context,
-    pvc: &PersistentVolumeClaim,
+    object: &K,
     type_: EventType,
     reason: &str,
     action: &str,
@@ -101,7 +101,7 @@ pub(super) async fn publish_as(
         action: action.chars().take(128).collect(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &pvc.object_ref(&())).await {
+    if let Err(e) = ctx.recorder.publish(&event, &object.object_ref(&())).await {
         tracing::warn!(reason, error = %e, "cannot publish Event");
     }
 }

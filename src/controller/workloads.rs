@@ -78,31 +78,70 @@ async fn application_pvcs(on: &ClusterRef, namespace: &str) -> Result<Vec<Persis
         .collect())
 }
 
-/// The PVCs that move with `pvc` on this cluster (itself included, sorted): see
-/// `model::group::members_with`.
+/// A namespace as group membership sees it: its application PVCs and its workloads' claims.
+pub struct NamespaceVolumes {
+    pub pvcs: Vec<PersistentVolumeClaim>,
+    pub workloads: Vec<Claims>,
+}
+
+impl NamespaceVolumes {
+    pub async fn read(on: &ClusterRef, namespace: &str) -> Result<NamespaceVolumes, Error> {
+        let pvcs = application_pvcs(on, namespace).await?;
+        let params = Default::default();
+        let deployments = on
+            .call("list Deployments", on.api::<Deployment>(namespace).list(&params))
+            .await?;
+        let sets = on
+            .call("list StatefulSets", on.api::<StatefulSet>(namespace).list(&params))
+            .await?;
+        let workloads = deployments
+            .items
+            .iter()
+            .map(Claims::of_deployment)
+            .chain(sets.items.iter().map(Claims::of_stateful_set))
+            .collect();
+        Ok(NamespaceVolumes { pvcs, workloads })
+    }
+
+    fn members(&self) -> Vec<Member> {
+        self.pvcs
+            .iter()
+            .map(|p| Member {
+                name: p.name_any(),
+                group: p.annotations().get(keys::GROUP).cloned(),
+            })
+            .collect()
+    }
+
+    /// The PVCs that move with `pvc` (itself included, sorted): `model::group::members_with`.
+    pub fn group_of(&self, pvc: &str) -> Vec<String> {
+        members_with(pvc, &self.members(), &self.workloads)
+    }
+
+    /// Every group with a protected PVC, each once, in name order.
+    pub fn protected_groups(&self) -> Vec<Vec<String>> {
+        let members = self.members();
+        let mut protected: Vec<&PersistentVolumeClaim> = self
+            .pvcs
+            .iter()
+            .filter(|p| p.annotations().get(keys::PROTECT).is_some_and(|v| v == "true"))
+            .collect();
+        protected.sort_by_key(|p| p.name_any());
+        let mut groups: Vec<Vec<String>> = Vec::new();
+        for pvc in protected {
+            let name = pvc.name_any();
+            if groups.iter().any(|g| g.contains(&name)) {
+                continue;
+            }
+            groups.push(members_with(&name, &members, &self.workloads));
+        }
+        groups
+    }
+}
+
+/// The PVCs that move with `pvc` on this cluster (itself included, sorted).
 pub async fn group_of(on: &ClusterRef, namespace: &str, pvc: &str) -> Result<Vec<String>, Error> {
-    let pvcs: Vec<Member> = application_pvcs(on, namespace)
-        .await?
-        .iter()
-        .map(|p| Member {
-            name: p.name_any(),
-            group: p.annotations().get(keys::GROUP).cloned(),
-        })
-        .collect();
-    let params = Default::default();
-    let deployments = on
-        .call("list Deployments", on.api::<Deployment>(namespace).list(&params))
-        .await?;
-    let sets = on
-        .call("list StatefulSets", on.api::<StatefulSet>(namespace).list(&params))
-        .await?;
-    let claims: Vec<Claims> = deployments
-        .items
-        .iter()
-        .map(Claims::of_deployment)
-        .chain(sets.items.iter().map(Claims::of_stateful_set))
-        .collect();
-    Ok(members_with(pvc, &pvcs, &claims))
+    Ok(NamespaceVolumes::read(on, namespace).await?.group_of(pvc))
 }
 
 /// Every application PVC of the namespace on one cluster, as the scale-up invariant sees it.

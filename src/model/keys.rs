@@ -42,6 +42,10 @@ pub const ACTION_MEMBERS: &str = "volsync-dr.io/action-members";
 /// (`GROUP_LEADER`). The member's own passes leave it to that action until it ends.
 pub const GROUP_ACTION: &str = "volsync-dr.io/group-action";
 pub const GROUP_LEADER: &str = "volsync-dr.io/group-leader";
+/// On a Namespace running a request: the PVCs that run it, one per application group
+/// (comma-separated), and the groups it skipped, with why.
+pub const ACTION_GROUPS: &str = "volsync-dr.io/action-groups";
+pub const ACTION_SKIPPED: &str = "volsync-dr.io/action-skipped";
 /// How long the running action kept the application down, once it is back (seconds).
 pub const APP_DOWN_SECONDS: &str = "volsync-dr.io/app-down-seconds";
 /// On a Deployment or StatefulSet: the replica count volsync-dr restores when it scales the

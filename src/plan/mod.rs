@@ -6,6 +6,7 @@
 
 pub mod action;
 pub mod group;
+pub mod namespace;
 pub mod pass;
 pub mod policy;
 pub mod protect;

@@ -16,7 +16,7 @@ pub const REQUIRED_ACCESS: &[(&str, &str, &[&str])] = &[
     ("", "services", &["get"]),
     ("", "nodes", &["list"]),
     ("", "pods", &["list"]),
-    ("", "namespaces", &["list", "watch"]),
+    ("", "namespaces", &["list", "watch", "patch"]),
     ("apps", "deployments", &["list", "patch"]),
     ("apps", "statefulsets", &["list", "patch"]),
     (
