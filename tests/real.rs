@@ -714,6 +714,13 @@ async fn etcd_restarted_under_running_operators_misses_nothing() {
     b.assert_never_forbidden();
 }
 
+/// An annotation of the test namespace.
+async fn namespace_annotation(kubectl: &Kubectl, key: &str) -> Option<String> {
+    let out = kubectl.run(&["get", "namespace", NS, "-o", "json"]).await;
+    let namespace: Value = serde_json::from_str(&out.stdout).ok()?;
+    namespace["metadata"]["annotations"][key].as_str().map(str::to_string)
+}
+
 /// A StatefulSet `web` whose claim template `data` gives the PVC `data-web-0`.
 fn stateful_app(replicas: i32) -> Value {
     json!({
@@ -823,6 +830,35 @@ async fn a_statefulset_syncs_now_and_migrates_on_real_clusters_as_one_group() {
         wait_annotation(&kb, name, "volsync-dr.io/state", "Protected").await;
     }
     synced_by_schedule(&pair, SECONDARY, "data-web-2", "b1", "written on b").await;
+
+    // The way back, asked of the namespace on b: every application in it (here, web) returns.
+    kb.ok(&["annotate", "namespace", NS, "volsync-dr.io/action=migrate:back"])
+        .await;
+    wait_for("the namespace's migrate:back finished", || async {
+        (namespace_annotation(&kb, "volsync-dr.io/last-action").await.as_deref() == Some("migrate:back")).then_some(())
+    })
+    .await;
+    let message = namespace_annotation(&kb, "volsync-dr.io/action-message").await;
+    assert_eq!(
+        namespace_annotation(&kb, "volsync-dr.io/action-phase").await.as_deref(),
+        Some("Succeeded"),
+        "{message:?}"
+    );
+    for name in ORDINALS {
+        assert_eq!(
+            annotation(&ka, name, "volsync-dr.io/role").await.as_deref(),
+            Some("primary"),
+            "{name} back on a"
+        );
+    }
+    assert_eq!(
+        pair.read(PRIMARY, NS, "data-web-2", "b1").as_deref(),
+        Some("written on b")
+    );
+    wait_for("web-0..2 Running on cluster-a again", || async {
+        (pods_of(&ka, "web", true).await == 3).then_some(())
+    })
+    .await;
     a.assert_never_forbidden();
     b.assert_never_forbidden();
 }
