@@ -151,6 +151,7 @@ fn main() {
             defaults: AdmissionDefaults { service_type: ServiceType::ClusterIP },
             metrics: Arc::new(Metrics::new()),
             policies: None,
+            groups: None,
         });
         let real = start(router(state), tls_config.clone()).await;
         let fixed = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"705ab4f5-6393-11e8-b7cc-42010a800002","allowed":true}}"#;
@@ -185,6 +186,7 @@ fn main() {
             defaults: AdmissionDefaults { service_type: ServiceType::ClusterIP },
             metrics: Arc::new(Metrics::new()),
             policies: None,
+            groups: None,
         };
         let bytes = body.as_bytes();
         let runs = 20_000;

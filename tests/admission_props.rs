@@ -113,6 +113,7 @@ fn state() -> AdmissionState {
         },
         metrics: Arc::new(Metrics::new()),
         policies: None,
+        groups: None,
     }
 }
 

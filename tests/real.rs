@@ -754,18 +754,40 @@ async fn a_statefulset_syncs_now_and_migrates_on_real_clusters_as_one_group() {
     // The claims the StatefulSet's template produces, created protected first (the StatefulSet
     // controller adopts claims of those names); the standby StatefulSet on b at 0 replicas.
     const ORDINALS: [&str; 3] = ["data-web-0", "data-web-1", "data-web-2"];
+    // data-web-2 is not protected at first.
     for name in ORDINALS {
-        create(&ka, &pvc(name, json!({"volsync-dr.io/protect": "true"}))).await;
+        let protect = if name == "data-web-2" {
+            json!({})
+        } else {
+            json!({"volsync-dr.io/protect": "true"})
+        };
+        create(&ka, &pvc(name, protect)).await;
     }
     pair.a.apply(&[stateful_app(3)]).await;
     pair.b.apply(&[stateful_app(0)]).await;
-    for name in ORDINALS {
-        wait_annotation(&ka, name, "volsync-dr.io/state", "Protected").await;
-    }
     wait_for("web-0..2 Running on cluster-a", || async {
         (pods_of(&ka, "web", true).await == 3).then_some(())
     })
     .await;
+    wait_annotation(&ka, "data-web-0", "volsync-dr.io/state", "Protected").await;
+    // The webhook refuses a request for the application while one of its volumes is not
+    // protected, naming it; once it is, the request is admitted.
+    let refused = ka
+        .run(&["annotate", "pvc", "data-web-0", "volsync-dr.io/action=sync-now:0"])
+        .await;
+    assert!(
+        !refused.success
+            && refused
+                .stderr
+                .contains("PVC data-web-2 is used by the same application"),
+        "{}",
+        refused.stderr
+    );
+    ka.ok(&["annotate", "pvc", "data-web-2", "volsync-dr.io/protect=true"])
+        .await;
+    for name in ORDINALS {
+        wait_annotation(&ka, name, "volsync-dr.io/state", "Protected").await;
+    }
 
     // sync-now on one ordinal syncs the whole group, without touching the application.
     pair.write(PRIMARY, NS, "data-web-2", "s1", "written on web-2 before sync-now");

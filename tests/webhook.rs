@@ -15,7 +15,7 @@ use support::DrProcess;
 use testkit::http::TlsConnection;
 use testkit::pair::{ClusterPair, PRIMARY};
 use tower::ServiceExt;
-use volsync_dr::admission::{AdmissionState, decide::AdmissionDefaults, router};
+use volsync_dr::admission::{AdmissionState, GroupReader, decide::AdmissionDefaults, router};
 use volsync_dr::metrics::Metrics;
 use volsync_dr::model::volsync::ServiceType;
 
@@ -44,12 +44,17 @@ fn pvc(annotations: Value) -> Value {
 }
 
 async fn call(body: String) -> (u16, Value, String) {
+    call_with(body, None).await
+}
+
+async fn call_with(body: String, groups: Option<Arc<dyn GroupReader>>) -> (u16, Value, String) {
     let state = Arc::new(AdmissionState {
         defaults: AdmissionDefaults {
             service_type: ServiceType::ClusterIP,
         },
         metrics: Arc::new(Metrics::new()),
         policies: None,
+        groups,
     });
     let response = router(state)
         .oneshot(
@@ -323,4 +328,67 @@ async fn the_deployed_webhook_configuration_admits_kubectl_requests() {
         stamped.then_some(())
     })
     .await;
+}
+
+/// The namespace `apps` as a reader would find it: `data` and `logs` both mounted by the
+/// Deployment `app`, `logs` not protected. Counts its reads.
+struct AppsNamespace {
+    reads: std::sync::atomic::AtomicUsize,
+}
+
+impl GroupReader for AppsNamespace {
+    fn read<'a>(
+        &'a self,
+        namespace: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<volsync_dr::model::group::GroupFacts, String>> {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(namespace, "apps");
+        let app: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(json!({
+            "metadata": {"name": "app", "namespace": "apps"},
+            "spec": {"selector": {}, "template": {"spec": {"containers": [], "volumes": [
+                {"name": "a", "persistentVolumeClaim": {"claimName": "data"}},
+                {"name": "b", "persistentVolumeClaim": {"claimName": "logs"}}]}}}
+        }))
+        .expect("deployment");
+        let member = |name: &str| volsync_dr::model::group::Member {
+            name: name.into(),
+            group: None,
+        };
+        Box::pin(async move {
+            Ok(volsync_dr::model::group::GroupFacts {
+                pvcs: vec![member("data"), member("logs")],
+                unprotected: ["logs".to_string()].into(),
+                workloads: vec![volsync_dr::model::workload::Claims::of_deployment(&app)],
+            })
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_request_whose_application_has_an_unprotected_volume_is_denied_naming_it() {
+    let reader = Arc::new(AppsNamespace {
+        reads: Default::default(),
+    });
+    let protected = pvc(json!({"volsync-dr.io/protect": "true"}));
+    let asked = pvc(json!({"volsync-dr.io/protect": "true", "volsync-dr.io/action": "migrate:1"}));
+    let body = review("UPDATE", asked.clone(), Some(protected.clone()), false).to_string();
+    let (status, body, _) = call_with(body, Some(reader.clone())).await;
+    assert_eq!(status, 200);
+    let r = &body["response"];
+    assert_eq!(r["allowed"], false);
+    let message = r["status"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("PVC logs is used by the same application") && message.contains("volsync-dr.io/protect=true"),
+        "{message}"
+    );
+    // Other updates never read the namespace: the fast path stays a cache-only path.
+    let reads = reader.reads.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(reads, 1);
+    let unchanged = review("UPDATE", asked.clone(), Some(asked), false).to_string();
+    let (_, body, _) = call_with(unchanged, Some(reader.clone())).await;
+    assert_eq!(body["response"]["allowed"], true, "the same request seen again");
+    let created = review("CREATE", protected, None, false).to_string();
+    let (_, body, _) = call_with(created, Some(reader.clone())).await;
+    assert_eq!(body["response"]["allowed"], true);
+    assert_eq!(reader.reads.load(std::sync::atomic::Ordering::SeqCst), reads);
 }

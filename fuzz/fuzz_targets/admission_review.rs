@@ -17,6 +17,7 @@ fn state() -> &'static AdmissionState {
         defaults: AdmissionDefaults { service_type: ServiceType::ClusterIP },
         metrics: Arc::new(Metrics::new()),
         policies: None,
+        groups: None,
     })
 }
 

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 
 use crate::model::action::{is_pending, refusal_for_role};
+use crate::model::group::GroupFacts;
 use crate::model::keys;
 use crate::model::marks;
 use crate::model::marks::is_volsync_owned;
@@ -144,6 +145,41 @@ fn refuse_action(
     refusal_for_role(action.verb, spec.role.unwrap_or(Role::Primary)).and_then(refuse)
 }
 
+/// Why a newly requested action is refused for its application group: it acts on every member,
+/// and a member that is not protected cannot move (the controller would refuse it too, after
+/// the request was admitted). `None`: admitted.
+pub fn refuse_for_group(
+    pvc: &PersistentVolumeClaim,
+    old: Option<&PersistentVolumeClaim>,
+    facts: &GroupFacts,
+) -> Option<String> {
+    let now = annotations(pvc);
+    let before = old.map(annotations).unwrap_or_default();
+    let requested = now.get(keys::ACTION)?;
+    let changed = Some(requested) != before.get(keys::ACTION);
+    if !changed || !is_pending(Some(requested), now.get(keys::LAST_ACTION).map(String::as_str)) {
+        return None;
+    }
+    let missing = facts.unprotected_members(pvc.metadata.name.as_deref()?);
+    if missing.is_empty() {
+        return None;
+    }
+    let (them, are) = if missing.len() == 1 {
+        ("it", "is")
+    } else {
+        ("them", "are")
+    };
+    Some(format!(
+        "annotation {}={requested:?} is refused: it acts on the whole application, and PVC {} {are} used by the \
+         same application (or named in its group) but not protected; annotate {them} {}=true and wait for {}=Protected, \
+         or stop using {them}, then request again",
+        keys::ACTION,
+        missing.join(", "),
+        keys::PROTECT,
+        keys::STATE
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,6 +192,51 @@ mod tests {
                                                    "finalizers": finalizers},
                                       "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}))
         .expect("pvc")
+    }
+
+    #[test]
+    fn a_new_request_is_refused_while_a_member_of_its_group_is_unprotected() {
+        use crate::model::group::Member;
+        use crate::model::workload::Claims;
+        let set: k8s_openapi::api::apps::v1::StatefulSet = serde_json::from_value(json!({
+            "metadata": {"name": "web"},
+            "spec": {"selector": {}, "serviceName": "web", "template": {"spec": {"containers": []}},
+                     "volumeClaimTemplates": [{"metadata": {"name": "data"}}]}
+        }))
+        .expect("statefulset");
+        let member = |name: &str| Member {
+            name: name.into(),
+            group: None,
+        };
+        let facts = GroupFacts {
+            pvcs: vec![member("data-web-0"), member("data-web-1"), member("data-web-2")],
+            unprotected: ["data-web-2".to_string()].into(),
+            workloads: vec![Claims::of_stateful_set(&set)],
+        };
+        let named = |name: &str, annotations: &[(&str, &str)]| {
+            let mut p = pvc(annotations, &[], &[]);
+            p.metadata.name = Some(name.into());
+            p
+        };
+        let asked = named("data-web-0", &[(keys::PROTECT, "true"), (keys::ACTION, "migrate:1")]);
+        let refusal = refuse_for_group(&asked, None, &facts).expect("refused");
+        assert!(
+            refusal.starts_with("annotation volsync-dr.io/action=\"migrate:1\" is refused")
+                && refusal.contains("PVC data-web-2 is used by the same application")
+                && refusal.contains("annotate it volsync-dr.io/protect=true"),
+            "{refusal}"
+        );
+        // The same request seen again (an unrelated update), a finished one, no request: admitted.
+        assert_eq!(refuse_for_group(&asked, Some(&asked), &facts), None);
+        let finished = named(
+            "data-web-0",
+            &[(keys::ACTION, "migrate:1"), (keys::LAST_ACTION, "migrate:1")],
+        );
+        assert_eq!(refuse_for_group(&finished, None, &facts), None);
+        assert_eq!(refuse_for_group(&named("data-web-0", &[]), None, &facts), None);
+        // A PVC alone in its group.
+        let alone = named("db", &[(keys::ACTION, "migrate:1")]);
+        assert_eq!(refuse_for_group(&alone, None, &facts), None);
     }
 
     fn defaults() -> AdmissionDefaults {

@@ -14,14 +14,20 @@ use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview
 
 use std::collections::BTreeMap;
 
-use super::decide::{Decision, Operation, decide};
+use super::decide::{Decision, Operation, decide, refuse_for_group};
 use super::patch::patch_for;
 use super::{AdmissionState, PolicyHook};
+use crate::model::group::GroupFacts;
+use crate::model::keys;
 use crate::plan::policy::evaluate;
 
 pub async fn mutate_pvc(State(state): State<Arc<AdmissionState>>, body: Bytes) -> Response {
     let started = Instant::now();
-    let (response, result) = match review(&state, &body) {
+    let facts = match (&state.groups, requests_an_action(&body)) {
+        (Some(reader), Some(namespace)) => reader.read(&namespace).await.ok(),
+        _ => None,
+    };
+    let (response, result) = match review_with(&state, &body, facts.as_ref()) {
         Ok(pair) => pair,
         Err(message) => {
             state.metrics.admission("invalid", started.elapsed().as_secs_f64());
@@ -32,9 +38,35 @@ pub async fn mutate_pvc(State(state): State<Arc<AdmissionState>>, body: Bytes) -
     axum::Json(response.into_review()).into_response()
 }
 
+/// The namespace of a PVC review whose object asks for an action its old object did not: the
+/// only reviews that read the namespace's groups. A quick look; `review` does the real parsing.
+fn requests_an_action(body: &[u8]) -> Option<String> {
+    let review: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let request = &review["request"];
+    let action = |object: &serde_json::Value| {
+        object["metadata"]["annotations"][keys::ACTION]
+            .as_str()
+            .map(str::to_string)
+    };
+    let asked = action(&request["object"])?;
+    let is_pvc = request["kind"]["kind"] == "PersistentVolumeClaim" && request["kind"]["group"] == "";
+    (is_pvc && action(&request["oldObject"]).as_deref() != Some(asked.as_str()))
+        .then(|| request["namespace"].as_str().map(str::to_string))
+        .flatten()
+}
+
 /// The response and its result label, or why the body is not an AdmissionReview. Public for
 /// the fuzz target, which feeds it arbitrary bytes.
 pub fn review(state: &AdmissionState, body: &[u8]) -> Result<(AdmissionResponse, &'static str), String> {
+    review_with(state, body, None)
+}
+
+/// `review`, with the namespace's groups when an action is newly requested.
+pub fn review_with(
+    state: &AdmissionState,
+    body: &[u8],
+    groups: Option<&GroupFacts>,
+) -> Result<(AdmissionResponse, &'static str), String> {
     let review: AdmissionReview<DynamicObject> =
         serde_json::from_slice(body).map_err(|e| format!("not an admission.k8s.io/v1 AdmissionReview: {e}"))?;
     let request: AdmissionRequest<DynamicObject> = review
@@ -70,7 +102,14 @@ pub fn review(state: &AdmissionState, body: &[u8]) -> Result<(AdmissionResponse,
         (Operation::Create, Some(hook)) => policy_annotations(hook, &pvc),
         _ => None,
     };
-    match decide(operation, &pvc, old.as_ref(), &state.defaults, policy.as_ref()) {
+    let decision = match decide(operation, &pvc, old.as_ref(), &state.defaults, policy.as_ref()) {
+        Decision::Allow(mutation) => match groups.and_then(|facts| refuse_for_group(&pvc, old.as_ref(), facts)) {
+            Some(reason) => Decision::Deny(reason),
+            None => Decision::Allow(mutation),
+        },
+        deny => deny,
+    };
+    match decision {
         Decision::Deny(reason) => Ok((response.deny(reason), "denied")),
         Decision::Allow(mutation) if mutation.is_empty() => Ok((response, "allowed")),
         Decision::Allow(mutation) => {

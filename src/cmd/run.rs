@@ -35,7 +35,7 @@ pub async fn run(args: &RunArgs) -> Result<()> {
         Some((watch, cache)) => (Some(watch), futures::future::Either::Left(cache)),
         None => (None, futures::future::Either::Right(std::future::pending())),
     };
-    let webhook_router = admission_router(&config, &metrics, policy_watch.clone());
+    let webhook_router = admission_router(&config, &metrics, policy_watch.clone(), &local);
     let webhook_listener = std::net::TcpListener::bind(config.webhook_addr)
         .map_err(|e| Error::Cluster(format!("cannot listen on --webhook-addr {}: {e}", config.webhook_addr)))?;
     let webhook_handle = axum_server::Handle::new();
@@ -98,10 +98,15 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     Ok(())
 }
 
+/// Each list the webhook makes for a newly requested action (three at most, well within the
+/// API server's 10 s webhook timeout).
+const GROUP_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn admission_router(
     config: &RunConfig,
     metrics: &Arc<Metrics>,
     policies: Option<Arc<cluster::policies::PolicyWatch>>,
+    local: &kube::Client,
 ) -> axum::Router {
     admission::router(Arc::new(AdmissionState {
         defaults: AdmissionDefaults {
@@ -112,6 +117,10 @@ fn admission_router(
             lookup,
             scope: config.policy_scope(),
         }),
+        groups: Some(Arc::new(cluster::groups::LiveGroups {
+            client: local.clone(),
+            timeout: GROUP_READ_TIMEOUT,
+        })),
     }))
 }
 

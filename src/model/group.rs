@@ -43,6 +43,25 @@ pub fn members_with(seed: &str, pvcs: &[Member], workloads: &[Claims]) -> Vec<St
     }
 }
 
+/// A namespace's PVCs and workloads, as the webhook reads them to check a new request.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GroupFacts {
+    pub pvcs: Vec<Member>,
+    /// Names of the PVCs without `volsync-dr.io/protect=true`.
+    pub unprotected: BTreeSet<String>,
+    pub workloads: Vec<Claims>,
+}
+
+impl GroupFacts {
+    /// The other members of `seed`'s group that are not protected (sorted).
+    pub fn unprotected_members(&self, seed: &str) -> Vec<String> {
+        members_with(seed, &self.pvcs, &self.workloads)
+            .into_iter()
+            .filter(|m| m != seed && self.unprotected.contains(m))
+            .collect()
+    }
+}
+
 /// What a PVC looks like on one cluster, for the scale-up invariant.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClaimState {
