@@ -165,6 +165,11 @@ pub struct RunArgs {
     /// Longest any other action step may take (scaling, creating, deleting), in seconds.
     #[arg(long, default_value_t = 600, env = "VOLSYNC_DR_ACTION_STEP_TIMEOUT_SECONDS")]
     pub action_step_timeout_seconds: u64,
+    /// Fence a primary that comes back after its peer took over in a failover: scale its
+    /// application to 0 and remove its sync. Off: only report it (a Warning Event on every
+    /// look), for those who fence with their own tooling.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "VOLSYNC_DR_FENCE_ON_RETURN")]
+    pub fence_on_return: bool,
     /// Fault injection for the crash tests: `VERB/STEP` makes the action engine stop (and wait
     /// to be killed) right after it records that step as started, before the step acts. Only
     /// in builds with the `test-hooks` feature (the tests'), never in a release build.

@@ -32,6 +32,8 @@ pub struct RunConfig {
     pub action_sync_timeout: Duration,
     /// Longest any other action step may take.
     pub action_step_timeout: Duration,
+    /// Fence a stale primary on return (`plan::fence`); off: report only.
+    pub fence_on_return: bool,
     /// Crash-test hook: hold the action engine right after this `VERB/STEP` starts.
     #[cfg(feature = "test-hooks")]
     pub test_hold_at_step: Option<String>,
@@ -155,6 +157,7 @@ impl RunConfig {
             resync: positive("--resync-seconds", args.resync_seconds)?,
             action_sync_timeout: positive("--action-sync-timeout-seconds", args.action_sync_timeout_seconds)?,
             action_step_timeout: positive("--action-step-timeout-seconds", args.action_step_timeout_seconds)?,
+            fence_on_return: args.fence_on_return,
             #[cfg(feature = "test-hooks")]
             test_hold_at_step: args.test_hold_at_step.clone(),
             concurrency: args.concurrency,

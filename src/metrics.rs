@@ -20,6 +20,7 @@ pub struct Metrics {
     app_down_seconds: Family<Labels, Histogram>,
     action_steps: Family<Labels, Counter>,
     policy_changes: Family<Labels, Counter>,
+    fencings: Family<Labels, Counter>,
     policy_sweeps: Family<Labels, Counter>,
     policy_sweep_seconds: Histogram,
     leader: prometheus_client::metrics::gauge::Gauge,
@@ -65,6 +66,7 @@ impl Metrics {
             app_down_seconds: Family::new_with_constructor(action_buckets as fn() -> Histogram),
             action_steps: Family::default(),
             policy_changes: Family::default(),
+            fencings: Family::default(),
             policy_sweeps: Family::default(),
             // 10 ms to ~80 s: one pass over up to tens of thousands of cached PVCs.
             policy_sweep_seconds: histogram(0.01, 14),
@@ -117,6 +119,11 @@ impl Metrics {
             "policy_changes",
             "PVCs a DRPolicy protected, updated or released, by reason",
             s.policy_changes.clone(),
+        );
+        r.register(
+            "fencings",
+            "Stale primaries fenced after a failover (application stopped, sync removed), by where: here or peer",
+            s.fencings.clone(),
         );
         r.register(
             "policy_sweeps",
@@ -194,6 +201,11 @@ impl Metrics {
         self.policy_changes
             .get_or_create(&vec![("reason".into(), reason.into())])
             .inc();
+    }
+
+    /// A stale primary was fenced, `here` (this cluster's copy) or on the `peer`.
+    pub fn fenced(&self, side: &str) {
+        self.fencings.get_or_create(&vec![("side".into(), side.into())]).inc();
     }
 
     pub fn policy_sweep(&self, result: &str, seconds: f64) {

@@ -53,12 +53,13 @@ fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 }
 
 fn object(pair: &ClusterPair, cluster: &str, plural: &str, name: &str) -> Option<Value> {
-    let group = if plural.starts_with("replication") {
-        "volsync.backube"
+    let (group, version) = if plural.starts_with("replication") {
+        ("volsync.backube", "v1alpha1")
+    } else if plural == "volumesnapshots" {
+        ("snapshot.storage.k8s.io", "v1")
     } else {
-        ""
+        ("", "v1")
     };
-    let version = if group.is_empty() { "v1" } else { "v1alpha1" };
     pair.get(cluster, group, version, plural, NS, name)
 }
 
@@ -434,8 +435,27 @@ async fn failed_over_and_back(s: &mut Stage) -> BTreeMap<String, String> {
     pair.a.restart().await.expect("A's API server back");
     pair.simulator.resume(PRIMARY);
     s.a.start_again().await;
-    // A's copy is stale: it must leave the pair alone (B stays primary, nothing synced to B).
-    wait_annotation(pair, PRIMARY, "db", "volsync-dr.io/state", "Degraded").await;
+    // A's copy is stale: it is fenced at once (its application stopped, its sync removed) and
+    // leaves the pair alone (B stays primary, nothing synced to B).
+    wait_annotation(pair, PRIMARY, "db", "volsync-dr.io/role", "fenced").await;
+    assert_eq!(
+        annotation(pair, PRIMARY, "db", "volsync-dr.io/state").as_deref(),
+        Some("Degraded")
+    );
+    let fenced = annotation(pair, PRIMARY, "db", "volsync-dr.io/fenced").unwrap_or_default();
+    assert!(
+        fenced.starts_with("fenced: cluster cluster-b took over in a failover (takeover generation 1, this copy 0)"),
+        "{fenced}"
+    );
+    assert_eq!(
+        replicas(pair, PRIMARY, "app"),
+        (0, Some("2".into())),
+        "A's application stopped, its count kept"
+    );
+    assert!(
+        object(pair, PRIMARY, "replicationsources", "rs-db").is_none(),
+        "A's sync removed"
+    );
     support::holds_for(std::time::Duration::from_secs(2), "A leaves B alone", || {
         let role = annotation(pair, SECONDARY, "db", "volsync-dr.io/role");
         if role.as_deref() != Some("primary") {
@@ -453,14 +473,39 @@ async fn failed_over_and_back(s: &mut Stage) -> BTreeMap<String, String> {
     );
     assert_eq!(
         running_pods(pair, PRIMARY),
-        2,
-        "A's application restarted with its cluster"
+        0,
+        "A's application does not run beside B's"
     );
     files(pair, SECONDARY)
 }
 
-async fn assert_failed_back(pair: &ClusterPair, expected: &BTreeMap<String, String>, message: &str) {
+async fn assert_failed_back(pair: &ClusterPair, expected: &BTreeMap<String, String>, request: &str, message: &str) {
     assert!(message.contains("failback finished"), "{message}");
+    // What A wrote while it was cut off is replaced on A, but kept in a snapshot taken first.
+    let kept = format!("db-before-{}", request.replace(':', "-"));
+    assert!(
+        message.contains(&format!(
+            "what cluster cluster-a held before was kept in VolumeSnapshot {kept} there"
+        )),
+        "{message}"
+    );
+    let snapshot = object(pair, PRIMARY, "volumesnapshots", &kept).expect("the kept snapshot");
+    assert_eq!(snapshot["status"]["readyToUse"], true);
+    assert_eq!(snapshot["metadata"]["labels"]["volsync-dr.io/kept-copy"], "true");
+    let in_snapshot = pair
+        .simulator
+        .cluster(PRIMARY)
+        .snapshot_path(NS, &kept)
+        .join("diverged");
+    assert_eq!(
+        std::fs::read_to_string(in_snapshot).ok().as_deref(),
+        Some("written on A while it was cut off"),
+        "A's diverged write is in the kept snapshot"
+    );
+    assert_eq!(
+        annotation(pair, PRIMARY, "db", "volsync-dr.io/kept-copies").as_deref(),
+        Some(kept.as_str())
+    );
     assert_eq!(
         &files(pair, PRIMARY),
         expected,
@@ -502,7 +547,7 @@ async fn failback_returns_the_application_with_the_writes_made_after_failover() 
     annotate(&s.pair, SECONDARY, "db", "volsync-dr.io/action", "failback:1");
     let message = wait_finished(&s.pair, SECONDARY, "failback:1").await;
     assert!(message.contains("the application was down for"), "{message}");
-    assert_failed_back(&s.pair, &expected, &message).await;
+    assert_failed_back(&s.pair, &expected, "failback:1", &message).await;
     assert_no_step_twice(
         &s.pair,
         &s.b,
@@ -527,7 +572,7 @@ async fn failback_survives_a_crash_at_every_step() {
         (PRIMARY, "replicationdestinations", "rd-db"),
     ];
     assert_no_step_twice(&s.pair, &s.b, "failback:c", &gone).await;
-    assert_failed_back(&s.pair, &expected, &message).await;
+    assert_failed_back(&s.pair, &expected, "failback:c", &message).await;
 }
 
 // === sync-now ===

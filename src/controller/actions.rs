@@ -436,7 +436,15 @@ impl Pass<'_> {
                     None
                 };
                 let volumes: Vec<String> = self.job.volumes.iter().map(|v| v.names.pvc.clone()).collect();
-                let message = success_message(verb, &self.progress, now, &volumes, recovery_point.as_ref());
+                let mut message = success_message(verb, &self.progress, now, &volumes, recovery_point.as_ref());
+                if verb == Verb::Failback {
+                    let kept: Vec<String> = self.job.volumes.iter().map(|v| v.names.kept_copy(self.text)).collect();
+                    message.push_str(&format!(
+                        "; what cluster {} held before was kept in VolumeSnapshot {} there",
+                        self.job.leader().peer.name,
+                        kept.join(", ")
+                    ));
+                }
                 self.end(Phase::Succeeded, &message).await
             }
             Transition::Fail(why) => self.fail(step, &format!("failed: {why}")).await,

@@ -48,7 +48,21 @@ impl Error {
 
     /// The write lost a race (409): the object changed since it was read.
     pub fn is_conflict(&self) -> bool {
-        matches!(self, Error::Local { source: kube::Error::Api(s), .. } if s.code == 409)
+        match self {
+            Error::Local {
+                source: kube::Error::Api(s),
+                ..
+            } => s.code == 409,
+            Error::Peer {
+                source:
+                    PeerError::Api {
+                        source: kube::Error::Api(s),
+                        ..
+                    },
+                ..
+            } => s.code == 409,
+            _ => false,
+        }
     }
 
     /// Whether the same reconcile may succeed later without the object changing.

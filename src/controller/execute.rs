@@ -23,7 +23,8 @@ use crate::model::role::Role;
 use crate::model::volsync::{ReplicationDestination, ReplicationSource, ServiceType};
 use crate::model::workload::{CountFrom, WorkloadId, missing_on_target, scale_up_patch, scale_up_targets};
 use crate::model::{keys, marks};
-use crate::plan::action::{keep_snapshot_patch, local_source, one_time_source, restored_pvc};
+use crate::plan::action::{keep_snapshot_patch, kept_copy, local_source, one_time_source, restored_pvc};
+use crate::plan::fence::generation;
 use crate::plan::{self, Psk};
 use crate::steps::group::{GroupMove, next_for_group};
 use crate::steps::{Observed, OneTimeSource, RestorePoint, Step, Transition, next};
@@ -288,10 +289,12 @@ impl Job<'_> {
                 )),
                 Err(e) => problems.push(format!("cannot read the destination on cluster {peer}: {e}")),
             },
-            Verb::Failback if peer_role != Role::Primary.as_str() => problems.push(format!(
-                "failback returns the application after a failover, but the PVC on cluster {peer} is not primary \
-                 (volsync-dr.io/role={peer_role}); to move the application, request migrate"
-            )),
+            Verb::Failback if peer_role != Role::Primary.as_str() && peer_role != Role::Fenced.as_str() => {
+                problems.push(format!(
+                    "failback returns the application after a failover, but the PVC on cluster {peer} is not primary \
+                     or fenced (volsync-dr.io/role={peer_role}); to move the application, request migrate"
+                ))
+            }
             _ => {}
         }
         Ok(problems)
@@ -402,6 +405,20 @@ impl Job<'_> {
             Step::RestoreSnapshot => Observed::Restored {
                 exists: self.restored().await?.is_some(),
             },
+            Step::KeepDivergedCopy => {
+                let name = self.names.kept_copy(&self.trigger);
+                let kept = self
+                    .peer
+                    .call(
+                        "read VolumeSnapshot",
+                        snapshots(&self.peer, &self.namespace).get_opt(&name),
+                    )
+                    .await?;
+                Observed::Kept {
+                    exists: kept.is_some(),
+                    ready: kept.is_some_and(|s| s.data["status"]["readyToUse"] == true),
+                }
+            }
             Step::SwapRoles | Step::RestoreRoles => {
                 let here = self.pvc_here().await?;
                 let peer = self.pvc_on(&self.peer).await?;
@@ -473,11 +490,22 @@ impl Job<'_> {
         Ok(())
     }
 
-    /// This PVC becomes the secondary: role, and no finalizer (a secondary holds none; its
-    /// cleanup is driven from the primary).
-    async fn become_secondary(&self) -> Result<(), Error> {
-        self.annotate(&self.here, json!({keys::ROLE: Role::Secondary.as_str()}))
-            .await?;
+    /// The pair's takeover generation after a role change that both sides agree on (migrate,
+    /// failback): the higher of the two, so neither side is stale afterwards.
+    async fn agreed_generation(&self) -> Result<String, Error> {
+        let here = generation(self.pvc_here().await?.annotations());
+        let peer = self
+            .pvc_on(&self.peer)
+            .await?
+            .map_or(0, |p| generation(p.annotations()));
+        Ok(here.max(peer).to_string())
+    }
+
+    /// This PVC becomes the secondary: role, generation, and no finalizer (a secondary holds
+    /// none; its cleanup is driven from the primary).
+    async fn become_secondary(&self, generation: &str) -> Result<(), Error> {
+        let annotations = json!({keys::ROLE: Role::Secondary.as_str(), keys::TAKEOVER_GENERATION: generation});
+        self.annotate(&self.here, annotations).await?;
         let pvc = self.pvc_here().await?;
         if has_finalizer(&pvc) {
             let pvcs = self.here.api::<PersistentVolumeClaim>(&self.namespace);
@@ -511,21 +539,29 @@ impl Job<'_> {
             Step::CreateLocalSync => self.create_local_sync().await,
             Step::KeepSnapshot => self.keep_snapshot().await,
             Step::RestoreSnapshot => self.restore_snapshot().await,
+            Step::KeepDivergedCopy => self.keep_diverged_copy().await,
             Step::SwapRoles => {
                 // Here first: when the peer's instance sees its PVC become primary, this side
                 // already says secondary, so it protects toward here at once.
-                self.become_secondary().await?;
-                self.annotate(&self.peer, json!({keys::ROLE: Role::Primary.as_str()}))
-                    .await
+                let generation = self.agreed_generation().await?;
+                self.become_secondary(&generation).await?;
+                let primary = json!({keys::ROLE: Role::Primary.as_str(), keys::TAKEOVER_GENERATION: generation});
+                self.annotate(&self.peer, primary).await
             }
             Step::TakeOver => {
-                self.annotate(&self.here, json!({keys::ROLE: Role::Primary.as_str()}))
-                    .await
+                // One generation past the pair's: if the old primary comes back still saying
+                // primary, the generations say which copy took over (`plan::fence`).
+                let taken_over = (generation(self.pvc_here().await?.annotations()) + 1).to_string();
+                let primary = json!({keys::ROLE: Role::Primary.as_str(), keys::TAKEOVER_GENERATION: taken_over});
+                self.annotate(&self.here, primary).await
             }
             Step::RestoreRoles => {
-                self.become_secondary().await?;
-                // Touch the peer's PVC so its instance looks again now: its protection resumes.
-                let primary_again = json!({keys::ROLE: Role::Primary.as_str(), keys::STATE: "Pending"});
+                let generation = self.agreed_generation().await?;
+                self.become_secondary(&generation).await?;
+                // Touch the peer's PVC so its instance looks again now: its protection resumes,
+                // and a fence ends here.
+                let primary_again = json!({keys::ROLE: Role::Primary.as_str(), keys::STATE: "Pending",
+                                           keys::FENCED: null, keys::TAKEOVER_GENERATION: generation});
                 self.annotate(&self.peer, primary_again).await
             }
         }
@@ -631,6 +667,47 @@ impl Job<'_> {
                     "label VolumeSnapshot",
                     snapshots(&self.here, &self.namespace).patch(&name, &field_manager(), &patch),
                 )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// A VolumeSnapshot of the peer's copy, before failback overwrites it, named on that PVC
+    /// (`kept-copies`). Labelled ours but never selected by any cleanup: it is the user's.
+    async fn keep_diverged_copy(&self) -> Result<(), Error> {
+        let ns = &self.namespace;
+        let name = self.names.kept_copy(&self.trigger);
+        let peer_pvc = self
+            .pvc_on(&self.peer)
+            .await?
+            .ok_or(Error::Missing("PVC on the peer"))?;
+        let class = peer_pvc
+            .annotations()
+            .get(keys::VOLUME_SNAPSHOT_CLASS)
+            .cloned()
+            .or_else(|| self.ctx.config.destination_volume_snapshot_class.clone());
+        let snapshot = kept_copy(&self.names, ns, &name, &self.trigger, class.as_deref());
+        let created = self
+            .peer
+            .call(
+                "create VolumeSnapshot",
+                snapshots(&self.peer, ns).create(&PostParams::default(), &snapshot),
+            )
+            .await;
+        match created {
+            Err(e) if e.is_conflict() => {}
+            other => {
+                other?;
+            }
+        }
+        let mut kept: Vec<String> = peer_pvc
+            .annotations()
+            .get(keys::KEPT_COPIES)
+            .map(|k| k.split(',').map(str::to_string).collect())
+            .unwrap_or_default();
+        if !kept.contains(&name) {
+            kept.push(name);
+            self.annotate(&self.peer, json!({keys::KEPT_COPIES: kept.join(",")}))
                 .await?;
         }
         Ok(())

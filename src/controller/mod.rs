@@ -8,6 +8,7 @@ pub mod clusters;
 pub mod context;
 pub mod error;
 pub mod execute;
+pub mod fence;
 pub mod finalizer;
 pub mod members;
 pub mod namespaces;

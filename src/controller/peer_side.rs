@@ -13,6 +13,7 @@ use super::context::Context;
 use super::error::Error;
 use crate::model::names::{Names, volsync_rsync_tls_service};
 use crate::model::volsync::{ReplicationDestination, ServiceType};
+use crate::plan::fence::{Pair, judge};
 use crate::plan::status::pick_node_address;
 use crate::plan::{self, Endpoint, resolve_endpoint};
 
@@ -26,12 +27,20 @@ pub(super) async fn ensure_peer(
     let pvcs: Api<PersistentVolumeClaim> = ctx.peer.api(namespace);
     let existing = ctx.peer.call("read PVC", pvcs.get_opt(&p.names.pvc)).await?;
     // The peer's copy may have taken over (failover) or be taking over: then it is not ours
-    // to overwrite, whatever this side's annotations say.
-    if let Some(reason) = existing
-        .as_ref()
-        .and_then(|peer_pvc| plan::protect::hand_off_reason(pvc.annotations(), peer_pvc.annotations(), &ctx.peer.name))
-    {
-        return Ok(PeerSide::HandedOff(reason));
+    // to overwrite, whatever this side's annotations say; of two primaries, the stale one is
+    // fenced.
+    if let Some(peer_pvc) = &existing {
+        match judge(
+            pvc.annotations(),
+            peer_pvc.annotations(),
+            &ctx.config.cluster_name,
+            &ctx.peer.name,
+        ) {
+            Pair::Ours => {}
+            Pair::HandedOff(reason) => return Ok(PeerSide::HandedOff(reason)),
+            Pair::FenceHere { generation, message } => return Ok(PeerSide::FenceHere { generation, message }),
+            Pair::FencePeer { generation, message } => return Ok(PeerSide::FencePeer { generation, message }),
+        }
     }
     let secrets: Api<Secret> = ctx.peer.api(namespace);
     ctx.peer
@@ -69,8 +78,13 @@ pub(super) async fn ensure_peer(
 pub(super) enum PeerSide {
     /// Ours; the RD's endpoint once it is known.
     Destination(Option<Endpoint>),
-    /// The peer's PVC is primary too, or fails over: this side leaves the pair alone.
+    /// The peer's PVC is primary too, or fails over, or is fenced: this side leaves the pair
+    /// alone.
     HandedOff(String),
+    /// The peer took over after this side: this side is to be fenced.
+    FenceHere { generation: u64, message: String },
+    /// This side took over and the peer came back still primary: the peer is to be fenced.
+    FencePeer { generation: u64, message: String },
 }
 
 /// How soon a primary that handed off looks at the peer again (the peer's change that ends it,

@@ -119,6 +119,7 @@ async fn carry_out(
             Ok(Action::await_change())
         }
         PassDecision::MirrorSecondary => mirror_secondary(pvc, view, ctx).await,
+        PassDecision::Fenced => super::fence::keep(pvc, ctx).await,
         PassDecision::Stamp => {
             // The webhook was skipped (or is down): stamp what it would have. The write brings
             // the PVC back through the watch.
@@ -233,6 +234,12 @@ async fn protect(
             report(pvc, ctx, State::Degraded, SyncTimes::default(), Some(why)).await?;
             return Ok(Action::requeue(HANDED_OFF_RETRY));
         }
+        Ok(PeerSide::FenceHere { generation, message }) => {
+            return fence_stale(pvc, ctx, &ctx.here, generation, &message).await;
+        }
+        Ok(PeerSide::FencePeer { generation, message }) => {
+            return fence_stale(pvc, ctx, &ctx.peer, generation, &message).await;
+        }
         Ok(PeerSide::Destination(Some(endpoint))) => {
             ctx.address_known(namespace, name);
             let rs = protect_plan.scheduled_source(&endpoint);
@@ -258,6 +265,46 @@ async fn protect(
         return Ok(Action::requeue(ctx.backoff(namespace, name)));
     }
     Ok(action)
+}
+
+/// Of two primaries, the copy on `stale` (this cluster or the peer) lost the takeover: fence it
+/// (`--fence-on-return`), or, when fencing is off, say so on every look.
+async fn fence_stale(
+    pvc: &PersistentVolumeClaim,
+    ctx: &Context,
+    stale: &super::clusters::ClusterRef,
+    generation: u64,
+    message: &str,
+) -> Result<Action, Error> {
+    let (namespace, name) = (pvc.namespace().unwrap_or_default(), pvc.name_any());
+    let here = stale.name == ctx.here.name;
+    if !ctx.config.fence_on_return {
+        let why = format!(
+            "split brain: the copy on cluster {} is stale (the other took over in a failover, takeover generation \
+             {generation}) and both say primary; automatic fencing is off (--fence-on-return=false): stop its \
+             application yourself, then request failback on the cluster that took over",
+            stale.name
+        );
+        publish(ctx, pvc, EventType::Warning, "NotFenced", &why).await;
+        report(pvc, ctx, State::Degraded, SyncTimes::default(), Some(why)).await?;
+        return Ok(Action::requeue(HANDED_OFF_RETRY));
+    }
+    super::fence::fence(stale, &namespace, &name, generation, message).await?;
+    ctx.metrics.fenced(if here { "here" } else { "peer" });
+    if here {
+        // The mark brings the PVC back through the watch as fenced.
+        publish(ctx, pvc, EventType::Warning, "Fenced", message).await;
+        return Ok(Action::await_change());
+    }
+    let note = format!("the copy on cluster {} was fenced: {message}", stale.name);
+    publish(ctx, pvc, EventType::Warning, "FencedPeer", &note).await;
+    let why = format!(
+        "the PVC on cluster {} is fenced (it was primary when this cluster took over); request failback here \
+         (volsync-dr.io/action=failback:ID) to return the application there, nothing is replicated until then",
+        stale.name
+    );
+    report(pvc, ctx, State::Degraded, SyncTimes::default(), Some(why)).await?;
+    Ok(Action::requeue(HANDED_OFF_RETRY))
 }
 
 /// The scheduled sync's times, and Degraded with VolSync's log when its last sync failed.

@@ -98,6 +98,10 @@ pub fn refusal_for_role(verb: Verb, role: super::role::Role) -> Option<String> {
         (Verb::Migrate | Verb::SyncNow, Role::Secondary) => {
             Some(format!("{verb} runs on the primary; this PVC is the secondary"))
         }
+        (_, Role::Fenced) => Some(format!(
+            "this PVC is fenced (its peer took over in a failover while it was away; see volsync-dr.io/fenced): \
+             {verb} cannot run here; request failback on the peer to return the application here"
+        )),
         _ => None,
     }
 }

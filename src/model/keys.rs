@@ -44,6 +44,15 @@ pub const GROUP_ACTION: &str = "volsync-dr.io/group-action";
 pub const GROUP_LEADER: &str = "volsync-dr.io/group-leader";
 /// On a Namespace running a request: the PVCs that run it, one per application group
 /// (comma-separated), and the groups it skipped, with why.
+/// The pair's takeover generation: a failover records one more than the pair had; migrate and
+/// failback give both sides the same. Of two primaries, the lower generation is stale.
+pub const TAKEOVER_GENERATION: &str = "volsync-dr.io/takeover-generation";
+/// On a fenced PVC: what happened and what to do.
+pub const FENCED: &str = "volsync-dr.io/fenced";
+/// On a PVC whose data a failback replaced: the VolumeSnapshots that keep what it held before
+/// (comma-separated), never deleted by volsync-dr. On those snapshots: `KEPT_COPY=true`.
+pub const KEPT_COPIES: &str = "volsync-dr.io/kept-copies";
+pub const KEPT_COPY: &str = "volsync-dr.io/kept-copy";
 pub const ACTION_GROUPS: &str = "volsync-dr.io/action-groups";
 pub const ACTION_SKIPPED: &str = "volsync-dr.io/action-skipped";
 /// How long the running action kept the application down, once it is back (seconds).
@@ -97,6 +106,9 @@ pub const STATUS_ANNOTATIONS: &[&str] = &[
     ACTION_MEMBERS,
     GROUP_ACTION,
     GROUP_LEADER,
+    TAKEOVER_GENERATION,
+    FENCED,
+    KEPT_COPIES,
     PVC_NAME,
     POLICY,
     POLICY_APPLIED,

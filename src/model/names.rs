@@ -43,6 +43,22 @@ impl Names {
         }
     }
 
+    /// The VolumeSnapshot that keeps a copy's data before the request `request` overwrites it
+    /// (failback: what the returning side wrote after the failover).
+    pub fn kept_copy(&self, request: &str) -> String {
+        let request: String = request
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        shorten(&format!("{}-before-{request}", self.pvc), MAX_NAME)
+    }
+
     /// Labels on every object created for this PVC.
     pub fn labels(&self) -> BTreeMap<String, String> {
         BTreeMap::from([

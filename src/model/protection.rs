@@ -77,7 +77,7 @@ const COPY_METHODS: &[CopyMethod] = &[CopyMethod::Snapshot, CopyMethod::Clone, C
 const COPY_METHOD_ACCEPTED: &str = "Snapshot, Clone or Direct";
 const SERVICE_TYPES: &[ServiceType] = &[ServiceType::ClusterIP, ServiceType::LoadBalancer, ServiceType::NodePort];
 const SERVICE_TYPE_ACCEPTED: &str = "ClusterIP, LoadBalancer or NodePort";
-const ROLE_ACCEPTED: &str = "primary or secondary";
+const ROLE_ACCEPTED: &str = "primary, secondary or fenced";
 const CLASS_ACCEPTED: &str = "a Kubernetes object name: up to 253 lowercase letters, digits, '-' or '.', \
      starting and ending with a letter or digit";
 const PEER_ACCEPTED: &str = "a cluster name: up to 63 lowercase letters, digits or '-', \
@@ -148,7 +148,7 @@ impl ProtectionSpec {
             keys::ROLE => {
                 self.role = Some(one_of(
                     value,
-                    &[Role::Primary, Role::Secondary],
+                    &[Role::Primary, Role::Secondary, Role::Fenced],
                     |r| r.as_str(),
                     ROLE_ACCEPTED,
                 )?)
@@ -300,7 +300,7 @@ mod tests {
             (keys::PEER, "Cluster_B", "a cluster name"),
             (keys::GROUP, "Shop App", "a group name"),
             (keys::DESTINATION_STORAGE_CLASS, "SC!", "a Kubernetes object name"),
-            (keys::ROLE, "leader", "primary or secondary"),
+            (keys::ROLE, "leader", "primary, secondary or fenced"),
             ("volsync-dr.io/shedule", "0 * * * *", "protect, schedule"),
         ];
         for (key, value, accepted) in cases {

@@ -6,6 +6,9 @@
 pub enum Role {
     Primary,
     Secondary,
+    /// A primary that came back after its peer took over in a failover: its application was
+    /// stopped and its sync removed (`plan::fence`). Failback from the peer ends it.
+    Fenced,
 }
 
 impl Role {
@@ -13,6 +16,7 @@ impl Role {
         match self {
             Role::Primary => "primary",
             Role::Secondary => "secondary",
+            Role::Fenced => "fenced",
         }
     }
 }

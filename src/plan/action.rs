@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, PersistentVolumeClaimSpec, TypedObjectReference};
-use kube::api::ObjectMeta;
+use kube::api::{DynamicObject, ObjectMeta};
 use serde_json::{Value, json};
 
 use crate::model::keys;
@@ -75,6 +75,26 @@ pub fn local_source(names: &Names, namespace: &str, rd_address: &str, trigger: &
         },
         status: None,
     }
+}
+
+/// `P-before-REQUEST`: a VolumeSnapshot of the PVC `P` taken before the request overwrites it
+/// (failback, on the returning cluster). Labelled with the PVC and as a kept copy, annotated
+/// with the request; no owner, so nothing deletes it with anything else.
+pub fn kept_copy(names: &Names, namespace: &str, name: &str, request: &str, class: Option<&str>) -> DynamicObject {
+    let mut labels = names.labels();
+    labels.insert(keys::KEPT_COPY.to_string(), "true".to_string());
+    let mut annotations = names.annotations();
+    annotations.insert(keys::KEPT_COPY.to_string(), format!("before {request}"));
+    let mut spec = json!({"source": {"persistentVolumeClaimName": names.pvc}});
+    if let Some(class) = class {
+        spec["volumeSnapshotClassName"] = json!(class);
+    }
+    let gvk = kube::api::GroupVersionKind::gvk("snapshot.storage.k8s.io", "v1", "VolumeSnapshot");
+    let mut snapshot = DynamicObject::new(name, &kube::api::ApiResource::from_gvk(&gvk)).within(namespace);
+    snapshot.metadata.labels = Some(labels);
+    snapshot.metadata.annotations = Some(annotations);
+    snapshot.data = json!({"spec": spec});
+    snapshot
 }
 
 /// Merge patch that keeps a snapshot when its ReplicationDestination is deleted, and labels it

@@ -5,6 +5,7 @@
 //! the controller can compare plan and cluster to decide whether to write at all.
 
 pub mod action;
+pub mod fence;
 pub mod group;
 pub mod namespace;
 pub mod pass;

@@ -35,6 +35,9 @@ pub enum PassDecision {
     /// Another member runs an action for this volume's group: leave the volume to it. The
     /// pass checks that the leader still runs it (else the hold is stale and is removed).
     HeldByGroup { leader: String, request: String },
+    /// A primary fenced after its peer took over: keep it from syncing and say so, until a
+    /// failback from the peer returns the application here.
+    Fenced,
     /// Nothing of ours here.
     Nothing,
 }
@@ -90,6 +93,9 @@ pub fn decide(view: &PvcView) -> PassDecision {
         if view.role == Role::Secondary || view.stamped {
             return PassDecision::RunAction;
         }
+    }
+    if spec.role == Some(Role::Fenced) && spec.is_protected() && !view.deleting {
+        return PassDecision::Fenced;
     }
     if spec.role == Some(Role::Secondary) {
         return if view.has_finalizer {
@@ -315,6 +321,29 @@ mod tests {
                 PassDecision::Release,
             ),
             ("unprotected", vec![], NONE, PassDecision::Nothing),
+            (
+                "fenced",
+                vec![PROTECT, (keys::ROLE, "fenced")],
+                STAMPED,
+                PassDecision::Fenced,
+            ),
+            (
+                "fenced, unprotected: released",
+                vec![(keys::PROTECT, "false"), (keys::ROLE, "fenced")],
+                STAMPED,
+                PassDecision::Release,
+            ),
+            (
+                "fenced, a request: refused",
+                vec![PROTECT, (keys::ROLE, "fenced"), (keys::ACTION, "migrate:2")],
+                STAMPED,
+                refuse(
+                    "migrate:2",
+                    "this PVC is fenced (its peer took over in a failover while it was away; see \
+                     volsync-dr.io/fenced): migrate cannot run here; request failback on the peer to return \
+                     the application here",
+                ),
+            ),
         ]);
     }
 

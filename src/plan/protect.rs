@@ -11,9 +11,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::{Endpoint, InstanceSettings, PlanError, Psk};
-use crate::model::action::{ActionRequest, Verb};
 use crate::model::names::Names;
-use crate::model::progress::{Phase, Progress};
 use crate::model::protection::ProtectionSpec;
 use crate::model::role::Role;
 use crate::model::schedule::Schedule;
@@ -355,43 +353,6 @@ impl ProtectPlan {
     }
 }
 
-/// Why a primary must leave the pair alone, if it must: the peer's copy says primary too (one
-/// side failed over; only failback, on the side that took over, reconciles the two), or a
-/// failover is running there. `here` and `peer` are the two PVCs' annotations.
-pub fn hand_off_reason(
-    here: &BTreeMap<String, String>,
-    peer: &BTreeMap<String, String>,
-    peer_name: &str,
-) -> Option<String> {
-    let peer_progress = Progress::read(peer);
-    if peer_progress.verb_in_flight() == Some(Verb::Failover) {
-        let request = peer_progress.in_flight().unwrap_or_default();
-        return Some(format!(
-            "a failover ({request}) runs on cluster {peer_name}; this side is not replicated meanwhile"
-        ));
-    }
-    if peer.get(keys::ROLE).map(String::as_str) != Some(Role::Primary.as_str()) {
-        return None;
-    }
-    let took_over_here = here
-        .get(keys::LAST_ACTION)
-        .and_then(|a| a.parse::<ActionRequest>().ok())
-        .is_some_and(|r| r.verb == Verb::Failover)
-        && Progress::read(here).phase == Some(Phase::Succeeded);
-    Some(if took_over_here {
-        format!(
-            "this cluster took over in a failover and the PVC on cluster {peer_name} still says primary; \
-             request failback here (volsync-dr.io/action=failback:ID) to return the application to \
-             {peer_name}, nothing is replicated until then"
-        )
-    } else {
-        format!(
-            "the PVC on cluster {peer_name} is primary (it took over in a failover); this copy is stale and \
-             not replicated: request failback on {peer_name} to return the application here"
-        )
-    })
-}
-
 /// Whether the PVC is restored from a ReplicationDestination (VolSync's business, never
 /// protected).
 pub fn is_restore(pvc: &PersistentVolumeClaim) -> bool {
@@ -487,42 +448,6 @@ mod tests {
             address: "192.168.129.201".into(),
             port: 30532,
         }
-    }
-
-    #[test]
-    fn hand_off_when_the_peer_took_over() {
-        let map = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-        };
-        let primary = map(&[(keys::ROLE, "primary")]);
-        let secondary = map(&[(keys::ROLE, "secondary")]);
-        assert_eq!(hand_off_reason(&primary, &secondary, "b"), None);
-        assert_eq!(hand_off_reason(&primary, &map(&[]), "b"), None);
-        let stale = hand_off_reason(&primary, &primary, "b").expect("both primary");
-        assert!(
-            stale.contains("this copy is stale") && stale.contains("failback on b"),
-            "{stale}"
-        );
-        let took_over = map(&[
-            (keys::ROLE, "primary"),
-            (keys::LAST_ACTION, "failover:1"),
-            (keys::ACTION_PHASE, "Succeeded"),
-        ]);
-        let here = hand_off_reason(&took_over, &primary, "a").expect("both primary");
-        assert!(here.contains("request failback here"), "{here}");
-        let failing_over = map(&[
-            (keys::ROLE, "secondary"),
-            (keys::ACTION_PHASE, "Running"),
-            (keys::ACTION_RUNNING, "failover:x"),
-        ]);
-        let running = hand_off_reason(&primary, &failing_over, "b").expect("failover running");
-        assert!(running.contains("failover (failover:x) runs on cluster b"), "{running}");
-        let migrating = map(&[
-            (keys::ROLE, "secondary"),
-            (keys::ACTION_PHASE, "Running"),
-            (keys::ACTION_RUNNING, "migrate:x"),
-        ]);
-        assert_eq!(hand_off_reason(&primary, &migrating, "b"), None);
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! `failback` (on the cluster that took over, once the original primary is back): return the
 //! application there with the writes made here since the failover. The old primary's own
-//! writes made while it was cut off are replaced, as in the runbook.
+//! writes made while it was cut off (or after it came back, before it was fenced) are replaced,
+//! as in the runbook, but first kept in a VolumeSnapshot there.
 //!
-//! Check → scale the application down on the peer (it restarted with its cluster) → delete the
-//! peer's stale `rs-P` → scale it down here too, so nothing is written after the final sync
+//! Check → scale the application down on the peer (fenced, it is down already) → snapshot the
+//! peer's copy and wait until it is ready → delete the peer's stale `rs-P` → scale it down here too, so nothing is written after the final sync
 //! (the runbook scales down here only after the sync, and loses those writes) → Secret and
 //! `rd-P` on the peer → one-time sync from here → delete it → delete the peer's `rd-P` →
 //! roles as before the failure → scale the application up on the peer → wait until the peer
@@ -14,6 +15,7 @@ use super::Step;
 pub const STEPS: &[Step] = &[
     Step::CheckPreconditions,
     Step::ScaleDownPeer,
+    Step::KeepDivergedCopy,
     Step::DeleteStaleSyncOnPeer,
     Step::ScaleDownHere,
     Step::CreateDestinationOnPeer,

@@ -48,6 +48,9 @@ pub enum Step {
     KeepSnapshot,
     /// `restored-P` from `rd-P` (VolSync's populator fills it from the latest snapshot).
     RestoreSnapshot,
+    /// Failback: a VolumeSnapshot of the peer's copy (`P-before-REQUEST`), ready before
+    /// anything overwrites it: what the returning side wrote is never lost without a trace.
+    KeepDivergedCopy,
     /// `rs-P-local`: restored-P into `rd-P` here (copyMethod Direct, manual trigger).
     CreateLocalSync,
     WaitForLocalSync,
@@ -72,7 +75,7 @@ pub enum Step {
 
 impl Step {
     /// Every step, grouped by what it does (the order of a flow is in its own file).
-    pub const ALL: [Step; 23] = [
+    pub const ALL: [Step; 24] = [
         Step::CheckPreconditions,
         Step::ScaleDownHere,
         Step::ScaleDownPeer,
@@ -93,6 +96,7 @@ impl Step {
         Step::DeleteRestored,
         Step::KeepSnapshot,
         Step::RestoreSnapshot,
+        Step::KeepDivergedCopy,
         Step::SwapRoles,
         Step::TakeOver,
         Step::RestoreRoles,
@@ -112,6 +116,7 @@ impl Step {
             Step::DeleteDestinationOnPeer => "delete-destination-on-peer",
             Step::KeepSnapshot => "keep-snapshot",
             Step::RestoreSnapshot => "restore-snapshot",
+            Step::KeepDivergedCopy => "keep-diverged-copy",
             Step::CreateLocalSync => "create-local-sync",
             Step::WaitForLocalSync => "wait-for-local-sync",
             Step::DeleteLocalSync => "delete-local-sync",
@@ -215,6 +220,8 @@ pub enum Observed {
     Destination { exists: bool, address: bool },
     /// RestoreSnapshot: whether `restored-P` exists.
     Restored { exists: bool },
+    /// KeepDivergedCopy: whether the snapshot of the peer's copy exists and is ready to use.
+    Kept { exists: bool, ready: bool },
     /// Create/wait steps of a one-time or local sync.
     OneTime(Option<OneTimeSource>),
     /// KeepSnapshot.
@@ -311,6 +318,11 @@ pub fn next(steps: &[Step], step: Step, observed: &Observed, trigger: &str) -> T
             (true, true) => finished(),
         },
         (Step::RestoreSnapshot, Observed::Restored { exists }) => act_until(*exists, finished),
+        (Step::KeepDivergedCopy, Observed::Kept { exists, ready }) => match (exists, ready) {
+            (false, _) => Transition::Act,
+            (true, false) => Transition::Wait("waiting for the snapshot of the returning copy to be ready".into()),
+            (true, true) => finished(),
+        },
         (Step::CreateOneTimeSync | Step::CreateLocalSync, Observed::OneTime(rs)) => match rs {
             Some(rs) if rs.trigger.as_deref() == Some(trigger) => finished(),
             // Absent, or left over from another request: (re)write it with this trigger.

@@ -15,6 +15,8 @@
 //!   A snapshot is owned by its RD, so deleting the RD deletes it, unless it carries
 //!   `volsync.backube/do-not-delete`.
 //! - Deployments and StatefulSets get Pods for their replicas and a matching status.
+//! - As a CSI snapshotter: a VolumeSnapshot of a PVC (`spec.source.persistentVolumeClaimName`)
+//!   not ready yet gets a copy of the volume and `readyToUse: true`.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -204,6 +206,7 @@ async fn reconcile_cluster(
         reconcile_rd(c, &rd, &services).await;
     }
     release_kept_snapshots(c).await;
+    take_snapshots(c).await;
     let mut endpoints = None;
     for rs in list(&c.backend, "volsync.backube", "v1alpha1", "replicationsources").await {
         reconcile_rs(clusters, index, &rs, faults, paused, force_schedules, &mut endpoints).await;
@@ -377,6 +380,34 @@ async fn reconcile_rd(c: &SimCluster, rd: &Value, services: &HashMap<(String, St
                                                 "message": "Synchronization in-progress", "lastTransitionTime": now()}]}}),
             Subresource::Status,
         ).await;
+    }
+}
+
+/// A VolumeSnapshot of a PVC that is not ready yet: the volume copied, then ready to use.
+async fn take_snapshots(c: &SimCluster) {
+    for snap in list(&c.backend, "snapshot.storage.k8s.io", "v1", "volumesnapshots").await {
+        let Some(pvc) = snap["spec"]["source"]["persistentVolumeClaimName"].as_str() else {
+            continue;
+        };
+        if snap["status"]["readyToUse"] == true {
+            continue;
+        }
+        let (ns, name) = ns_name(&snap);
+        let volume = c.volume_path(&ns, pvc);
+        let _ = std::fs::create_dir_all(&volume);
+        let taken = mirror(&volume, &c.snapshot_path(&ns, &name), None);
+        if taken.is_ok() {
+            patch(
+                &c.backend,
+                "snapshot.storage.k8s.io",
+                "v1",
+                "volumesnapshots",
+                &snap,
+                json!({"status": {"readyToUse": true, "creationTime": now()}}),
+                Subresource::Status,
+            )
+            .await;
+        }
     }
 }
 

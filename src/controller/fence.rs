@@ -1,0 +1,82 @@
+//! Fencing a stale primary (decisions in `plan::fence`): its application scaled to 0 (the count
+//! recorded), its syncs removed, then marked `role: fenced` with what happened and what to do.
+//! In that order, so a crash half-way fences again on the next look; the mark is written last.
+//! Either side does it: the returning cluster's own instance, or the one that took over when
+//! the peer answers again.
+
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use kube::ResourceExt;
+use kube::api::Patch;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use serde_json::json;
+
+use super::apply::{delete_if_present, field_manager};
+use super::clusters::ClusterRef;
+use super::context::Context;
+use super::error::Error;
+use super::report::{publish, write_status};
+use super::workloads;
+use crate::model::keys;
+use crate::model::names::Names;
+use crate::model::role::{Role, State};
+use crate::model::volsync::ReplicationSource;
+use crate::plan::status::{StatusView, SyncTimes};
+
+/// The syncs of `pvc` on `on` removed: a fenced copy never pushes its data over the one that
+/// took over.
+async fn remove_syncs(on: &ClusterRef, namespace: &str, names: &Names) -> Result<(), Error> {
+    let sources = on.api::<ReplicationSource>(namespace);
+    for rs in [&names.replication_source, &names.replication_source_latest] {
+        on.call("delete ReplicationSource", delete_if_present(&sources, rs))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Fence the copy of `pvc` on `on` (this cluster or the peer).
+pub async fn fence(on: &ClusterRef, namespace: &str, pvc: &str, generation: u64, message: &str) -> Result<(), Error> {
+    let usage = workloads::usage(on, namespace, &[pvc.to_string()]).await?;
+    for workload in &usage.workloads {
+        if let Some(body) = workload.scale_down_patch() {
+            workloads::patch(on, namespace, &workload.id, &body).await?;
+            tracing::warn!(namespace, pvc, cluster = on.name, workload = %workload.id, replicas = workload.replicas, "fenced: scaled down");
+        }
+    }
+    remove_syncs(on, namespace, &Names::for_pvc(pvc)).await?;
+    let mark = json!({"metadata": {"annotations": {
+        keys::ROLE: Role::Fenced.as_str(),
+        keys::STATE: State::Degraded.as_str(),
+        keys::FENCED: message,
+    }}});
+    let pvcs = on.api::<PersistentVolumeClaim>(namespace);
+    on.call(
+        "mark PVC fenced",
+        pvcs.patch(pvc, &field_manager(), &Patch::Merge(mark)),
+    )
+    .await?;
+    tracing::warn!(namespace, pvc, cluster = on.name, generation, "fenced a stale primary");
+    Ok(())
+}
+
+/// A fenced PVC here: its syncs stay removed, its status says so, and the first look of this
+/// process says it in a Warning Event (the peer may have fenced it while this side was away).
+pub async fn keep(pvc: &PersistentVolumeClaim, ctx: &Context) -> Result<Action, Error> {
+    let (namespace, name) = (pvc.namespace().unwrap_or_default(), pvc.name_any());
+    remove_syncs(&ctx.here, &namespace, &Names::for_pvc(&name)).await?;
+    let message = pvc
+        .annotations()
+        .get(keys::FENCED)
+        .cloned()
+        .unwrap_or_else(|| "fenced: the peer took over in a failover; request failback on the peer".into());
+    if ctx.first_time(format!("fenced {namespace}/{name} {message}")) {
+        publish(ctx, pvc, EventType::Warning, "Fenced", &message).await;
+    }
+    let view = StatusView {
+        role: Role::Fenced,
+        state: State::Degraded,
+        sync: SyncTimes::default(),
+    };
+    write_status(pvc, ctx, &view, None).await?;
+    Ok(Action::await_change())
+}
