@@ -32,7 +32,7 @@ pub const REQUIRED_ACCESS: &[(&str, &str, &[&str])] = &[
     (
         "snapshot.storage.k8s.io",
         "volumesnapshots",
-        &["get", "list", "patch", "delete"],
+        &["get", "list", "create", "patch", "delete"],
     ),
     ("storage.k8s.io", "storageclasses", &["list"]),
     ("snapshot.storage.k8s.io", "volumesnapshotclasses", &["list"]),
