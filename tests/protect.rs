@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use serde_json::{Value, json};
-use support::{DrProcess, annotate, annotation, patch_pvc, wait_annotation};
+use support::{DrProcess, annotate, annotation, events_with_reason, patch_pvc, wait_annotation};
 use testkit::apiserver::Fault;
 use testkit::apiserver::store::{PatchType, Subresource};
 use testkit::pair::{ClusterPair, PRIMARY, SECONDARY};
@@ -212,17 +212,6 @@ async fn protects_every_service_type_and_mirrors_status() {
         pair.b.stats().by_verb_resource
     );
     assert!(pair.a.stats().count("list") > 0, "the restarted process did resync");
-}
-
-fn events_with_reason(pair: &ClusterPair, cluster: &str, reason: &str) -> usize {
-    let server = pair.server(cluster);
-    let Some(rt) = server.store().find_type("events.k8s.io", "v1", "events") else {
-        return 0;
-    };
-    let (items, _) = server
-        .store()
-        .list(&rt, Some(NS), &Default::default(), &Default::default());
-    items.iter().filter(|e| e["reason"] == reason).count()
 }
 
 fn managed_objects(pair: &ClusterPair, cluster: &str, plural: &str, pvc: &str) -> usize {

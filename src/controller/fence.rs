@@ -34,8 +34,31 @@ async fn remove_syncs(on: &ClusterRef, namespace: &str, names: &Names) -> Result
     Ok(())
 }
 
+/// Crash-test hook: stop half-way through fencing (application stopped, syncs not yet removed,
+/// not marked) until the process is killed. Built only with the `test-hooks` feature.
+#[cfg(feature = "test-hooks")]
+async fn hold_if_asked(ctx: &Context) {
+    if ctx.config.test_hold_at_step.as_deref() == Some("fence/remove-syncs") {
+        tracing::warn!(
+            step = "fence/remove-syncs",
+            "test hook: holding half-way through fencing"
+        );
+        std::future::pending::<()>().await;
+    }
+}
+
+#[cfg(not(feature = "test-hooks"))]
+async fn hold_if_asked(_: &Context) {}
+
 /// Fence the copy of `pvc` on `on` (this cluster or the peer).
-pub async fn fence(on: &ClusterRef, namespace: &str, pvc: &str, generation: u64, message: &str) -> Result<(), Error> {
+pub async fn fence(
+    ctx: &Context,
+    on: &ClusterRef,
+    namespace: &str,
+    pvc: &str,
+    generation: u64,
+    message: &str,
+) -> Result<(), Error> {
     let usage = workloads::usage(on, namespace, &[pvc.to_string()]).await?;
     for workload in &usage.workloads {
         if let Some(body) = workload.scale_down_patch() {
@@ -43,6 +66,7 @@ pub async fn fence(on: &ClusterRef, namespace: &str, pvc: &str, generation: u64,
             tracing::warn!(namespace, pvc, cluster = on.name, workload = %workload.id, replicas = workload.replicas, "fenced: scaled down");
         }
     }
+    hold_if_asked(ctx).await;
     remove_syncs(on, namespace, &Names::for_pvc(pvc)).await?;
     let mark = json!({"metadata": {"annotations": {
         keys::ROLE: Role::Fenced.as_str(),

@@ -289,7 +289,7 @@ async fn fence_stale(
         report(pvc, ctx, State::Degraded, SyncTimes::default(), Some(why)).await?;
         return Ok(Action::requeue(HANDED_OFF_RETRY));
     }
-    super::fence::fence(stale, &namespace, &name, generation, message).await?;
+    super::fence::fence(ctx, stale, &namespace, &name, generation, message).await?;
     ctx.metrics.fenced(if here { "here" } else { "peer" });
     if here {
         // The mark brings the PVC back through the watch as fenced.

@@ -86,6 +86,18 @@ pub fn annotation(pair: &ClusterPair, cluster: &str, pvc: &str, key: &str) -> Op
         .map(str::to_string)
 }
 
+/// How many Events in `default` on a cluster of the pair have this reason.
+pub fn events_with_reason(pair: &ClusterPair, cluster: &str, reason: &str) -> usize {
+    let server = pair.server(cluster);
+    let Some(rt) = server.store().find_type("events.k8s.io", "v1", "events") else {
+        return 0;
+    };
+    let (items, _) = server
+        .store()
+        .list(&rt, Some("default"), &Default::default(), &Default::default());
+    items.iter().filter(|e| e["reason"] == reason).count()
+}
+
 /// A Deployment `name` in `default` whose pods mount the PVC `pvc`.
 pub fn deployment(name: &str, pvc: &str, replicas: i32, annotations: serde_json::Value) -> serde_json::Value {
     serde_json::json!({
