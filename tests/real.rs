@@ -449,15 +449,18 @@ fn lose_a(pair: &mut RealPair, a: &mut testkit::realk8s::Operator) {
 }
 
 /// Cluster a comes back: its API server restarted and ready, its VolSync and its operator.
-async fn a_returns(pair: &mut RealPair, a: &mut testkit::realk8s::Operator) {
+/// Returns when its API server answered again.
+async fn a_returns(pair: &mut RealPair, a: &mut testkit::realk8s::Operator) -> Instant {
     pair.cluster_mut(PRIMARY).apiserver.start_again();
     pair.a
         .wait_for(&["get", "--raw", "/readyz"], "ok", "cluster-a's API server back")
         .await;
+    let back = Instant::now();
     controllers_caught_up(&pair.a.kubectl()).await;
     pair.simulator.resume(PRIMARY);
     a.process.start_again();
     a.wait_ready().await;
+    back
 }
 
 /// A restarted API server is ready before the cluster is: while it was down, the
@@ -905,7 +908,29 @@ async fn failback_with_a_writer_on_real_clusters_loses_no_acknowledged_write() {
     kb.ok(&["annotate", "pvc", "db", "volsync-dr.io/action=failover:1"])
         .await;
     wait_succeeded(&kb, "failover:1").await;
-    a_returns(&mut pair, &mut a).await;
+    // a's copy is stale: fenced at once (by b's operator when a answers, or a's own on start),
+    // its application scaled to 0 so it never runs beside b's. Watched from before a returns.
+    let fenced_at = {
+        let ka = pair.a.kubectl();
+        tokio::spawn(async move {
+            // Bounded: 1,200 looks (a few minutes at most).
+            for _ in 0..1200 {
+                if annotation(&ka, "db", "volsync-dr.io/role").await.as_deref() == Some("fenced") {
+                    return Some(Instant::now());
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            None
+        })
+    };
+    let back = a_returns(&mut pair, &mut a).await;
+    let fenced_at = fenced_at.await.expect("watch").expect("cluster-a fenced");
+    println!(
+        "cluster-a fenced {:.1}s after its API server answered again",
+        fenced_at.saturating_duration_since(back).as_secs_f64()
+    );
+    let app_on_a = get(&ka, "deployment", NS, "app").await.expect("app on a");
+    assert_eq!(app_on_a["spec"]["replicas"], 0, "a's application stopped by the fence");
     wait_annotation(&ka, "db", "volsync-dr.io/state", "Degraded").await;
     wait_for("the application Running on cluster-b", || async {
         (running_pods(&kb).await >= 1).then_some(())
