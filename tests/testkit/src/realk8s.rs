@@ -887,9 +887,44 @@ impl Drop for RealPair {
     }
 }
 
+/// Longest one real-tier test may run (the longest, the five-minute outage, takes about 8);
+/// `VOLSYNC_DR_REAL_TEST_LIMIT_SECS` changes it.
+fn test_limit() -> Duration {
+    let secs = std::env::var("VOLSYNC_DR_REAL_TEST_LIMIT_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20 * 60);
+    Duration::from_secs(secs)
+}
+
+/// One test's turn on the real tier: tests run one at a time, and none runs for ever.
+pub struct Turn {
+    _lock: tokio::sync::MutexGuard<'static, ()>,
+    // Dropped with the turn: that tells the watchdog the test ended.
+    _ended: std::sync::mpsc::Sender<()>,
+}
+
 /// Shared by the tests of one binary: a pair of real control planes takes a good part of two
-/// cores, so its tests run one at a time.
-pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+/// cores, so its tests run one at a time. A test still running after `test_limit()` ends the
+/// whole test binary, so that a hang (anything a bounded wait missed) fails CI with its name
+/// instead of running into CI's own limit; the control-plane processes die with the binary
+/// (they are started with a parent-death signal).
+pub async fn serial() -> Turn {
     static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-    LOCK.lock().await
+    let lock = LOCK.lock().await;
+    let test = std::thread::current().name().unwrap_or("a real-tier test").to_string();
+    let (ended, watch) = std::sync::mpsc::channel::<()>();
+    let limit = test_limit();
+    std::thread::spawn(move || {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = watch.recv_timeout(limit) {
+            // Past libtest's capture of `eprintln!`, which would be lost with the binary.
+            let said = format!("\n{test} still runs after {limit:?}: ending the test binary\n");
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), said.as_bytes());
+            std::process::exit(101);
+        }
+    });
+    Turn {
+        _lock: lock,
+        _ended: ended,
+    }
 }
