@@ -151,6 +151,21 @@ async fn the_returning_primary_fences_itself_and_failback_keeps_what_it_wrote() 
     assert_eq!(annotation(&pair, PRIMARY, "db", "volsync-dr.io/fenced"), None);
     assert_eq!(replicas(&pair, PRIMARY, "app"), (2, None), "home at its own size");
     wait_annotation(&pair, PRIMARY, "db", "volsync-dr.io/state", "Protected").await;
+    // `volsync-dr status` lists the kept copy under the cluster that holds it.
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_volsync-dr"))
+        .args(["status", "--cluster-name", PRIMARY, "--peer-name", SECONDARY])
+        .arg("--peer-kubeconfig")
+        .arg(pair.kubeconfig(SECONDARY))
+        .env("KUBECONFIG", pair.kubeconfig(PRIMARY))
+        .output()
+        .expect("volsync-dr status");
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(PRIMARY) && l.ends_with("db    db-before-failback-1")),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -89,12 +89,16 @@ pub async fn run(args: &StatusArgs) -> Result<()> {
     let rows = report::with_groups(report::merge(rows), &groups);
     let text = match args.output {
         OutputFormat::Table => {
-            let groups = report::group_table(&groups);
-            if groups.is_empty() {
-                report::table(&rows)
-            } else {
-                format!("{}\n{groups}", report::table(&rows))
-            }
+            let tables = [
+                report::table(&rows),
+                report::group_table(&groups),
+                report::kept_table(&rows),
+            ];
+            tables
+                .into_iter()
+                .filter(|t| !t.is_empty())
+                .collect::<Vec<_>>()
+                .join("\n")
         }
         OutputFormat::Json => serde_json::to_string_pretty(&rows).map_err(|e| Error::Output(e.to_string()))? + "\n",
         OutputFormat::Yaml => serde_saphyr::to_string(&rows).map_err(|e| Error::Output(e.to_string()))?,

@@ -33,6 +33,9 @@ pub struct Row {
     pub group: Option<String>,
     /// The group's recovery point's age: its oldest member's last sync.
     pub group_rpo_seconds: Option<i64>,
+    /// VolumeSnapshots of this copy taken before a failback overwrote it (what it held after
+    /// the split); volsync-dr never deletes them.
+    pub kept_copies: Vec<String>,
 }
 
 /// An application group of more than one PVC on one cluster.
@@ -190,6 +193,10 @@ pub fn rows(cluster: &str, peer: &str, pvcs: &[PersistentVolumeClaim], now: jiff
                 policy: get(keys::POLICY),
                 group: None,
                 group_rpo_seconds: None,
+                kept_copies: a
+                    .get(keys::KEPT_COPIES)
+                    .map(|v| v.split(',').filter(|n| !n.is_empty()).map(str::to_string).collect())
+                    .unwrap_or_default(),
             })
         })
         .collect()
@@ -231,6 +238,25 @@ pub fn group_table(groups: &[GroupRow]) -> String {
         })
         .collect();
     aligned(&header, &cells)
+}
+
+/// The kept copies as a third table, with how to read one (empty when there is none).
+pub fn kept_table(rows: &[Row]) -> String {
+    let cells: Vec<[String; 4]> = rows
+        .iter()
+        .flat_map(|r| {
+            r.kept_copies
+                .iter()
+                .map(|snapshot| [r.cluster.clone(), r.namespace.clone(), r.pvc.clone(), snapshot.clone()])
+        })
+        .collect();
+    if cells.is_empty() {
+        return String::new();
+    }
+    let header = ["CLUSTER", "NAMESPACE", "PVC", "KEPT COPY (VolumeSnapshot)"].map(str::to_string);
+    aligned(&header, &cells)
+        + "To read a kept copy, create a PVC on that cluster with spec.dataSource \
+           {apiGroup: snapshot.storage.k8s.io, kind: VolumeSnapshot, name: <KEPT COPY>}.\n"
 }
 
 /// Columns padded to their widest cell, the last one unpadded.
@@ -422,6 +448,36 @@ mod tests {
             "{text}"
         );
         assert_eq!(group_table(&[]), "");
+    }
+
+    #[test]
+    fn kept_copies_are_listed_with_how_to_read_them() {
+        let now: jiff::Timestamp = "2026-11-25T10:00:00Z".parse().expect("time");
+        let pvcs = [
+            pvc(
+                "db",
+                json!({keys::PROTECT: "true", keys::KEPT_COPIES: "db-before-failback-1,db-before-failback-2"}),
+            ),
+            pvc("web", json!({keys::PROTECT: "true"})),
+        ];
+        let rows = rows("cluster-a", "cluster-b", &pvcs, now);
+        assert_eq!(rows[0].kept_copies, ["db-before-failback-1", "db-before-failback-2"]);
+        assert!(rows[1].kept_copies.is_empty());
+        let text = kept_table(&rows);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert!(
+            lines[0].starts_with("CLUSTER") && lines[0].ends_with("KEPT COPY (VolumeSnapshot)"),
+            "{text}"
+        );
+        assert!(lines[2].ends_with("db    db-before-failback-2"), "{text}");
+        assert!(lines[3].contains("kind: VolumeSnapshot"), "{text}");
+        assert_eq!(kept_table(&rows[1..]), "", "no kept copy, no table");
+        let json = serde_json::to_value(&rows[0]).expect("json");
+        assert_eq!(
+            json["keptCopies"],
+            json!(["db-before-failback-1", "db-before-failback-2"])
+        );
     }
 
     #[test]
