@@ -23,7 +23,7 @@ use crate::model::role::Role;
 use crate::model::volsync::{ReplicationDestination, ReplicationSource, ServiceType};
 use crate::model::workload::{CountFrom, WorkloadId, missing_on_target, scale_up_patch, scale_up_targets};
 use crate::model::{keys, marks};
-use crate::plan::action::{keep_snapshot_patch, kept_copy, local_source, one_time_source, restored_pvc};
+use crate::plan::action::{KeptCopy, keep_snapshot_patch, kept_copy, local_source, one_time_source, restored_pvc};
 use crate::plan::fence::generation;
 use crate::plan::{self, Psk};
 use crate::steps::group::{GroupMove, next_for_group};
@@ -686,7 +686,18 @@ impl Job<'_> {
             .get(keys::VOLUME_SNAPSHOT_CLASS)
             .cloned()
             .or_else(|| self.ctx.config.destination_volume_snapshot_class.clone());
-        let snapshot = kept_copy(&self.names, ns, &name, &self.trigger, class.as_deref());
+        let here_pvc = self.pvc_on(&self.here).await?;
+        let snapshot = kept_copy(&KeptCopy {
+            names: &self.names,
+            namespace: ns,
+            name: &name,
+            request: &self.trigger,
+            takeover_generation: here_pvc
+                .as_ref()
+                .and_then(|p| p.annotations().get(keys::TAKEOVER_GENERATION))
+                .map(String::as_str),
+            class: class.as_deref(),
+        });
         let created = self
             .peer
             .call(

@@ -77,14 +77,40 @@ pub fn local_source(names: &Names, namespace: &str, rd_address: &str, trigger: &
     }
 }
 
+/// What a kept copy is: the copy of `P` that diverged from the one that took over.
+pub struct KeptCopy<'a> {
+    pub names: &'a Names,
+    pub namespace: &'a str,
+    /// `P-before-REQUEST`.
+    pub name: &'a str,
+    /// The request about to overwrite it.
+    pub request: &'a str,
+    /// The takeover generation it diverged from, when recorded.
+    pub takeover_generation: Option<&'a str>,
+    pub class: Option<&'a str>,
+}
+
 /// `P-before-REQUEST`: a VolumeSnapshot of the PVC `P` taken before the request overwrites it
 /// (failback, on the returning cluster). Labelled with the PVC and as a kept copy, annotated
-/// with the request; no owner, so nothing deletes it with anything else.
-pub fn kept_copy(names: &Names, namespace: &str, name: &str, request: &str, class: Option<&str>) -> DynamicObject {
+/// with the request and the takeover it diverged from (its creation time is when); no owner,
+/// so nothing deletes it with anything else.
+pub fn kept_copy(kept: &KeptCopy) -> DynamicObject {
+    let KeptCopy {
+        names,
+        namespace,
+        name,
+        request,
+        takeover_generation,
+        class,
+    } = *kept;
     let mut labels = names.labels();
     labels.insert(keys::KEPT_COPY.to_string(), "true".to_string());
     let mut annotations = names.annotations();
-    annotations.insert(keys::KEPT_COPY.to_string(), format!("before {request}"));
+    let diverged = match takeover_generation {
+        Some(g) => format!("; diverged from the copy that took over (takeover generation {g})"),
+        None => String::new(),
+    };
+    annotations.insert(keys::KEPT_COPY.to_string(), format!("before {request}{diverged}"));
     let mut spec = json!({"source": {"persistentVolumeClaimName": names.pvc}});
     if let Some(class) = class {
         spec["volumeSnapshotClassName"] = json!(class);
@@ -129,6 +155,44 @@ pub fn one_time_source(scheduled: &ReplicationSource, name: &str, trigger: &str)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kept_copy_says_what_it_is_and_nothing_owns_it() {
+        let names = Names::for_pvc("db");
+        let name = names.kept_copy("failback:1");
+        let cases = [
+            (
+                Some("3"),
+                Some("csi-snap"),
+                "before failback:1; diverged from the copy that took over (takeover generation 3)",
+            ),
+            (None, None, "before failback:1"),
+        ];
+        for (generation, class, said) in cases {
+            let snapshot = kept_copy(&KeptCopy {
+                names: &names,
+                namespace: "n",
+                name: &name,
+                request: "failback:1",
+                takeover_generation: generation,
+                class,
+            });
+            let json = serde_json::to_value(&snapshot).expect("json");
+            assert_eq!(json["metadata"]["name"], "db-before-failback-1");
+            assert_eq!(json["metadata"]["namespace"], "n");
+            assert_eq!(json["metadata"]["labels"][keys::KEPT_COPY], "true");
+            assert_eq!(json["metadata"]["annotations"][keys::KEPT_COPY], said);
+            assert!(
+                json["metadata"].get("ownerReferences").is_none(),
+                "nothing deletes it with its owner"
+            );
+            assert_eq!(json["spec"]["source"], json!({"persistentVolumeClaimName": "db"}));
+            assert_eq!(
+                json["spec"].get("volumeSnapshotClassName").and_then(|c| c.as_str()),
+                class
+            );
+        }
+    }
 
     #[test]
     fn restore_objects() {
