@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::{
-    DrProcess, annotate, annotation, deployment, events_with_reason, holds_for, replicas, wait_annotation,
+    DrProcess, annotate, annotation, deployment, events_with_reason, holds_for, metric, replicas, wait_annotation,
     wait_latest_image,
 };
 use testkit::pair::{ClusterPair, PRIMARY, SECONDARY};
@@ -88,12 +88,6 @@ async fn assert_fenced(pair: &ClusterPair) {
         None,
         "B's data untouched"
     );
-}
-
-/// Whether the process's /metrics has this exact line.
-async fn metric(process: &DrProcess, line: &str) -> bool {
-    let response = testkit::http::request(process.admin, "GET", "/metrics", "text/plain", "").await;
-    response.body.as_str().unwrap_or_default().lines().any(|l| l == line)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use serde_json::{Value, json};
-use support::{DrProcess, annotate, annotation, events_with_reason, patch_pvc, wait_annotation};
+use support::{
+    DrProcess, annotate, annotation, events_said, events_with_reason, metric_value, patch_pvc, wait_annotation,
+};
 use testkit::apiserver::Fault;
 use testkit::apiserver::store::{PatchType, Subresource};
 use testkit::pair::{ClusterPair, PRIMARY, SECONDARY};
@@ -335,11 +337,29 @@ async fn annotation_changes_unprotect_and_deletion() {
     assert_eq!(managed_objects(&pair, PRIMARY, "replicationsources", "gone"), 0);
 }
 
+/// The note of the Degraded Event on `p1` (cluster-a).
+fn degraded_note(pair: &ClusterPair) -> String {
+    let server = pair.server(PRIMARY);
+    let rt = server
+        .store()
+        .find_type("events.k8s.io", "v1", "events")
+        .expect("events");
+    let (items, _) = server
+        .store()
+        .list(&rt, Some("default"), &Default::default(), &Default::default());
+    items
+        .iter()
+        .find(|e| e["reason"] == "Degraded" && e["regarding"]["name"] == "p1")
+        .and_then(|e| e["note"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_outage_crash_mid_protect_and_conflicts() {
     let pair = ClusterPair::start().await;
     let mut a = DrProcess::start(&pair, PRIMARY, &[]).await;
-    let _b = DrProcess::start(&pair, SECONDARY, &[]).await;
+    let b = DrProcess::start(&pair, SECONDARY, &[]).await;
 
     // The peer goes away; protection starts and stops halfway: key kept here, PVC Degraded.
     pair.b.stop().await;
@@ -357,10 +377,62 @@ async fn peer_outage_crash_mid_protect_and_conflicts() {
     })
     .await;
     assert!(get(&pair, PRIMARY, "replicationsources", "rs-p1").is_none());
+    // Said plainly, once: the retries back off (1, 2, 4, 8 s …) and each one is counted as the
+    // error it is, while the reason, said once, is not repeated on every retry.
+    let said = events_said(&pair, PRIMARY, "Degraded");
+    let note = degraded_note(&pair);
+    assert!(
+        note.starts_with("peer cluster cluster-b does not answer (since ")
+            && note.contains("the peer's side is retried with a growing delay"),
+        "{note}"
+    );
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let failed = metric_value(
+        &a,
+        "volsync_dr_reconciles_total{result=\"error\",reason=\"PeerUnreachable\"}",
+    )
+    .await
+    .unwrap_or(0.0);
+    assert!(
+        (1.0..=8.0).contains(&failed),
+        "failed passes counted as errors, backing off: {failed}"
+    );
+    assert_eq!(
+        events_said(&pair, PRIMARY, "Degraded"),
+        said,
+        "the same reason is not said again on each retry"
+    );
+    // Readiness follows each process's own API server, not the peer's: b's is the one down.
+    let ready = |process: &DrProcess| {
+        let admin = process.admin;
+        async move { testkit::http::request(admin, "GET", "/readyz", "text/plain", "").await }
+    };
+    let mut b_ready = ready(&b).await;
+    for _ in 0..40 {
+        if b_ready.status == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        b_ready = ready(&b).await;
+    }
+    assert_eq!(b_ready.status, 503, "b's API server is down: {:?}", b_ready.body);
+    assert_eq!(b_ready.body.as_str(), Some("this cluster's API server does not answer"));
+    assert_eq!(ready(&a).await.status, 200, "a peer outage leaves a ready");
+    let alive = testkit::http::request(b.admin, "GET", "/healthz", "text/plain", "").await;
+    assert_eq!(alive.status, 200, "liveness does not depend on the API server");
 
     // Crash in the middle; the peer returns; writes meet conflicts; the restarted process finishes.
     a.kill().await;
     pair.b.restart().await.expect("peer back");
+    let mut b_ready = ready(&b).await;
+    for _ in 0..40 {
+        if b_ready.status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        b_ready = ready(&b).await;
+    }
+    assert_eq!(b_ready.status, 200, "ready again once its API server answers");
     pair.a.inject(Fault {
         verb: Some("patch"),
         resource: Some("persistentvolumeclaims".into()),

@@ -65,6 +65,8 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     let needed = config.namespaces.len().max(1);
     let leadership = elect(&local, &config).await?;
     let leading = Arc::new(AtomicBool::new(false));
+    let local_answers = Arc::new(AtomicBool::new(true));
+    let local_probe = probe_local(local.clone(), local_answers.clone());
     let ctx = Arc::new(Context::new(local, peer, config, metrics.clone(), policy_watch));
     let (stop_tx, stop) = watch::channel(false);
     let signals = async move {
@@ -82,7 +84,14 @@ pub async fn run(args: &RunArgs) -> Result<()> {
             }
         }
     };
-    let admin = admin::serve(listener, admin::Readiness::new(synced, needed, leading, metrics));
+    let readiness = admin::Readiness {
+        synced,
+        needed,
+        leading,
+        local_answers,
+        metrics,
+    };
+    let admin = admin::serve(listener, readiness);
     tokio::select! {
         served = admin => {
             served.map_err(|e| Error::Cluster(format!("admin server stopped: {e}")))?;
@@ -90,6 +99,7 @@ pub async fn run(args: &RunArgs) -> Result<()> {
         () = reloader => {}
         () = policy_cache => {}
         () = probe => {}
+        () = local_probe => {}
         (served, (), ()) = async { tokio::join!(webhook, watcher, signals) } => {
             served.map_err(|e| Error::Cluster(format!("webhook server stopped: {e}")))?;
             tracing::info!("volsync-dr stopped");
@@ -146,6 +156,7 @@ async fn probe_peer(ctx: Arc<Context>) {
     loop {
         let reachable = ctx.peer.reachable().await;
         ctx.metrics.set_peer_reachable(reachable);
+        ctx.peer_answered(reachable);
         let was = ctx.peer_reachable.send_replace(reachable);
         match (was, reachable) {
             (true, false) => tracing::warn!(
@@ -162,6 +173,26 @@ async fn probe_peer(ctx: Arc<Context>) {
     }
 }
 
+/// Probe this cluster's API server forever: `/readyz` says not ready while it does not answer
+/// (liveness does not depend on it). A change is logged once.
+async fn probe_local(client: kube::Client, answers: Arc<AtomicBool>) {
+    loop {
+        let answered = matches!(
+            tokio::time::timeout(LOCAL_PROBE_TIMEOUT, client.apiserver_version()).await,
+            Ok(Ok(_))
+        );
+        match (answers.swap(answered, std::sync::atomic::Ordering::SeqCst), answered) {
+            (true, false) => tracing::warn!("this cluster's API server does not answer; /readyz says not ready"),
+            (false, true) => tracing::info!("this cluster's API server answers again"),
+            _ => {}
+        }
+        tokio::time::sleep(LOCAL_PROBE_INTERVAL).await;
+    }
+}
+
+/// How often, and how patiently, this cluster's API server is probed for `/readyz`.
+const LOCAL_PROBE_INTERVAL: Duration = Duration::from_secs(5);
+const LOCAL_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the peer's API server is probed for `volsync_dr_peer_reachable`.
 const PEER_PROBE_INTERVAL: Duration = Duration::from_secs(10);
 /// Longest the webhook waits for requests in flight at shutdown.

@@ -9,6 +9,7 @@ use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 
 use super::clusters::{ClusterRef, LOCAL_CALL_TIMEOUT};
+use super::error::Error;
 use crate::cluster::peer::Peer;
 use crate::config::RunConfig;
 
@@ -33,6 +34,10 @@ pub struct Context {
     pub peer_reachable: tokio::sync::watch::Sender<bool>,
     /// Notices already published by this process (each is said once, not on every pass).
     said: Mutex<std::collections::HashSet<String>>,
+    /// The last Degraded reason published per PVC: a reason is an Event when it changes.
+    reasons: Mutex<HashMap<(String, String), String>>,
+    /// When the peer stopped answering (the probe's or a call's first failure), while it does not.
+    peer_down_since: Mutex<Option<jiff::Timestamp>>,
 }
 
 /// How soon the `attempt`-th pass that found the destination without an address looks again:
@@ -76,17 +81,68 @@ impl Context {
             pending: Mutex::new(HashMap::new()),
             node_address: Mutex::new(None),
             said: Mutex::new(std::collections::HashSet::new()),
+            reasons: Mutex::new(HashMap::new()),
+            peer_down_since: Mutex::new(None),
             peer_reachable: tokio::sync::watch::Sender::new(true),
         }
     }
 
-    /// Record one more failure of this PVC and return how long to wait before the next try.
-    pub fn backoff(&self, namespace: &str, name: &str) -> Duration {
+    /// Record one more failure of this PVC; how long to wait before the next try, and how many
+    /// failures in a row this one makes.
+    pub fn backoff_counted(&self, namespace: &str, name: &str) -> (Duration, u32) {
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let n = failures.entry((namespace.to_string(), name.to_string())).or_insert(0);
         *n = n.saturating_add(1);
         let factor = 1u32.checked_shl(n.saturating_sub(1).min(16)).unwrap_or(u32::MAX);
-        BACKOFF_BASE.saturating_mul(factor).min(BACKOFF_MAX)
+        (BACKOFF_BASE.saturating_mul(factor).min(BACKOFF_MAX), *n)
+    }
+
+    /// An error as a PVC's Degraded reason: plain words, and for a peer that does not answer,
+    /// since when and what is retried.
+    pub fn explain(&self, error: &Error) -> String {
+        let Error::Peer { source, .. } = error else {
+            return error.to_string();
+        };
+        if source.answered() {
+            return error.to_string();
+        }
+        let since = *self
+            .peer_down_since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert_with(jiff::Timestamp::now);
+        format!(
+            "peer cluster {} does not answer (since {}; {source}): this cluster's side is kept; the peer's side is \
+             retried with a growing delay (up to 5 minutes) and at once when the peer answers again",
+            self.peer.name,
+            since.round(jiff::Unit::Second).unwrap_or(since),
+        )
+    }
+
+    /// The peer answered (a probe): the next outage has its own start.
+    pub fn peer_answered(&self, answered: bool) {
+        let mut since = self.peer_down_since.lock().unwrap_or_else(|p| p.into_inner());
+        match answered {
+            true => *since = None,
+            false => {
+                since.get_or_insert_with(jiff::Timestamp::now);
+            }
+        }
+    }
+
+    /// Whether `reason` differs from the last one said for this PVC (and remember it); `None`
+    /// (healthy again) forgets, so the next problem is said again.
+    pub fn reason_changed(&self, namespace: &str, name: &str, reason: Option<&str>) -> bool {
+        let mut said = self.reasons.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (namespace.to_string(), name.to_string());
+        match reason {
+            None => said.remove(&key).is_some(),
+            Some(r) if said.get(&key).map(String::as_str) == Some(r) => false,
+            Some(r) => {
+                said.insert(key, r.to_string());
+                true
+            }
+        }
     }
 
     /// Record one more pass that found the destination's address unknown, and return how

@@ -46,16 +46,23 @@ pub async fn reconcile(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Context>) -> Re
     result
 }
 
-/// After an error: transient ones retry with a growing delay; the others wait for the PVC to change.
+/// After an error: transient ones retry with a growing delay; the others wait for the PVC to
+/// change. The first failure in a row is logged as a warning, the retries only at debug level
+/// (the PVC's status and Event already say it), so an outage does not flood the log.
 pub fn error_policy(pvc: Arc<PersistentVolumeClaim>, error: &Error, ctx: Arc<Context>) -> Action {
     let namespace = pvc.namespace().unwrap_or_default();
     let name = pvc.name_any();
-    tracing::warn!(namespace, name, reason = error.reason(), error = %error, "reconcile failed");
-    if error.is_transient() {
-        Action::requeue(ctx.backoff(&namespace, &name))
-    } else {
-        Action::await_change()
+    if !error.is_transient() {
+        tracing::warn!(namespace, name, reason = error.reason(), error = %error, "reconcile failed");
+        return Action::await_change();
     }
+    let (delay, tries) = ctx.backoff_counted(&namespace, &name);
+    if tries == 1 {
+        tracing::warn!(namespace, name, reason = error.reason(), error = %error, retry_in = ?delay, "reconcile failed; retrying with backoff");
+    } else {
+        tracing::debug!(namespace, name, reason = error.reason(), error = %error, tries, retry_in = ?delay, "reconcile failed again");
+    }
+    Action::requeue(delay)
 }
 
 async fn reconcile_inner(cached: &PersistentVolumeClaim, ctx: &Context) -> Result<Action, Error> {
@@ -229,6 +236,7 @@ async fn protect(
         Ok(()) => ensure_peer(ctx, pvc, namespace, &protect_plan).await,
         Err(e) => Err(e),
     };
+    let mut failure = None;
     let (state, action, reason) = match peer_side {
         Ok(PeerSide::HandedOff(why)) => {
             report(pvc, ctx, State::Degraded, SyncTimes::default(), Some(why)).await?;
@@ -254,17 +262,20 @@ async fn protect(
             let retry = ctx.pending_retry(namespace, name);
             (State::Pending, Action::requeue(retry), None)
         }
+        // The pass failed: said on the PVC, then returned as the error it is, so that it is
+        // counted as one, and retried with a growing delay (`error_policy`).
         Err(error) => {
-            let delay = ctx.backoff(namespace, name);
-            (State::Degraded, Action::requeue(delay), Some(error.to_string()))
+            let why = ctx.explain(&error);
+            failure = Some(error);
+            (State::Degraded, Action::await_change(), Some(why))
         }
     };
     let (state, sync, reason) = with_last_sync(ctx, namespace, &names, state, reason).await?;
     report(pvc, ctx, state, sync, reason).await?;
-    if state == State::Degraded {
-        return Ok(Action::requeue(ctx.backoff(namespace, name)));
+    match failure {
+        Some(error) => Err(error),
+        None => Ok(action),
     }
-    Ok(action)
 }
 
 /// Of two primaries, the copy on `stale` (this cluster or the peer) lost the takeover: fence it

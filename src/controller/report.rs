@@ -64,8 +64,13 @@ pub(super) async fn write_status(
             .await?;
     }
     let before = pvc.annotations().get(keys::STATE).and_then(|s| State::parse(s));
+    let namespace = pvc.namespace().unwrap_or_default();
+    // A reason is said when it changes, not on every retry of the same problem.
+    let said = ctx.reason_changed(&namespace, &name, reason.as_deref());
     if let Some(reason) = &reason {
-        publish(ctx, pvc, EventType::Warning, "Degraded", reason).await;
+        if said || before != Some(view.state) {
+            publish(ctx, pvc, EventType::Warning, "Degraded", reason).await;
+        }
     } else if before != Some(view.state) {
         let note = match view.state {
             State::Pending => "waiting for the replication objects and the destination's address".to_string(),

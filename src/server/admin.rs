@@ -1,5 +1,6 @@
 //! Plain-HTTP admin port: `/healthz` (the process is alive; never depends on the peer),
-//! `/readyz` (the webhook's TLS is loaded and, on the leader, the PVC caches are synced) and `/metrics`.
+//! `/readyz` (the webhook's TLS is loaded, this cluster's API server answers and, on the leader,
+//! the PVC caches are synced) and `/metrics`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,33 +11,27 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 
-/// What `/readyz` answers from: a replica that leads is ready once its PVC caches are synced;
-/// one that does not lead serves the webhook and is ready at once.
+/// What `/readyz` answers from: this cluster's API server answers (the last probe), and a
+/// replica that leads has its PVC caches synced (one that does not lead serves the webhook).
 #[derive(Clone)]
 pub struct Readiness {
-    synced: Arc<AtomicUsize>,
-    needed: usize,
-    leading: Arc<AtomicBool>,
-    metrics: Arc<crate::metrics::Metrics>,
+    pub synced: Arc<AtomicUsize>,
+    pub needed: usize,
+    pub leading: Arc<AtomicBool>,
+    pub local_answers: Arc<AtomicBool>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Readiness {
-    pub fn new(
-        synced: Arc<AtomicUsize>,
-        needed: usize,
-        leading: Arc<AtomicBool>,
-        metrics: Arc<crate::metrics::Metrics>,
-    ) -> Self {
-        Readiness {
-            synced,
-            needed,
-            leading,
-            metrics,
+    /// `Err` says what is not ready.
+    fn check(&self) -> Result<(), &'static str> {
+        if !self.local_answers.load(Ordering::SeqCst) {
+            return Err("this cluster's API server does not answer");
         }
-    }
-
-    fn ready(&self) -> bool {
-        !self.leading.load(Ordering::SeqCst) || self.synced.load(Ordering::SeqCst) >= self.needed
+        if self.leading.load(Ordering::SeqCst) && self.synced.load(Ordering::SeqCst) < self.needed {
+            return Err("caches not synced");
+        }
+        Ok(())
     }
 }
 
@@ -51,10 +46,9 @@ pub async fn serve(listener: tokio::net::TcpListener, readiness: Readiness) -> s
         .route(
             "/readyz",
             get(|State(r): State<Readiness>| async move {
-                if r.ready() {
-                    (StatusCode::OK, "ok")
-                } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "caches not synced")
+                match r.check() {
+                    Ok(()) => (StatusCode::OK, "ok"),
+                    Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
                 }
             }),
         )

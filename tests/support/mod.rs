@@ -98,6 +98,40 @@ pub fn events_with_reason(pair: &ClusterPair, cluster: &str, reason: &str) -> us
     items.iter().filter(|e| e["reason"] == reason).count()
 }
 
+/// How many times Events with `reason` were said on `cluster` (an Event repeated is one object
+/// whose series counts it).
+pub fn events_said(pair: &ClusterPair, cluster: &str, reason: &str) -> u64 {
+    let server = pair.server(cluster);
+    let Some(rt) = server.store().find_type("events.k8s.io", "v1", "events") else {
+        return 0;
+    };
+    let (items, _) = server
+        .store()
+        .list(&rt, Some("default"), &Default::default(), &Default::default());
+    items
+        .iter()
+        .filter(|e| e["reason"] == reason)
+        .map(|e| e["series"]["count"].as_u64().unwrap_or(1))
+        .sum()
+}
+
+async fn metrics_text(process: &DrProcess) -> String {
+    let response = testkit::http::request(process.admin, "GET", "/metrics", "text/plain", "").await;
+    response.body.as_str().unwrap_or_default().to_string()
+}
+
+/// Whether the process's `/metrics` has exactly this line.
+pub async fn metric(process: &DrProcess, line: &str) -> bool {
+    metrics_text(process).await.lines().any(|l| l == line)
+}
+
+/// The value of the series `series` (name and labels as printed) on the process's `/metrics`.
+pub async fn metric_value(process: &DrProcess, series: &str) -> Option<f64> {
+    let text = metrics_text(process).await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
 /// A Deployment `name` in `default` whose pods mount the PVC `pvc`.
 pub fn deployment(name: &str, pvc: &str, replicas: i32, annotations: serde_json::Value) -> serde_json::Value {
     serde_json::json!({
