@@ -29,8 +29,9 @@ pub enum PeerError {
 }
 
 /// An API error as a sentence (the Status's message, not its debug dump), with what to do
-/// where the cause is known.
-fn plain(error: &kube::Error) -> String {
+/// where the cause is known; a failed connection by its root cause first ("Connection refused"),
+/// not by the client library's wrapper ("ServiceError: client error (Connect)").
+pub(crate) fn plain(error: &kube::Error) -> String {
     match error {
         kube::Error::Api(status) => {
             let namespace_missing =
@@ -44,7 +45,18 @@ fn plain(error: &kube::Error) -> String {
                 format!("{} ({} {})", status.message, status.code, status.reason)
             }
         }
-        other => other.to_string(),
+        other => {
+            let mut cause: &dyn std::error::Error = other;
+            while let Some(next) = cause.source() {
+                cause = next;
+            }
+            let (root, whole) = (cause.to_string(), other.to_string());
+            if root == whole {
+                whole
+            } else {
+                format!("{root} ({whole})")
+            }
+        }
     }
 }
 

@@ -88,7 +88,7 @@ async fn facts(client: &Client, namespace: &str, timeout: Duration) -> Result<Fa
 /// Which of the CRDs volsync-dr needs the cluster serves, as `plural.group`. Found by API
 /// discovery, which every authenticated identity may read (listing CRDs needs a permission
 /// the peer kubeconfig's ServiceAccount does not have, and should not).
-async fn served_crds(client: &Client, timeout: Duration) -> Result<BTreeSet<String>, String> {
+pub(super) async fn served_crds(client: &Client, timeout: Duration) -> Result<BTreeSet<String>, String> {
     let mut served = BTreeSet::new();
     let groups = bounded(timeout, "read API discovery", || client.list_api_groups()).await?;
     for (crd, _) in doctor::REQUIRED_CRDS {
@@ -114,12 +114,18 @@ async fn served_crds(client: &Client, timeout: Duration) -> Result<BTreeSet<Stri
     Ok(served)
 }
 
-/// `verb group/resource` the peer kubeconfig may not do.
-async fn denied(client: &Client, timeout: Duration) -> Result<Vec<String>, String> {
+/// Which of `access` (group, resource, verbs) the client's identity may not do, as
+/// `verb group/resource` (with ` in NAMESPACE` when asked of one namespace).
+pub(super) async fn denied(
+    client: &Client,
+    timeout: Duration,
+    access: &[(&str, &str, &[&str])],
+    namespace: Option<&str>,
+) -> Result<Vec<String>, String> {
     let api: Api<SelfSubjectAccessReview> = Api::all(client.clone());
     let post = PostParams::default();
     let mut denied = Vec::new();
-    for (group, resource, verbs) in REQUIRED_ACCESS {
+    for (group, resource, verbs) in access {
         let (resource, subresource) = match resource.split_once('/') {
             Some((r, s)) => (r, Some(s.to_string())),
             None => (*resource, None),
@@ -132,6 +138,7 @@ async fn denied(client: &Client, timeout: Duration) -> Result<Vec<String>, Strin
                         resource: Some(resource.to_string()),
                         subresource: subresource.clone(),
                         verb: Some(verb.to_string()),
+                        namespace: namespace.map(str::to_string),
                         ..Default::default()
                     }),
                     ..Default::default()
@@ -144,7 +151,8 @@ async fn denied(client: &Client, timeout: Duration) -> Result<Vec<String>, Strin
                     .as_ref()
                     .map(|s| format!("{resource}/{s}"))
                     .unwrap_or(resource.to_string());
-                denied.push(format!("{verb} {group}/{full}"));
+                let scope = namespace.map(|n| format!(" in {n}")).unwrap_or_default();
+                denied.push(format!("{verb} {group}/{full}{scope}"));
             }
         }
     }
@@ -251,7 +259,7 @@ pub async fn run(args: &DoctorArgs) -> Result<()> {
         });
     }
     if there.is_ok() {
-        checks.push(match denied(&peer.client(), timeout).await {
+        checks.push(match denied(&peer.client(), timeout, REQUIRED_ACCESS, None).await {
             Ok(denied) => doctor::access(peer_name, &denied),
             Err(e) => doctor::unreachable(peer_name, &e, "check --peer-kubeconfig and that the API server answers"),
         });

@@ -5,6 +5,7 @@ pub mod crd;
 pub mod doctor;
 pub mod render;
 pub mod run;
+mod startup;
 pub mod status;
 
 /// This cluster's client and the peer's, as `status` and `doctor` reach them.
@@ -13,9 +14,7 @@ pub(crate) async fn connect_pair(
 ) -> crate::error::Result<(kube::Client, crate::cluster::peer::Peer, std::time::Duration)> {
     use crate::error::Error;
     let timeout = std::time::Duration::from_secs(pair.timeout_seconds.max(1));
-    let local = crate::cluster::local_client()
-        .await
-        .map_err(|e| Error::Cluster(format!("cannot reach this cluster: {e}")))?;
+    let local = startup::connect_local().await?;
     let peer = crate::cluster::peer::Peer::connect(&pair.peer_name, &pair.peer_kubeconfig, timeout)
         .await
         .map_err(|e| Error::Cluster(e.to_string()))?;

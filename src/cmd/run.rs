@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use super::startup;
 use crate::admission::{self, AdmissionState, PolicyHook, decide::AdmissionDefaults};
 use crate::cli::RunArgs;
 use crate::cluster::{self, leader::Leadership, peer::Peer};
@@ -20,24 +21,37 @@ use crate::telemetry;
 pub async fn run(args: &RunArgs) -> Result<()> {
     let config = RunConfig::from_args(args).map_err(|e| Error::Flag(e.to_string()))?;
     telemetry::init(config.log_format);
-    let local = cluster::local_client()
-        .await
-        .map_err(|e| Error::Cluster(format!("cannot reach this cluster: {e}")))?;
+    // Everything a start needs is checked before anything binds or acts, each failure one line:
+    // the files first, then this cluster.
     let peer = Peer::connect(&config.peer_name, &config.peer_kubeconfig, config.peer_timeout)
         .await
         .map_err(|e| Error::Cluster(e.to_string()))?;
-    // The certificate is checked before anything binds: a bad pair is a start-up error.
-    let tls_config = tls::load(&config.tls).map_err(|e| Error::Cluster(e.to_string()))?;
+    let tls_config = tls::load(&config.tls).map_err(|e| {
+        Error::Cluster(format!(
+            "the webhook's {e}: mount the Secret volsync-dr-webhook-tls there (--tls-cert-file, --tls-key-file), or \
+             make a pair with volsync-dr certs --out-dir DIR"
+        ))
+    })?;
+    startup::check_certificate(&config.tls.cert)?;
+    let local = startup::connect_local().await?;
+    startup::check_local(&local, &config).await?;
     let rustls_config = axum_server::tls_rustls::RustlsConfig::from_config(tls_config);
     let metrics = Arc::new(Metrics::new());
+    metrics.set_cluster(&config.cluster_name, &config.peer_name);
     let policies = cluster::policies::start(local.clone(), config.peer_name.clone()).await;
     let (policy_watch, policy_cache) = match policies {
         Some((watch, cache)) => (Some(watch), futures::future::Either::Left(cache)),
         None => (None, futures::future::Either::Right(std::future::pending())),
     };
     let webhook_router = admission_router(&config, &metrics, policy_watch.clone(), &local);
-    let webhook_listener = std::net::TcpListener::bind(config.webhook_addr)
-        .map_err(|e| Error::Cluster(format!("cannot listen on --webhook-addr {}: {e}", config.webhook_addr)))?;
+    let webhook_listener = std::net::TcpListener::bind(config.webhook_addr).map_err(|e| {
+        Error::Cluster(taken(
+            "--webhook-addr",
+            "VOLSYNC_DR_WEBHOOK_ADDR",
+            config.webhook_addr,
+            &e,
+        ))
+    })?;
     let webhook_handle = axum_server::Handle::new();
     let webhook = webhook::serve(
         webhook_listener,
@@ -53,7 +67,7 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     };
     let listener = admin::bind(config.admin_addr)
         .await
-        .map_err(|e| Error::Cluster(format!("cannot listen on --admin-addr {}: {e}", config.admin_addr)))?;
+        .map_err(|e| Error::Cluster(taken("--admin-addr", "VOLSYNC_DR_ADMIN_ADDR", config.admin_addr, &e)))?;
     tracing::info!(
         cluster = %config.cluster_name,
         peer = %config.peer_name,
@@ -106,6 +120,16 @@ pub async fn run(args: &RunArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A listening address that cannot be had, and what to do.
+fn taken(flag: &str, env: &str, addr: std::net::SocketAddr, e: &std::io::Error) -> String {
+    let advice = if e.kind() == std::io::ErrorKind::AddrInUse {
+        "another process listens there: stop it, or choose another address"
+    } else {
+        "choose an address this host has and this user may bind"
+    };
+    format!("cannot listen on {flag} {addr}: {e}; {advice} ({flag}, {env})")
 }
 
 /// Each list the webhook makes for a newly requested action (three at most, well within the

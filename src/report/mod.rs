@@ -2,6 +2,7 @@
 //! in, rows and their table, JSON or YAML out.
 
 pub mod doctor;
+pub mod startup;
 
 use std::collections::BTreeMap;
 
