@@ -31,6 +31,11 @@ pub struct Metrics {
     pvc_last_sync: Family<Labels, FloatGauge>,
     pvc_rpo: Family<Labels, FloatGauge>,
     pvc_state: Family<Labels, prometheus_client::metrics::gauge::Gauge>,
+    pvc_rpo_target: Family<Labels, FloatGauge>,
+    /// Running actions by PVC: (verb, Unix seconds of the start).
+    actions: Mutex<BTreeMap<(String, String), (String, f64)>>,
+    action_started: Family<Labels, FloatGauge>,
+    cluster_info: Family<Labels, prometheus_client::metrics::gauge::Gauge>,
 }
 
 type FloatGauge = prometheus_client::metrics::gauge::Gauge<f64, std::sync::atomic::AtomicU64>;
@@ -42,6 +47,9 @@ pub struct PvcStatus {
     pub state: String,
     /// Unix seconds of the last completed sync.
     pub last_sync: Option<f64>,
+    /// The recovery point's age not to pass (`volsync-dr.io/rpo-target`, else twice the
+    /// schedule's longest interval), in seconds.
+    pub rpo_target: Option<f64>,
 }
 
 /// 0.5 s to ~2.3 h: actions last from seconds (a small sync) to hours (a large one).
@@ -76,6 +84,10 @@ impl Metrics {
             pvc_last_sync: Family::default(),
             pvc_rpo: Family::default(),
             pvc_state: Family::default(),
+            pvc_rpo_target: Family::default(),
+            actions: Mutex::new(BTreeMap::new()),
+            action_started: Family::default(),
+            cluster_info: Family::default(),
         };
         metrics.registry = metrics.registry();
         metrics
@@ -156,6 +168,21 @@ impl Metrics {
             s.pvc_rpo.clone(),
         );
         r.register(
+            "pvc_rpo_target_seconds",
+            "The recovery point age a protected PVC should stay under: its volsync-dr.io/rpo-target, else twice its schedule's longest interval (leader only)",
+            s.pvc_rpo_target.clone(),
+        );
+        r.register(
+            "action_started_timestamp_seconds",
+            "Unix time a running action started, by PVC and verb (leader only; gone when it ends)",
+            s.action_started.clone(),
+        );
+        r.register(
+            "cluster_info",
+            "1, labelled with this cluster's name and its peer's (for alerts to say which cluster)",
+            s.cluster_info.clone(),
+        );
+        r.register(
             "pvc_state",
             "1 for the state (Pending, Protected, Degraded) a protected PVC is in (leader only)",
             s.pvc_state.clone(),
@@ -219,6 +246,32 @@ impl Metrics {
         self.leader.set(i64::from(leading));
     }
 
+    /// This instance's cluster and peer, exported once as `cluster_info`.
+    pub fn set_cluster(&self, cluster: &str, peer: &str) {
+        self.cluster_info
+            .get_or_create(&vec![
+                ("cluster".to_string(), cluster.to_string()),
+                ("peer".to_string(), peer.to_string()),
+            ])
+            .set(1);
+    }
+
+    /// An action runs on this PVC (said on each of its passes, so a restart says it again).
+    pub fn action_running(&self, namespace: &str, pvc: &str, verb: &str, started_unix: f64) {
+        self.actions.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            (namespace.to_string(), pvc.to_string()),
+            (verb.to_string(), started_unix),
+        );
+    }
+
+    /// The action on this PVC ended.
+    pub fn action_ended(&self, namespace: &str, pvc: &str) {
+        self.actions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(namespace.to_string(), pvc.to_string()));
+    }
+
     pub fn set_peer_reachable(&self, reachable: bool) {
         self.peer_reachable.set(i64::from(reachable));
     }
@@ -245,6 +298,16 @@ impl Metrics {
         self.pvc_last_sync.clear();
         self.pvc_rpo.clear();
         self.pvc_state.clear();
+        self.pvc_rpo_target.clear();
+        self.action_started.clear();
+        for ((namespace, pvc), (verb, started)) in self.actions.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let labels = vec![
+                ("namespace".to_string(), namespace.clone()),
+                ("pvc".to_string(), pvc.clone()),
+                ("verb".to_string(), verb.clone()),
+            ];
+            self.action_started.get_or_create(&labels).set(*started);
+        }
         for ((namespace, pvc), s) in pvcs.iter() {
             let labels = vec![
                 ("namespace".to_string(), namespace.clone()),
@@ -254,6 +317,9 @@ impl Metrics {
             if let Some(t) = s.last_sync {
                 self.pvc_last_sync.get_or_create(&labels).set(t);
                 self.pvc_rpo.get_or_create(&labels).set((now_unix - t).max(0.0));
+            }
+            if let Some(target) = s.rpo_target {
+                self.pvc_rpo_target.get_or_create(&labels).set(target);
             }
             let mut with_state = labels.clone();
             with_state.push(("state".to_string(), s.state.clone()));
@@ -294,8 +360,11 @@ mod tests {
                 role: "primary".into(),
                 state: "Protected".into(),
                 last_sync: Some(1000.0),
+                rpo_target: Some(1200.0),
             },
         );
+        m.set_cluster("east", "west");
+        m.action_running("app", "db", "migrate", 1050.0);
         m.refresh_pvcs(1090.0);
         let mut text = String::new();
         encode(&mut text, &m.registry).expect("encode");
@@ -307,6 +376,19 @@ mod tests {
             text.contains("volsync_dr_pvc_state{namespace=\"app\",pvc=\"db\",role=\"primary\",state=\"Protected\"} 1"),
             "{text}"
         );
+        // What the shipped alerts read (tests/alerts/volsync-dr.test.yaml uses these shapes).
+        for line in [
+            "volsync_dr_pvc_rpo_target_seconds{namespace=\"app\",pvc=\"db\",role=\"primary\"} 1200.0",
+            "volsync_dr_action_started_timestamp_seconds{namespace=\"app\",pvc=\"db\",verb=\"migrate\"} 1050.0",
+            "volsync_dr_cluster_info{cluster=\"east\",peer=\"west\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+        m.action_ended("app", "db");
+        m.refresh_pvcs(1091.0);
+        let mut text = String::new();
+        encode(&mut text, &m.registry).expect("encode");
+        assert!(!text.contains("volsync_dr_action_started_timestamp_seconds{"), "{text}");
         m.pvc_forget("app", "db");
         m.refresh_pvcs(1100.0);
         let mut text = String::new();

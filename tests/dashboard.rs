@@ -28,6 +28,7 @@ fn every_metric_the_dashboard_queries_is_exported() {
             role: "primary".into(),
             state: "Protected".into(),
             last_sync: Some(1.0),
+            rpo_target: Some(1200.0),
         },
     );
     let exported: BTreeSet<String> = metrics

@@ -120,6 +120,10 @@ fn chart_and_kustomize_give_the_same_objects_for_the_same_settings() {
             json!({"clusterName": "cluster-a", "peerName": "cluster-b", "certManager": {"enabled": true}}),
             "overlays/cluster-a-cert-manager",
         ),
+        (
+            json!({"clusterName": "cluster-a", "peerName": "cluster-b", "monitoring": {"enabled": true}}),
+            "overlays/cluster-a-monitoring",
+        ),
     ] {
         let (docs, lint) = helm(&values).unwrap_or_else(|e| panic!("{values}: {e}"));
         assert_lint_clean(&lint);
@@ -161,6 +165,26 @@ fn chart_output_passes_the_kubernetes_schemas_and_missing_names_are_refused() {
     assert!(err.contains("clusterName"), "{err}");
     let err = helm(&json!({"clusterName": "Cluster_A", "peerName": "cluster-b"})).expect_err("bad name");
     assert!(err.contains("clusterName") && err.contains("pattern"), "{err}");
+}
+
+#[test]
+fn the_chart_ships_the_same_alerts_as_the_kustomize_component() {
+    let shipped = std::fs::read_to_string(chart().join("files/prometheusrule.yaml")).expect("chart rules");
+    let component = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/components/monitoring/prometheusrule.yaml"),
+    )
+    .expect("component rules");
+    assert!(
+        shipped == component,
+        "deploy/helm/volsync-dr/files/prometheusrule.yaml is out of date: cp deploy/components/monitoring/prometheusrule.yaml deploy/helm/volsync-dr/files/"
+    );
+    // Off by default where the Prometheus Operator is not installed ("auto").
+    let (docs, _) = helm(&json!({"clusterName": "cluster-a", "peerName": "cluster-b"})).expect("render");
+    assert!(
+        docs.iter()
+            .all(|d| d["kind"] != "PrometheusRule" && d["kind"] != "ServiceMonitor"),
+        "monitoring objects without the Prometheus Operator"
+    );
 }
 
 #[test]

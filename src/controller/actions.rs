@@ -105,6 +105,7 @@ async fn finish(
         ctx.metrics
             .action_finished(verb, outcome, seconds_between(started, Timestamp::now()));
     }
+    ctx.metrics.action_ended(&view.namespace, &view.name);
     let (type_, reason) = match phase {
         Phase::Failed => (EventType::Warning, "ActionFailed"),
         _ => (EventType::Normal, "ActionSucceeded"),
@@ -269,6 +270,11 @@ pub async fn run(pvc: &PersistentVolumeClaim, view: &PvcView, ctx: &Context) -> 
             })
             .collect(),
     };
+    if let Some(started) = progress.action_started {
+        let started = started.as_millisecond() as f64 / 1000.0;
+        ctx.metrics
+            .action_running(&view.namespace, &view.name, parsed.verb.as_str(), started);
+    }
     let mut pass = Pass {
         pvc,
         view,

@@ -16,6 +16,8 @@ pub const ACTION: &str = "volsync-dr.io/action";
 /// The application group a PVC belongs to besides the workloads it shares (an app and its
 /// database): PVCs of one namespace with the same value move together.
 pub const GROUP: &str = "volsync-dr.io/group";
+/// The recovery point age not to pass (the RPO alert's threshold): a duration such as `30m`.
+pub const RPO_TARGET: &str = "volsync-dr.io/rpo-target";
 
 // --- Written by volsync-dr ---
 pub const ROLE: &str = "volsync-dr.io/role";

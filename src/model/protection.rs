@@ -28,6 +28,8 @@ pub struct ProtectionSpec {
     pub action: Option<ActionRequest>,
     /// The explicit application group (`volsync-dr.io/group`).
     pub group: Option<String>,
+    /// The recovery point age not to pass (`volsync-dr.io/rpo-target`).
+    pub rpo_target: Option<std::time::Duration>,
     /// Written by volsync-dr, but read back to decide who is primary.
     pub role: Option<Role>,
 }
@@ -82,6 +84,7 @@ const CLASS_ACCEPTED: &str = "a Kubernetes object name: up to 253 lowercase lett
      starting and ending with a letter or digit";
 const PEER_ACCEPTED: &str = "a cluster name: up to 63 lowercase letters, digits or '-', \
      starting and ending with a letter or digit";
+const RPO_TARGET_ACCEPTED: &str = "a duration from 1m to 90d, such as 30m, 2h, 1h30m or 1d";
 const GROUP_ACCEPTED: &str = "a group name: up to 63 lowercase letters, digits or '-', \
      starting and ending with a letter or digit";
 
@@ -127,6 +130,7 @@ impl ProtectionSpec {
             }
             keys::PEER => self.peer = Some(dns_label(value).map_err(|p| (p, PEER_ACCEPTED))?),
             keys::GROUP => self.group = Some(dns_label(value).map_err(|p| (p, GROUP_ACCEPTED))?),
+            keys::RPO_TARGET => self.rpo_target = Some(rpo_target(value).map_err(|p| (p, RPO_TARGET_ACCEPTED))?),
             keys::DESTINATION_STORAGE_CLASS => self.destination_storage_class = Some(class_name(value)?),
             keys::VOLUME_SNAPSHOT_CLASS => self.volume_snapshot_class = Some(class_name(value)?),
             keys::DESTINATION_VOLUME_SNAPSHOT_CLASS => {
@@ -163,7 +167,21 @@ impl ProtectionSpec {
 
 fn known_keys() -> &'static str {
     "protect, schedule, peer, destination-storage-class, volume-snapshot-class, \
-     destination-volume-snapshot-class, copy-method, service-type, action, group (prefixed volsync-dr.io/)"
+     destination-volume-snapshot-class, copy-method, service-type, action, group, rpo-target (prefixed volsync-dr.io/)"
+}
+
+/// A duration in whole units (`90s`, `30m`, `2h`, `1h30m`, `1d`), from 1 minute to 90 days.
+pub fn rpo_target(value: &str) -> Result<std::time::Duration, String> {
+    let span: jiff::Span = value
+        .parse()
+        .map_err(|_| "not a duration such as 30m, 2h or 1h30m".to_string())?;
+    let seconds = span
+        .total((jiff::Unit::Second, jiff::SpanRelativeTo::days_are_24_hours()))
+        .map_err(|e| format!("not a duration: {e}"))?;
+    if !(60.0..=90.0 * 86_400.0).contains(&seconds) {
+        return Err("out of range".to_string());
+    }
+    Ok(std::time::Duration::from_secs_f64(seconds))
 }
 
 fn parse_bool(value: &str) -> Result<bool, (String, &'static str)> {
@@ -277,6 +295,10 @@ mod tests {
             let spec = ProtectionSpec::parse(&annotations(&[(keys::SERVICE_TYPE, text)])).expect(text);
             assert_eq!(spec.service_type, Some(ty));
         }
+        for (text, minutes) in [("30m", 30), ("2h", 120), ("1h30m", 90), ("1d", 1440), ("90s", 1)] {
+            let spec = ProtectionSpec::parse(&annotations(&[(keys::RPO_TARGET, text)])).expect(text);
+            assert_eq!(spec.rpo_target.map(|d| d.as_secs() / 60), Some(minutes), "{text}");
+        }
         for (text, protect) in [("true", true), ("false", false)] {
             let spec = ProtectionSpec::parse(&annotations(&[(keys::PROTECT, text)])).expect(text);
             assert_eq!(spec.protect, Some(protect));
@@ -301,6 +323,10 @@ mod tests {
             (keys::GROUP, "Shop App", "a group name"),
             (keys::DESTINATION_STORAGE_CLASS, "SC!", "a Kubernetes object name"),
             (keys::ROLE, "leader", "primary, secondary or fenced"),
+            (keys::RPO_TARGET, "soon", "a duration from 1m to 90d"),
+            (keys::RPO_TARGET, "30", "a duration from 1m to 90d"),
+            (keys::RPO_TARGET, "30s", "a duration from 1m to 90d"),
+            (keys::RPO_TARGET, "100d", "a duration from 1m to 90d"),
             ("volsync-dr.io/shedule", "0 * * * *", "protect, schedule"),
         ];
         for (key, value, accepted) in cases {

@@ -50,6 +50,13 @@ impl Schedule {
     pub fn cron(&self) -> &Cron {
         &self.cron
     }
+
+    /// The longest wait between two runs among the next 25 after `from` (a schedule whose
+    /// runs are uneven, such as `0 9,17 * * *`, is judged by its longest gap).
+    pub fn longest_interval(&self, from: chrono::DateTime<chrono::Utc>) -> Option<std::time::Duration> {
+        let runs: Vec<chrono::DateTime<chrono::Utc>> = self.cron.iter_after(from).take(25).collect();
+        runs.windows(2).filter_map(|w| (w[1] - w[0]).to_std().ok()).max()
+    }
 }
 
 impl PartialEq for Schedule {

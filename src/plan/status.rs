@@ -8,6 +8,7 @@ use serde_json::{Map, Value, json};
 
 use crate::model::keys;
 use crate::model::role::{Role, State};
+use crate::model::schedule::Schedule;
 use crate::model::volsync::{ReplicationDestination, ReplicationSource, SyncStatus};
 
 /// Sync times mirrored from VolSync's status.
@@ -71,6 +72,26 @@ fn annotations_patch(current: &BTreeMap<String, String>, wanted: &[(&str, Option
         }
     }
     (!changes.is_empty()).then(|| json!({"metadata": {"annotations": changes}}))
+}
+
+/// The recovery point age a PVC should stay under: its `volsync-dr.io/rpo-target`, else twice
+/// its schedule's longest interval (from `now`). A value the webhook would refuse counts as
+/// unset here: the alert still has a threshold.
+pub fn rpo_target(
+    annotations: &BTreeMap<String, String>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<std::time::Duration> {
+    if let Some(target) = annotations
+        .get(keys::RPO_TARGET)
+        .and_then(|v| crate::model::protection::rpo_target(v).ok())
+    {
+        return Some(target);
+    }
+    let schedule = annotations
+        .get(keys::SCHEDULE)
+        .and_then(|s| s.parse::<Schedule>().ok())
+        .unwrap_or_default();
+    schedule.longest_interval(now).map(|gap| gap * 2)
 }
 
 /// The address of a peer node for NodePort: a Ready node's ExternalIP, else its InternalIP;
@@ -152,6 +173,43 @@ mod tests {
         ];
         for (cur, v, want) in cases {
             assert_eq!(status_patch(&cur, &v), want, "{cur:?} {v:?}");
+        }
+    }
+
+    #[test]
+    fn the_rpo_target_is_the_annotation_else_twice_the_longest_interval() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-03T10:07:00Z")
+            .expect("time")
+            .with_timezone(&chrono::Utc);
+        let minutes = |m: u64| Some(std::time::Duration::from_secs(m * 60));
+        let cases = [
+            ("default schedule (every 10 minutes)", vec![], minutes(20)),
+            ("hourly", vec![(keys::SCHEDULE, "0 * * * *")], minutes(120)),
+            (
+                "uneven: 9:00 and 17:00, the 16 h night counts",
+                vec![(keys::SCHEDULE, "0 9,17 * * *")],
+                minutes(32 * 60),
+            ),
+            (
+                "set",
+                vec![(keys::SCHEDULE, "0 * * * *"), (keys::RPO_TARGET, "45m")],
+                minutes(45),
+            ),
+            ("compound", vec![(keys::RPO_TARGET, "1h30m")], minutes(90)),
+            ("days", vec![(keys::RPO_TARGET, "1d")], minutes(24 * 60)),
+            (
+                "refused value: the schedule's",
+                vec![(keys::RPO_TARGET, "soon")],
+                minutes(20),
+            ),
+            (
+                "too short: the schedule's",
+                vec![(keys::RPO_TARGET, "10s")],
+                minutes(20),
+            ),
+        ];
+        for (case, pairs, want) in cases {
+            assert_eq!(rpo_target(&current(&pairs), now), want, "{case}");
         }
     }
 
