@@ -405,7 +405,7 @@ impl Job<'_> {
             Step::RestoreSnapshot => Observed::Restored {
                 exists: self.restored().await?.is_some(),
             },
-            Step::KeepDivergedCopy => {
+            Step::KeepDivergedCopy | Step::WaitForKeptCopy => {
                 let name = self.names.kept_copy(&self.trigger);
                 let kept = self
                     .peer
@@ -539,7 +539,7 @@ impl Job<'_> {
             Step::CreateLocalSync => self.create_local_sync().await,
             Step::KeepSnapshot => self.keep_snapshot().await,
             Step::RestoreSnapshot => self.restore_snapshot().await,
-            Step::KeepDivergedCopy => self.keep_diverged_copy().await,
+            Step::KeepDivergedCopy | Step::WaitForKeptCopy => self.keep_diverged_copy().await,
             Step::SwapRoles => {
                 // Here first: when the peer's instance sees its PVC become primary, this side
                 // already says secondary, so it protects toward here at once.

@@ -4,9 +4,9 @@
 //! as in the runbook, but first kept in a VolumeSnapshot there.
 //!
 //! Check → scale the application down on the peer (fenced, it is down already) → snapshot the
-//! peer's copy and wait until it is ready → delete the peer's stale `rs-P` → scale it down here too, so nothing is written after the final sync
-//! (the runbook scales down here only after the sync, and loses those writes) → Secret and
-//! `rd-P` on the peer → one-time sync from here → delete it → delete the peer's `rd-P` →
+//! peer's copy → delete the peer's stale `rs-P` → scale it down here too, so nothing is written
+//! after the final sync (the runbook scales down here only after the sync, and loses those
+//! writes) → Secret and `rd-P` on the peer → the snapshot ready → one-time sync from here → delete it → delete the peer's `rd-P` →
 //! roles as before the failure → scale the application up on the peer → wait until the peer
 //! protects the PVC back to here.
 
@@ -19,6 +19,7 @@ pub const STEPS: &[Step] = &[
     Step::DeleteStaleSyncOnPeer,
     Step::ScaleDownHere,
     Step::CreateDestinationOnPeer,
+    Step::WaitForKeptCopy,
     Step::CreateOneTimeSync,
     Step::WaitForSync,
     Step::DeleteOneTimeSync,

@@ -48,9 +48,13 @@ pub enum Step {
     KeepSnapshot,
     /// `restored-P` from `rd-P` (VolSync's populator fills it from the latest snapshot).
     RestoreSnapshot,
-    /// Failback: a VolumeSnapshot of the peer's copy (`P-before-REQUEST`), ready before
-    /// anything overwrites it: what the returning side wrote is never lost without a trace.
+    /// Failback: a VolumeSnapshot of the peer's copy (`P-before-REQUEST`) is taken: what the
+    /// returning side wrote is never lost without a trace.
     KeepDivergedCopy,
+    /// Failback: that snapshot is ready before the sync that overwrites the copy starts. A
+    /// separate step, later, so the snapshotter's work overlaps the steps in between (nothing
+    /// writes to the copy before the sync).
+    WaitForKeptCopy,
     /// `rs-P-local`: restored-P into `rd-P` here (copyMethod Direct, manual trigger).
     CreateLocalSync,
     WaitForLocalSync,
@@ -75,7 +79,7 @@ pub enum Step {
 
 impl Step {
     /// Every step, grouped by what it does (the order of a flow is in its own file).
-    pub const ALL: [Step; 24] = [
+    pub const ALL: [Step; 25] = [
         Step::CheckPreconditions,
         Step::ScaleDownHere,
         Step::ScaleDownPeer,
@@ -97,6 +101,7 @@ impl Step {
         Step::KeepSnapshot,
         Step::RestoreSnapshot,
         Step::KeepDivergedCopy,
+        Step::WaitForKeptCopy,
         Step::SwapRoles,
         Step::TakeOver,
         Step::RestoreRoles,
@@ -117,6 +122,7 @@ impl Step {
             Step::KeepSnapshot => "keep-snapshot",
             Step::RestoreSnapshot => "restore-snapshot",
             Step::KeepDivergedCopy => "keep-diverged-copy",
+            Step::WaitForKeptCopy => "wait-for-kept-copy",
             Step::CreateLocalSync => "create-local-sync",
             Step::WaitForLocalSync => "wait-for-local-sync",
             Step::DeleteLocalSync => "delete-local-sync",
@@ -318,7 +324,9 @@ pub fn next(steps: &[Step], step: Step, observed: &Observed, trigger: &str) -> T
             (true, true) => finished(),
         },
         (Step::RestoreSnapshot, Observed::Restored { exists }) => act_until(*exists, finished),
-        (Step::KeepDivergedCopy, Observed::Kept { exists, ready }) => match (exists, ready) {
+        (Step::KeepDivergedCopy, Observed::Kept { exists, .. }) => act_until(*exists, finished),
+        // Gone meanwhile (deleted by hand): taken again, still before anything overwrote it.
+        (Step::WaitForKeptCopy, Observed::Kept { exists, ready }) => match (exists, ready) {
             (false, _) => Transition::Act,
             (true, false) => Transition::Wait("waiting for the snapshot of the returning copy to be ready".into()),
             (true, true) => finished(),
@@ -699,8 +707,32 @@ mod tests {
                 },
                 "failback:1"
             ),
-            T::Advance(Step::CreateOneTimeSync)
+            T::Advance(Step::WaitForKeptCopy)
         );
+        // The returning copy's snapshot: taken early, awaited just before the sync that
+        // overwrites the copy, taken again if it vanished meanwhile.
+        let kept = |exists, ready| O::Kept { exists, ready };
+        for (step, observed, want) in [
+            (Step::KeepDivergedCopy, kept(false, false), T::Act),
+            (
+                Step::KeepDivergedCopy,
+                kept(true, false),
+                T::Advance(Step::DeleteStaleSyncOnPeer),
+            ),
+            (
+                Step::WaitForKeptCopy,
+                kept(true, false),
+                T::Wait("waiting for the snapshot of the returning copy to be ready".into()),
+            ),
+            (
+                Step::WaitForKeptCopy,
+                kept(true, true),
+                T::Advance(Step::CreateOneTimeSync),
+            ),
+            (Step::WaitForKeptCopy, kept(false, false), T::Act),
+        ] {
+            assert_eq!(next(b, step, &observed, "failback:1"), want, "{step:?} {observed:?}");
+        }
     }
 
     #[test]
