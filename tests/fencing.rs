@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::{
-    DrProcess, annotate, annotation, deployment, events_with_reason, holds_for, metric, replicas, wait_annotation,
-    wait_latest_image,
+    DrProcess, annotate, annotation, deployment, events_with_reason, holds_for, metric, metric_value, replicas,
+    wait_annotation, wait_latest_image,
 };
 use testkit::pair::{ClusterPair, PRIMARY, SECONDARY};
 
@@ -115,7 +115,8 @@ async fn the_returning_primary_fences_itself_and_failback_keeps_what_it_wrote() 
     .await;
     assert!(
         metric(&a, "volsync_dr_fencings_total{side=\"here\"} 1").await,
-        "the fencing is counted"
+        "the fencing is counted: {:?}",
+        metric_value(&a, "volsync_dr_fencings_total{side=\"here\"}").await
     );
 
     b.start_again().await;

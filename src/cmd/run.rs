@@ -177,22 +177,27 @@ async fn elect(local: &kube::Client, config: &RunConfig) -> Result<Option<Leader
 /// Probe the peer's API server forever, for `volsync_dr_peer_reachable` and to look at every
 /// PVC again when it answers again. A change is logged once, not on every probe.
 async fn probe_peer(ctx: Arc<Context>) {
+    let mut was = true;
     loop {
         let reachable = ctx.peer.reachable().await;
         ctx.metrics.set_peer_reachable(reachable);
-        ctx.peer_answered(reachable);
-        let was = ctx.peer_reachable.send_replace(reachable);
-        match (was, reachable) {
-            (true, false) => tracing::warn!(
+        // An outage shorter than the probe interval is seen by the calls that failed in it.
+        let outage_ended = ctx.peer_answered(reachable);
+        if was && !reachable {
+            tracing::warn!(
                 peer = ctx.peer.name,
-                "the peer cluster does not answer; its side of each PVC is retried with backoff"
-            ),
-            (false, true) => tracing::info!(
+                "the peer cluster does not answer; every PVC is looked at now, and its side retried with backoff"
+            );
+            ctx.peer_changed.send_modify(|changes| *changes += 1);
+        }
+        if reachable && (!was || outage_ended) {
+            tracing::info!(
                 peer = ctx.peer.name,
                 "the peer cluster answers again; every PVC is looked at now"
-            ),
-            _ => {}
+            );
+            ctx.peer_changed.send_modify(|changes| *changes += 1);
         }
+        was = reachable;
         tokio::time::sleep(PEER_PROBE_INTERVAL).await;
     }
 }

@@ -29,9 +29,11 @@ pub struct Context {
     pending: Mutex<HashMap<(String, String), u32>>,
     /// A peer node's address for NodePort, with when it was looked up.
     node_address: Mutex<Option<(Instant, String)>>,
-    /// Whether the peer answered the last probe; every PVC is looked at again when it turns
-    /// true (a PVC Degraded by the outage may be waiting out a long backoff).
-    pub peer_reachable: tokio::sync::watch::Sender<bool>,
+    /// How many times the peer's reachability changed: a probe found it down, or it answered
+    /// again after a probe or a call found it down. Each change looks at every PVC again: their
+    /// status shows an outage within a probe interval, not a resync, and a PVC Degraded by it
+    /// does not wait out its backoff once the peer is back.
+    pub peer_changed: tokio::sync::watch::Sender<u64>,
     /// Notices already published by this process (each is said once, not on every pass).
     said: Mutex<std::collections::HashSet<String>>,
     /// The last Degraded reason published per PVC: a reason is an Event when it changes.
@@ -83,7 +85,7 @@ impl Context {
             said: Mutex::new(std::collections::HashSet::new()),
             reasons: Mutex::new(HashMap::new()),
             peer_down_since: Mutex::new(None),
-            peer_reachable: tokio::sync::watch::Sender::new(true),
+            peer_changed: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -119,15 +121,15 @@ impl Context {
         )
     }
 
-    /// The peer answered (a probe): the next outage has its own start.
-    pub fn peer_answered(&self, answered: bool) {
+    /// What a probe of the peer found. Answered: the outage (if a probe or a call saw one)
+    /// ends, and `true` says there was one; the next outage has its own start.
+    pub fn peer_answered(&self, answered: bool) -> bool {
         let mut since = self.peer_down_since.lock().unwrap_or_else(|p| p.into_inner());
-        match answered {
-            true => *since = None,
-            false => {
-                since.get_or_insert_with(jiff::Timestamp::now);
-            }
+        if answered {
+            return since.take().is_some();
         }
+        since.get_or_insert_with(jiff::Timestamp::now);
+        false
     }
 
     /// Whether `reason` differs from the last one said for this PVC (and remember it); `None`

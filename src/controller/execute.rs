@@ -393,7 +393,7 @@ impl Job<'_> {
                 }
                 Observed::Present(left)
             }
-            Step::CreateDestinationOnPeer => {
+            Step::CreateDestinationOnPeer | Step::WaitForDestinationOnPeer => {
                 let address = self.peer_endpoint(self.service_type().await?).await?.is_some();
                 // An endpoint implies the RD; only without one is its existence a question.
                 let exists = address || self.destination(&self.peer).await?.is_some();
@@ -534,7 +534,7 @@ impl Job<'_> {
             Step::DeleteLocalSync => self.delete_source(&self.here, &names.replication_source_local).await,
             Step::DeleteDestination => self.delete_destination(&self.here).await,
             Step::DeleteRestored => self.delete_restored().await,
-            Step::CreateDestinationOnPeer => self.create_destination_on_peer().await,
+            Step::CreateDestinationOnPeer | Step::WaitForDestinationOnPeer => self.create_destination_on_peer().await,
             Step::CreateOneTimeSync => self.create_one_time_sync().await,
             Step::CreateLocalSync => self.create_local_sync().await,
             Step::KeepSnapshot => self.keep_snapshot().await,

@@ -50,7 +50,9 @@ async fn hold_if_asked(ctx: &Context) {
 #[cfg(not(feature = "test-hooks"))]
 async fn hold_if_asked(_: &Context) {}
 
-/// Fence the copy of `pvc` on `on` (this cluster or the peer).
+/// Fence the copy of `pvc` on `on` (this cluster or the peer). `false`: it is marked fenced
+/// already (read fresh: a pass from a cache that lags the mark must not fence, count and say
+/// it twice); a fence cut short before its mark is carried out again.
 pub async fn fence(
     ctx: &Context,
     on: &ClusterRef,
@@ -58,7 +60,12 @@ pub async fn fence(
     pvc: &str,
     generation: u64,
     message: &str,
-) -> Result<(), Error> {
+) -> Result<bool, Error> {
+    let pvcs = on.api::<PersistentVolumeClaim>(namespace);
+    let current = on.call("read PVC", pvcs.get_opt(pvc)).await?;
+    if current.is_some_and(|p| p.annotations().get(keys::ROLE).map(String::as_str) == Some(Role::Fenced.as_str())) {
+        return Ok(false);
+    }
     let usage = workloads::usage(on, namespace, &[pvc.to_string()]).await?;
     for workload in &usage.workloads {
         if let Some(body) = workload.scale_down_patch() {
@@ -73,14 +80,13 @@ pub async fn fence(
         keys::STATE: State::Degraded.as_str(),
         keys::FENCED: message,
     }}});
-    let pvcs = on.api::<PersistentVolumeClaim>(namespace);
     on.call(
         "mark PVC fenced",
         pvcs.patch(pvc, &field_manager(), &Patch::Merge(mark)),
     )
     .await?;
     tracing::warn!(namespace, pvc, cluster = on.name, generation, "fenced a stale primary");
-    Ok(())
+    Ok(true)
 }
 
 /// A fenced PVC here: its syncs stay removed, its status says so, and the first look of this

@@ -40,19 +40,13 @@ fn owner_pvc<K: Resource>(object: K) -> Option<ObjectRef<PersistentVolumeClaim>>
     Some(ObjectRef::new(&pvc).within(&namespace))
 }
 
-/// Yields once each time the peer turns reachable again after it was not.
-fn peer_returns(receiver: tokio::sync::watch::Receiver<bool>) -> impl futures::Stream<Item = ()> + Send {
-    let was = *receiver.borrow();
-    futures::stream::unfold((receiver, was), |(mut receiver, mut was)| async move {
-        loop {
-            receiver.changed().await.ok()?;
-            let now = *receiver.borrow_and_update();
-            let back = now && !was;
-            was = now;
-            if back {
-                return Some(((), (receiver, was)));
-            }
-        }
+/// Yields once each time the peer's reachability changes (`Context::peer_changed`); changes
+/// counted while one is being handled make one more look, not one each.
+fn peer_changes(receiver: tokio::sync::watch::Receiver<u64>) -> impl futures::Stream<Item = ()> + Send {
+    futures::stream::unfold(receiver, |mut receiver| async move {
+        receiver.changed().await.ok()?;
+        receiver.borrow_and_update();
+        Some(((), receiver))
     })
 }
 
@@ -85,7 +79,7 @@ pub async fn run(ctx: Arc<Context>, synced: Arc<AtomicUsize>, stop: tokio::sync:
             };
             let controller = Controller::new(pvcs, watcher::Config::default())
                 .with_config(config.clone())
-                .reconcile_all_on(peer_returns(ctx.peer_reachable.subscribe()))
+                .reconcile_all_on(peer_changes(ctx.peer_changed.subscribe()))
                 .watches(sources, managed.clone(), owner_pvc)
                 .watches(destinations, managed.clone(), owner_pvc)
                 .graceful_shutdown_on({
@@ -141,27 +135,22 @@ pub async fn run(ctx: Arc<Context>, synced: Arc<AtomicUsize>, stop: tokio::sync:
 mod tests {
     use futures::{FutureExt, StreamExt};
 
-    use super::peer_returns;
+    use super::peer_changes;
 
     #[test]
-    fn the_peer_returning_triggers_once_per_return() {
-        let (sender, receiver) = tokio::sync::watch::channel(true);
-        let returns = peer_returns(receiver);
+    fn each_change_of_the_peer_triggers_one_look() {
+        let (sender, receiver) = tokio::sync::watch::channel(0u64);
+        let returns = peer_changes(receiver);
         futures::pin_mut!(returns);
-        // Each value is sent, then the stream polled once: (value, whether it yields).
-        for (reachable, yields) in [
-            (true, false),
-            (false, false),
-            (false, false),
-            (true, true),
-            (true, false),
-            (false, false),
-            (true, true),
-        ] {
-            sender.send_replace(reachable);
-            let polled = returns.next().now_or_never();
-            assert_eq!(polled, yields.then_some(Some(())), "after {reachable}");
-        }
+        assert_eq!(returns.next().now_or_never(), None, "nothing before a return");
+        sender.send_modify(|n| *n += 1);
+        assert_eq!(returns.next().now_or_never(), Some(Some(())), "a return");
+        assert_eq!(returns.next().now_or_never(), None, "once");
+        // Two returns counted before the stream looks: one more look.
+        sender.send_modify(|n| *n += 1);
+        sender.send_modify(|n| *n += 1);
+        assert_eq!(returns.next().now_or_never(), Some(Some(())));
+        assert_eq!(returns.next().now_or_never(), None);
         drop(sender);
         assert_eq!(returns.next().now_or_never(), Some(None), "ends with the sender");
     }

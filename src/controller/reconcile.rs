@@ -300,7 +300,14 @@ async fn fence_stale(
         report(pvc, ctx, State::Degraded, SyncTimes::default(), Some(why)).await?;
         return Ok(Action::requeue(HANDED_OFF_RETRY));
     }
-    super::fence::fence(ctx, stale, &namespace, &name, generation, message).await?;
+    if !super::fence::fence(ctx, stale, &namespace, &name, generation, message).await? {
+        // Fenced already: the watch brings this side's mark back; the peer's is seen next look.
+        return Ok(if here {
+            Action::await_change()
+        } else {
+            Action::requeue(HANDED_OFF_RETRY)
+        });
+    }
     ctx.metrics.fenced(if here { "here" } else { "peer" });
     if here {
         // The mark brings the PVC back through the watch as fenced.

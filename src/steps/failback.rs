@@ -4,9 +4,11 @@
 //! as in the runbook, but first kept in a VolumeSnapshot there.
 //!
 //! Check → scale the application down on the peer (fenced, it is down already) → snapshot the
-//! peer's copy → delete the peer's stale `rs-P` → scale it down here too, so nothing is written
-//! after the final sync (the runbook scales down here only after the sync, and loses those
-//! writes) → Secret and `rd-P` on the peer → the snapshot ready → one-time sync from here → delete it → delete the peer's `rd-P` →
+//! peer's copy → delete the peer's stale `rs-P` → Secret and `rd-P` on the peer (nothing writes
+//! to the copy until a source connects) → scale it down here too, so nothing is written after
+//! the final sync (the runbook scales down here only after the sync, and loses those writes) →
+//! the RD's address and the snapshot ready (VolSync and the snapshotter work meanwhile) →
+//! one-time sync from here → delete it → delete the peer's `rd-P` →
 //! roles as before the failure → scale the application up on the peer → wait until the peer
 //! protects the PVC back to here.
 
@@ -17,8 +19,9 @@ pub const STEPS: &[Step] = &[
     Step::ScaleDownPeer,
     Step::KeepDivergedCopy,
     Step::DeleteStaleSyncOnPeer,
-    Step::ScaleDownHere,
     Step::CreateDestinationOnPeer,
+    Step::ScaleDownHere,
+    Step::WaitForDestinationOnPeer,
     Step::WaitForKeptCopy,
     Step::CreateOneTimeSync,
     Step::WaitForSync,

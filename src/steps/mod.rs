@@ -35,8 +35,11 @@ pub enum Step {
     DeleteScheduledSync,
     /// Delete the stale `rs-P` (and `rs-P-latest`) the peer kept from before a failover.
     DeleteStaleSyncOnPeer,
-    /// Secret and `rd-P` on the peer; finished when the RD publishes its address.
+    /// Secret and `rd-P` on the peer; finished when the RD exists.
     CreateDestinationOnPeer,
+    /// Failback: the peer's `rd-P` has published its address. A separate step, after the local
+    /// scale-down, so VolSync's work on the RD overlaps the pods going away.
+    WaitForDestinationOnPeer,
     /// `rs-P-latest` here, toward the peer's `rd-P`, `trigger.manual` = the request.
     CreateOneTimeSync,
     /// Finished when `rs-P-latest` reports `lastManualSync` = the request.
@@ -79,13 +82,14 @@ pub enum Step {
 
 impl Step {
     /// Every step, grouped by what it does (the order of a flow is in its own file).
-    pub const ALL: [Step; 25] = [
+    pub const ALL: [Step; 26] = [
         Step::CheckPreconditions,
         Step::ScaleDownHere,
         Step::ScaleDownPeer,
         Step::ScaleUpPeer,
         Step::ScaleUpHere,
         Step::CreateDestinationOnPeer,
+        Step::WaitForDestinationOnPeer,
         Step::CreateOneTimeSync,
         Step::CreateLocalSync,
         Step::WaitForSync,
@@ -115,6 +119,7 @@ impl Step {
             Step::DeleteScheduledSync => "delete-scheduled-sync",
             Step::DeleteStaleSyncOnPeer => "delete-stale-sync-on-peer",
             Step::CreateDestinationOnPeer => "create-destination-on-peer",
+            Step::WaitForDestinationOnPeer => "wait-for-destination-on-peer",
             Step::CreateOneTimeSync => "create-one-time-sync",
             Step::WaitForSync => "wait-for-sync",
             Step::DeleteOneTimeSync => "delete-one-time-sync",
@@ -318,7 +323,8 @@ pub fn next(steps: &[Step], step: Step, observed: &Observed, trigger: &str) -> T
             | Step::DeleteRestored,
             Observed::Present(left),
         ) => act_until(left.is_empty(), finished),
-        (Step::CreateDestinationOnPeer, Observed::Destination { exists, address }) => match (exists, address) {
+        (Step::CreateDestinationOnPeer, Observed::Destination { exists, .. }) => act_until(*exists, finished),
+        (Step::WaitForDestinationOnPeer, Observed::Destination { exists, address }) => match (exists, address) {
             (false, _) => Transition::Act,
             (true, false) => Transition::Wait("waiting for the ReplicationDestination's address".into()),
             (true, true) => finished(),
@@ -673,42 +679,29 @@ mod tests {
         use Observed as O;
         use Transition as T;
         let b = failback::STEPS;
-        assert_eq!(
-            next(
-                b,
+        // The peer's RD: created before the local scale-down, its address awaited after it.
+        let rd = |exists, address| O::Destination { exists, address };
+        for (step, observed, want) in [
+            (Step::CreateDestinationOnPeer, rd(false, false), T::Act),
+            (
                 Step::CreateDestinationOnPeer,
-                &O::Destination {
-                    exists: false,
-                    address: false
-                },
-                "failback:1"
+                rd(true, false),
+                T::Advance(Step::ScaleDownHere),
             ),
-            T::Act
-        );
-        assert_eq!(
-            next(
-                b,
-                Step::CreateDestinationOnPeer,
-                &O::Destination {
-                    exists: true,
-                    address: false
-                },
-                "failback:1"
+            (Step::WaitForDestinationOnPeer, rd(false, false), T::Act),
+            (
+                Step::WaitForDestinationOnPeer,
+                rd(true, false),
+                T::Wait("waiting for the ReplicationDestination's address".into()),
             ),
-            T::Wait("waiting for the ReplicationDestination's address".into())
-        );
-        assert_eq!(
-            next(
-                b,
-                Step::CreateDestinationOnPeer,
-                &O::Destination {
-                    exists: true,
-                    address: true
-                },
-                "failback:1"
+            (
+                Step::WaitForDestinationOnPeer,
+                rd(true, true),
+                T::Advance(Step::WaitForKeptCopy),
             ),
-            T::Advance(Step::WaitForKeptCopy)
-        );
+        ] {
+            assert_eq!(next(b, step, &observed, "failback:1"), want, "{step:?} {observed:?}");
+        }
         // The returning copy's snapshot: taken early, awaited just before the sync that
         // overwrites the copy, taken again if it vanished meanwhile.
         let kept = |exists, ready| O::Kept { exists, ready };
