@@ -25,6 +25,9 @@ struct Result {
     second_pass_reads: u64,
     rss_kib: u64,
     peak_kib: u64,
+    /// The restarted primary's, once its full pass over every PVC is done and quiet.
+    steady_kib: u64,
+    second_pass_seconds: f64,
 }
 
 fn count_state(pair: &ClusterPair, state: &str) -> usize {
@@ -115,9 +118,13 @@ async fn run(n: usize) -> Result {
     settle(&pair, Duration::from_secs(2), Duration::from_secs(300)).await;
     pair.a.reset_stats();
     pair.b.reset_stats();
+    let restarted = Instant::now();
     a.restart().await;
     b.restart().await;
     settle(&pair, Duration::from_secs(3), Duration::from_secs(600)).await;
+    // The 3 s of quiet that `settle` waits for are not part of the pass.
+    let second_pass_seconds = (restarted.elapsed().as_secs_f64() - 3.0).max(0.0);
+    let steady_kib = a.memory_kib().map(|(rss, _)| rss).unwrap_or(0);
     let second_pass_writes = pair.a.stats().writes() + pair.b.stats().writes();
     let second_pass_reads = pair.a.stats().count("get") + pair.b.stats().count("get");
     if second_pass_writes > 0 {
@@ -136,6 +143,8 @@ async fn run(n: usize) -> Result {
         second_pass_reads,
         rss_kib,
         peak_kib,
+        steady_kib,
+        second_pass_seconds,
     }
 }
 
@@ -149,13 +158,13 @@ fn main() {
         .build()
         .expect("runtime");
     println!(
-        "| PVCs | seconds until all Protected | API writes per PVC (primary + secondary) | writes on a second full pass | reads on the second pass | primary RSS / peak (MiB) |"
+        "| PVCs | seconds until all Protected | API writes per PVC (primary + secondary) | writes on a second full pass | reads on the second pass | second pass s | primary RSS / peak after protecting (MiB) | primary RSS, restarted and steady (MiB) |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for n in ns {
         let r = runtime.block_on(run(n));
         println!(
-            "| {} | {:.1} | {:.2} ({:.2} + {:.2}) | {} | {} | {:.1} / {:.1} |",
+            "| {} | {:.1} | {:.2} ({:.2} + {:.2}) | {} | {} | {:.1} | {:.1} / {:.1} | {:.1} |",
             r.n,
             r.seconds_to_protected,
             (r.writes_a + r.writes_b) as f64 / r.n as f64,
@@ -163,8 +172,10 @@ fn main() {
             r.writes_b as f64 / r.n as f64,
             r.second_pass_writes,
             r.second_pass_reads,
+            r.second_pass_seconds,
             r.rss_kib as f64 / 1024.0,
             r.peak_kib as f64 / 1024.0,
+            r.steady_kib as f64 / 1024.0,
         );
     }
 }
