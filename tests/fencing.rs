@@ -90,16 +90,23 @@ async fn assert_fenced(pair: &ClusterPair) {
     );
 }
 
+/// Protected, failed over to B, then A back (its API server and storage; its instance still
+/// down) while B's instance is stopped. Returns A's and B's instances, both stopped.
+async fn failed_over_and_back_with_b_away(pair: &ClusterPair) -> (DrProcess, DrProcess) {
+    let mut a = DrProcess::start(pair, PRIMARY, &[]).await;
+    let mut b = DrProcess::start(pair, SECONDARY, &[]).await;
+    protected(pair).await;
+    failed_over(pair, &mut a).await;
+    b.kill().await;
+    a_comes_back(pair).await;
+    (a, b)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_returning_primary_fences_itself_and_failback_keeps_what_it_wrote() {
     let pair = ClusterPair::start().await;
-    let mut a = DrProcess::start(&pair, PRIMARY, &[]).await;
-    let mut b = DrProcess::start(&pair, SECONDARY, &[]).await;
-    protected(&pair).await;
-    failed_over(&pair, &mut a).await;
     // B's instance is away while A returns, so A's own instance is the one that fences.
-    b.kill().await;
-    a_comes_back(&pair).await;
+    let (mut a, mut b) = failed_over_and_back_with_b_away(&pair).await;
     let started = Instant::now();
     a.start_again().await;
     assert_fenced(&pair).await;
@@ -200,13 +207,8 @@ async fn the_cluster_that_took_over_fences_the_returning_peer() {
 )]
 async fn a_restart_half_way_through_fencing_finishes_it() {
     let pair = ClusterPair::start().await;
-    let mut a = DrProcess::start(&pair, PRIMARY, &[]).await;
-    let mut b = DrProcess::start(&pair, SECONDARY, &[]).await;
-    protected(&pair).await;
-    failed_over(&pair, &mut a).await;
     // Only A's instance may fence here: B's is stopped while A comes back.
-    b.kill().await;
-    a_comes_back(&pair).await;
+    let (mut a, mut b) = failed_over_and_back_with_b_away(&pair).await;
     a.restart_with_env(&[("VOLSYNC_DR_TEST_HOLD_AT_STEP", "fence/remove-syncs")])
         .await;
     a.wait_log("holding half-way through fencing", 1).await;

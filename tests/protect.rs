@@ -339,17 +339,9 @@ async fn annotation_changes_unprotect_and_deletion() {
 
 /// The note of the Degraded Event on `p1` (cluster-a).
 fn degraded_note(pair: &ClusterPair) -> String {
-    let server = pair.server(PRIMARY);
-    let rt = server
-        .store()
-        .find_type("events.k8s.io", "v1", "events")
-        .expect("events");
-    let (items, _) = server
-        .store()
-        .list(&rt, Some("default"), &Default::default(), &Default::default());
-    items
+    support::events(pair, PRIMARY, "Degraded")
         .iter()
-        .find(|e| e["reason"] == "Degraded" && e["regarding"]["name"] == "p1")
+        .find(|e| e["regarding"]["name"] == "p1")
         .and_then(|e| e["note"].as_str())
         .unwrap_or_default()
         .to_string()

@@ -15,7 +15,7 @@ use super::doctor::{denied, served_crds};
 use crate::cluster::peer::plain;
 use crate::config::RunConfig;
 use crate::error::{Error, Result};
-use crate::report::doctor::REQUIRED_ACCESS;
+use crate::report::doctor::{REQUIRED_ACCESS, read_certificate};
 use crate::report::startup::{LeaseFacts, StartFacts, certificate_current, verdict};
 
 /// Longest each start-up read may take.
@@ -90,15 +90,9 @@ pub(super) async fn check_local(client: &Client, config: &RunConfig) -> Result<(
 
 /// The webhook certificate has not expired (`tls::load` has read it already: this only dates it).
 pub(super) fn check_certificate(path: &Path) -> Result<()> {
-    let Ok(pem) = std::fs::read(path) else {
-        return Ok(());
-    };
-    let Ok((_, parsed)) = x509_parser::pem::parse_x509_pem(&pem) else {
-        return Ok(());
-    };
-    let Ok(cert) = parsed.parse_x509() else {
+    let Some((not_after, _)) = std::fs::read(path).ok().and_then(|pem| read_certificate(&pem).ok()) else {
         return Ok(());
     };
     let now = jiff::Timestamp::now().as_second();
-    certificate_current(&path.display().to_string(), cert.validity().not_after.timestamp(), now).map_err(Error::Cluster)
+    certificate_current(&path.display().to_string(), not_after, now).map_err(Error::Cluster)
 }

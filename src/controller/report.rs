@@ -50,7 +50,7 @@ pub(super) async fn write_status(
             role: view.role.as_str().to_string(),
             state: view.state.as_str().to_string(),
             last_sync: last_sync.map(|t| t.as_millisecond() as f64 / 1000.0),
-            rpo_target: crate::plan::status::rpo_target(pvc.annotations(), chrono::Utc::now()).map(|d| d.as_secs_f64()),
+            rpo_target: crate::plan::status::rpo_target(pvc.annotations()).map(|d| d.as_secs_f64()),
         },
     );
     if let Some(patch) = status_patch(pvc.annotations(), view) {

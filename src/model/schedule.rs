@@ -51,11 +51,29 @@ impl Schedule {
         &self.cron
     }
 
-    /// The longest wait between two runs among the next 25 after `from` (a schedule whose
-    /// runs are uneven, such as `0 9,17 * * *`, is judged by its longest gap).
-    pub fn longest_interval(&self, from: chrono::DateTime<chrono::Utc>) -> Option<std::time::Duration> {
+    /// The longest wait between two runs among 25 consecutive ones (a schedule whose runs are
+    /// uneven, such as `0 9,17 * * *`, is judged by its longest gap). Read on every status
+    /// report, so computed once per schedule text: from a fixed start, which 25 runs cover for
+    /// every pattern VolSync's five fields can express, in UTC.
+    pub fn longest_interval(&self) -> Option<std::time::Duration> {
+        use std::collections::HashMap;
+        use std::sync::{Mutex, OnceLock};
+        type Gaps = HashMap<String, Option<std::time::Duration>>;
+        static CACHE: OnceLock<Mutex<Gaps>> = OnceLock::new();
+        let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+        if let Some(gap) = cache.lock().ok().and_then(|c| c.get(&self.text).copied()) {
+            return gap;
+        }
+        let from = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
         let runs: Vec<chrono::DateTime<chrono::Utc>> = self.cron.iter_after(from).take(25).collect();
-        runs.windows(2).filter_map(|w| (w[1] - w[0]).to_std().ok()).max()
+        let gap = runs.windows(2).filter_map(|w| (w[1] - w[0]).to_std().ok()).max();
+        if let Ok(mut c) = cache.lock() {
+            if c.len() >= 256 {
+                c.clear();
+            }
+            c.insert(self.text.clone(), gap);
+        }
+        gap
     }
 }
 

@@ -75,12 +75,9 @@ fn annotations_patch(current: &BTreeMap<String, String>, wanted: &[(&str, Option
 }
 
 /// The recovery point age a PVC should stay under: its `volsync-dr.io/rpo-target`, else twice
-/// its schedule's longest interval (from `now`). A value the webhook would refuse counts as
-/// unset here: the alert still has a threshold.
-pub fn rpo_target(
-    annotations: &BTreeMap<String, String>,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Option<std::time::Duration> {
+/// its schedule's longest interval. A value the webhook would refuse counts as unset here: the
+/// alert still has a threshold.
+pub fn rpo_target(annotations: &BTreeMap<String, String>) -> Option<std::time::Duration> {
     if let Some(target) = annotations
         .get(keys::RPO_TARGET)
         .and_then(|v| crate::model::protection::rpo_target(v).ok())
@@ -91,7 +88,7 @@ pub fn rpo_target(
         .get(keys::SCHEDULE)
         .and_then(|s| s.parse::<Schedule>().ok())
         .unwrap_or_default();
-    schedule.longest_interval(now).map(|gap| gap * 2)
+    schedule.longest_interval().map(|gap| gap * 2)
 }
 
 /// The address of a peer node for NodePort: a Ready node's ExternalIP, else its InternalIP;
@@ -178,9 +175,6 @@ mod tests {
 
     #[test]
     fn the_rpo_target_is_the_annotation_else_twice_the_longest_interval() {
-        let now = chrono::DateTime::parse_from_rfc3339("2026-12-03T10:07:00Z")
-            .expect("time")
-            .with_timezone(&chrono::Utc);
         let minutes = |m: u64| Some(std::time::Duration::from_secs(m * 60));
         let cases = [
             ("default schedule (every 10 minutes)", vec![], minutes(20)),
@@ -209,7 +203,7 @@ mod tests {
             ),
         ];
         for (case, pairs, want) in cases {
-            assert_eq!(rpo_target(&current(&pairs), now), want, "{case}");
+            assert_eq!(rpo_target(&current(&pairs)), want, "{case}");
         }
     }
 

@@ -167,19 +167,19 @@ pub fn access(cluster: &str, denied: &[String]) -> Check {
     )
 }
 
+/// A PEM certificate's end (Unix seconds) and DNS names.
+pub fn read_certificate(pem: &[u8]) -> Result<(i64, Vec<String>), String> {
+    let (_, parsed) = x509_parser::pem::parse_x509_pem(pem).map_err(|e| e.to_string())?;
+    let cert = parsed.parse_x509().map_err(|e| e.to_string())?;
+    Ok((cert.validity().not_after.timestamp(), names(&cert)))
+}
+
 /// The webhook's serving certificate: readable, for the Service's name, not ending soon.
 pub fn certificate(cluster: &str, pem: &str, service_dns: &str, now_unix: i64) -> Check {
     let fix = format!(
         "renew it: volsync-dr certs --out-dir certs, then update the Secret volsync-dr-webhook-tls and the caBundle on {cluster} (or let cert-manager manage it)"
     );
-    let parsed = x509_parser::pem::parse_x509_pem(pem.as_bytes())
-        .map_err(|e| e.to_string())
-        .and_then(|(_, p)| {
-            p.parse_x509()
-                .map(|c| (c.validity().not_after.timestamp(), names(&c)))
-                .map_err(|e| e.to_string())
-        });
-    let (not_after, dns) = match parsed {
+    let (not_after, dns) = match read_certificate(pem.as_bytes()) {
         Ok(x) => x,
         Err(e) => {
             return check(

@@ -86,31 +86,28 @@ pub fn annotation(pair: &ClusterPair, cluster: &str, pvc: &str, key: &str) -> Op
         .map(str::to_string)
 }
 
-/// How many Events in `default` on a cluster of the pair have this reason.
-pub fn events_with_reason(pair: &ClusterPair, cluster: &str, reason: &str) -> usize {
+/// The Events (events.k8s.io) in `default` on a cluster of the pair, with this reason.
+pub fn events(pair: &ClusterPair, cluster: &str, reason: &str) -> Vec<serde_json::Value> {
     let server = pair.server(cluster);
     let Some(rt) = server.store().find_type("events.k8s.io", "v1", "events") else {
-        return 0;
+        return Vec::new();
     };
     let (items, _) = server
         .store()
         .list(&rt, Some("default"), &Default::default(), &Default::default());
-    items.iter().filter(|e| e["reason"] == reason).count()
+    items.into_iter().filter(|e| e["reason"] == reason).collect()
+}
+
+/// How many Events in `default` on a cluster of the pair have this reason.
+pub fn events_with_reason(pair: &ClusterPair, cluster: &str, reason: &str) -> usize {
+    events(pair, cluster, reason).len()
 }
 
 /// How many times Events with `reason` were said on `cluster` (an Event repeated is one object
 /// whose series counts it).
 pub fn events_said(pair: &ClusterPair, cluster: &str, reason: &str) -> u64 {
-    let server = pair.server(cluster);
-    let Some(rt) = server.store().find_type("events.k8s.io", "v1", "events") else {
-        return 0;
-    };
-    let (items, _) = server
-        .store()
-        .list(&rt, Some("default"), &Default::default(), &Default::default());
-    items
+    events(pair, cluster, reason)
         .iter()
-        .filter(|e| e["reason"] == reason)
         .map(|e| e["series"]["count"].as_u64().unwrap_or(1))
         .sum()
 }
