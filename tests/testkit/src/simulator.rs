@@ -93,9 +93,8 @@ impl Simulator {
                 } else {
                     TICK
                 };
-                let mut ticker = tokio::time::interval(tick);
                 loop {
-                    ticker.tick().await;
+                    let started = tokio::time::Instant::now();
                     let paused = paused.lock().unwrap_or_else(|p| p.into_inner()).clone();
                     let force_schedules =
                         std::mem::take(&mut faults.lock().unwrap_or_else(|p| p.into_inner()).run_schedules_now);
@@ -105,6 +104,10 @@ impl Simulator {
                         }
                         reconcile_cluster(&clusters, i, &faults, &paused, force_schedules).await;
                     }
+                    // Rest at least as long as the look took: at 10,000 PVCs a look takes longer
+                    // than a tick, and looking back to back would starve the API servers and
+                    // the operator it simulates VolSync for.
+                    tokio::time::sleep(tick.max(started.elapsed())).await;
                 }
             })
         };
@@ -200,7 +203,8 @@ async fn reconcile_cluster(
     force_schedules: bool,
 ) {
     let c = &clusters[index];
-    bind_pvcs(c).await;
+    let claims = list(&c.backend, "", "v1", "persistentvolumeclaims").await;
+    bind_pvcs(c, &claims).await;
     let services = services_by_name(c).await;
     for rd in list(&c.backend, "volsync.backube", "v1alpha1", "replicationdestinations").await {
         reconcile_rd(c, &rd, &services).await;
@@ -217,12 +221,12 @@ async fn reconcile_cluster(
     collect_data(c).await;
 }
 
-async fn bind_pvcs(c: &SimCluster) {
-    for pvc in list(&c.backend, "", "v1", "persistentvolumeclaims").await {
+async fn bind_pvcs(c: &SimCluster, claims: &[Value]) {
+    for pvc in claims {
         if pvc["status"]["phase"] == "Bound" || !pvc["metadata"]["deletionTimestamp"].is_null() {
             continue;
         }
-        let (ns, name) = ns_name(&pvc);
+        let (ns, name) = ns_name(pvc);
         let source = &pvc["spec"]["dataSourceRef"];
         let path = c.volume_path(&ns, &name);
         if source["kind"] == "ReplicationDestination" {
@@ -255,7 +259,7 @@ async fn bind_pvcs(c: &SimCluster) {
         if c.backend.has_controllers() {
             // As a provisioner: a PersistentVolume bound ahead to the claim; the cluster's
             // persistent-volume binder binds the claim to it.
-            provision(c, &pvc, &path).await;
+            provision(c, pvc, &path).await;
             continue;
         }
         let status =
@@ -265,7 +269,7 @@ async fn bind_pvcs(c: &SimCluster) {
             "",
             "v1",
             "persistentvolumeclaims",
-            &pvc,
+            pvc,
             status,
             Subresource::Status,
         )
@@ -790,6 +794,8 @@ async fn reconcile_workloads(c: &SimCluster) {
 /// Volume and snapshot directories whose objects are gone are deleted (reclaim policy
 /// Delete), and so are the PersistentVolumes provisioned for claims that are gone.
 async fn collect_data(c: &SimCluster) {
+    // Listed again, not shared with `bind_pvcs`: a claim created during this tick must not
+    // lose its data.
     let claims = list(&c.backend, "", "v1", "persistentvolumeclaims").await;
     let pvcs: BTreeSet<(String, String)> = claims.iter().map(ns_name).collect();
     if c.backend.has_controllers() {

@@ -387,19 +387,31 @@ impl Store {
         fields: &FieldSelector,
     ) -> (Vec<Value>, u64) {
         let s = self.lock();
-        let id = rt.id();
-        let items = s
-            .objects
-            .iter()
-            .filter(|(k, v)| {
-                k.resource == id
-                    && namespace.is_none_or(|ns| !rt.namespaced || k.namespace == ns)
-                    && labels.matches(v)
-                    && fields.matches(v)
-            })
+        let items = Self::in_scope(&s, rt, namespace)
+            .filter(|(_, v)| labels.matches(v) && fields.matches(v))
             .map(|(_, v)| v.clone())
             .collect();
         (items, s.rv)
+    }
+
+    /// The objects of one resource (in one namespace, or all), read from the key range alone:
+    /// keys sort by resource, then namespace, so a list at 10,000 PVCs does not scan the
+    /// Secrets, Events and VolSync objects next to them.
+    fn in_scope<'s>(
+        s: &'s State,
+        rt: &ResourceType,
+        namespace: Option<&'s str>,
+    ) -> impl Iterator<Item = (&'s Key, &'s Value)> + 's {
+        let id = rt.id();
+        let namespace = namespace.filter(|_| rt.namespaced);
+        let start = Key {
+            resource: id.clone(),
+            namespace: namespace.unwrap_or_default().to_string(),
+            name: String::new(),
+        };
+        s.objects
+            .range(start..)
+            .take_while(move |(k, _)| k.resource == id && namespace.is_none_or(|ns| k.namespace == ns))
     }
 
     /// Start a watch.
@@ -409,10 +421,7 @@ impl Store {
         let id = rt.id();
         let in_scope = |resource: &str, ns: &str| resource == id && namespace.is_none_or(|n| !rt.namespaced || ns == n);
         let first = match start {
-            WatchStart::Now => s
-                .objects
-                .iter()
-                .filter(|(k, _)| in_scope(&k.resource, &k.namespace))
+            WatchStart::Now => Self::in_scope(&s, rt, namespace)
                 .map(|(k, v)| {
                     Arc::new(WatchEvent {
                         rv: v["metadata"]["resourceVersion"]
