@@ -178,6 +178,15 @@ pub fn builtins() -> Vec<ResourceType> {
             &[Sub::Status, Sub::Scale],
         ),
         builtin(
+            "policy",
+            "v1",
+            "PodDisruptionBudget",
+            "poddisruptionbudgets",
+            Scope::Namespaced,
+            &["pdb"],
+            &[Sub::Status],
+        ),
+        builtin(
             "coordination.k8s.io",
             "v1",
             "Lease",
