@@ -7,6 +7,11 @@ use clap::Parser;
 use volsync_dr::cli::{Cli, Command};
 use volsync_dr::cmd;
 
+/// mimalloc gives freed memory back to the system; with the system allocator the process kept
+/// the peak of its first pass over 10,000 PVCs for good (see Performance in the README).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
