@@ -4,8 +4,20 @@ use tracing_subscriber::EnvFilter;
 
 use crate::cli::LogFormat;
 
+/// kube-client logs an ERROR of its own for every failed request ("failed with error …"),
+/// every 1–2 s per PVC while a cluster is down. Each failure also reaches volsync-dr's code,
+/// which says it once with what it means and counts it, so that line is off unless `RUST_LOG`
+/// names kube_client.
+const KUBE_CLIENT_REQUEST_ERRORS: &str = "kube_client::client::builder=off";
+
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube_runtime=warn"));
+    let wanted = std::env::var("RUST_LOG").ok();
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube_runtime=warn"));
+    if !wanted.is_some_and(|w| w.contains("kube_client"))
+        && let Ok(directive) = KUBE_CLIENT_REQUEST_ERRORS.parse()
+    {
+        filter = filter.add_directive(directive);
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

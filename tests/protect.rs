@@ -394,6 +394,19 @@ async fn peer_outage_crash_mid_protect_and_conflicts() {
         said,
         "the same reason is not said again on each retry"
     );
+    let log = a.log_text();
+    let warned = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("reconcile failed") && l.contains("name=\"p1\""))
+        .count();
+    assert_eq!(
+        warned, 1,
+        "one warning for p1 when it starts failing, the retries at debug:\n{log}"
+    );
+    assert!(
+        !log.contains("failed with error"),
+        "kube-client's own line per failed request is off (volsync-dr says each failure):\n{log}"
+    );
     // Readiness follows each process's own API server, not the peer's: b's is the one down.
     let ready = |process: &DrProcess| {
         let admin = process.admin;
@@ -416,8 +429,10 @@ async fn peer_outage_crash_mid_protect_and_conflicts() {
     // Crash in the middle; the peer returns; writes meet conflicts; the restarted process finishes.
     a.kill().await;
     pair.b.restart().await.expect("peer back");
+    // Down, the probe runs every second with a 5 s timeout: one caught by the restart may use
+    // all of it, so up to about 6 s; wait up to 15.
     let mut b_ready = ready(&b).await;
-    for _ in 0..40 {
+    for _ in 0..60 {
         if b_ready.status == 200 {
             break;
         }

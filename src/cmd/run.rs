@@ -215,12 +215,20 @@ async fn probe_local(client: kube::Client, answers: Arc<AtomicBool>) {
             (false, true) => tracing::info!("this cluster's API server answers again"),
             _ => {}
         }
-        tokio::time::sleep(LOCAL_PROBE_INTERVAL).await;
+        // Down, it is probed every second, so readiness returns within a second or so of the
+        // API server (a probe caught mid-restart can still take its whole timeout).
+        tokio::time::sleep(if answered {
+            LOCAL_PROBE_INTERVAL
+        } else {
+            LOCAL_PROBE_RETRY
+        })
+        .await;
     }
 }
 
 /// How often, and how patiently, this cluster's API server is probed for `/readyz`.
 const LOCAL_PROBE_INTERVAL: Duration = Duration::from_secs(5);
+const LOCAL_PROBE_RETRY: Duration = Duration::from_secs(1);
 const LOCAL_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the peer's API server is probed for `volsync_dr_peer_reachable`.
 const PEER_PROBE_INTERVAL: Duration = Duration::from_secs(10);
