@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 
-use crate::model::action::{is_pending, refusal_for_role};
+use crate::model::action::{Verb, is_pending, refusal_for_role};
 use crate::model::group::GroupFacts;
 use crate::model::keys;
 use crate::model::marks;
@@ -17,6 +17,7 @@ use crate::model::role::Role;
 use crate::model::schedule;
 use crate::model::volsync::{CopyMethod, ServiceType};
 use crate::plan::protect::is_restore;
+use crate::plan::restore_points;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Operation {
@@ -142,7 +143,19 @@ fn refuse_action(
     if !spec.is_protected() {
         return refuse(format!("the PVC is not protected ({} is not \"true\")", keys::PROTECT));
     }
-    refusal_for_role(action.verb, spec.role.unwrap_or(Role::Primary)).and_then(refuse)
+    if let Some(why) = refusal_for_role(action.verb, spec.role.unwrap_or(Role::Primary)) {
+        return refuse(why);
+    }
+    // A failover to a chosen point: the point must be one this PVC keeps.
+    if action.verb == Verb::Failover
+        && let Some(wanted) = &spec.restore_point
+    {
+        let kept = restore_points::parse_listed(now.get(keys::RESTORE_POINTS_KEPT).map_or("", String::as_str));
+        if let Err(why) = restore_points::choose(&kept, wanted) {
+            return refuse(format!("{why} (annotation {})", keys::RESTORE_POINT));
+        }
+    }
+    None
 }
 
 /// Why a newly requested action is refused for its application group: it acts on every member,
@@ -404,6 +417,34 @@ mod tests {
                 vec![(keys::ACTION, "sync-now")],
                 vec![],
                 Some("the PVC is not protected"),
+            ),
+            (
+                "failover to a kept point",
+                prot(&[
+                    (keys::ROLE, "secondary"),
+                    (keys::ACTION, "failover:2"),
+                    (keys::RESTORE_POINT, "s2"),
+                    (
+                        keys::RESTORE_POINTS_KEPT,
+                        "2026-12-03T09:03:00Z=s3,2026-12-03T09:02:00Z=s2",
+                    ),
+                ]),
+                vec![],
+                None,
+            ),
+            (
+                "failover to a point that is not kept",
+                prot(&[
+                    (keys::ROLE, "secondary"),
+                    (keys::ACTION, "failover:2"),
+                    (keys::RESTORE_POINT, "s1"),
+                    (
+                        keys::RESTORE_POINTS_KEPT,
+                        "2026-12-03T09:03:00Z=s3,2026-12-03T09:02:00Z=s2",
+                    ),
+                ]),
+                vec![],
+                Some("restore point \"s1\" does not exist; kept: s3 (2026-12-03T09:03:00Z), s2 (2026-12-03T09:02:00Z)"),
             ),
             (
                 "unknown verb",

@@ -93,6 +93,7 @@ pub async fn run(args: &StatusArgs) -> Result<()> {
                 report::table(&rows),
                 report::group_table(&groups),
                 report::kept_table(&rows),
+                report::restore_point_table(&rows),
             ];
             tables
                 .into_iter()

@@ -25,6 +25,7 @@ use crate::model::workload::{CountFrom, WorkloadId, missing_on_target, scale_up_
 use crate::model::{keys, marks};
 use crate::plan::action::{KeptCopy, keep_snapshot_patch, kept_copy, local_source, one_time_source, restored_pvc};
 use crate::plan::fence::generation;
+use crate::plan::restore_points;
 use crate::plan::{self, Psk};
 use crate::steps::group::{GroupMove, next_for_group};
 use crate::steps::{Observed, OneTimeSource, RestorePoint, Step, Transition, next};
@@ -153,7 +154,13 @@ impl Job<'_> {
 
     /// Snapshots a failover kept (labelled ours and do-not-delete).
     async fn kept_snapshots(&self) -> Result<Vec<String>, Error> {
-        let selector = format!("{},{}", self.names.selector(), keys::VOLSYNC_DO_NOT_DELETE);
+        // Restore points are kept past the failover (unprotect removes them).
+        let selector = format!(
+            "{},{},!{}",
+            self.names.selector(),
+            keys::VOLSYNC_DO_NOT_DELETE,
+            keys::RESTORE_POINT_LABEL
+        );
         let list = self
             .here
             .call(
@@ -164,7 +171,23 @@ impl Job<'_> {
         Ok(list.items.iter().map(|s| s.name_any()).collect())
     }
 
+    /// The restore point the PVC names (`volsync-dr.io/restore-point`), if it names one.
+    async fn chosen_point(&self) -> Result<Option<Result<String, String>>, Error> {
+        let pvc = self.pvc_here().await?;
+        let Some(wanted) = pvc.annotations().get(keys::RESTORE_POINT) else {
+            return Ok(None);
+        };
+        let mut points = super::restore_points::kept(&self.here, &self.namespace, &self.names).await?;
+        restore_points::newest_first(&mut points);
+        Ok(Some(restore_points::choose(&points, wanted).map(|p| p.name.clone())))
+    }
+
     async fn restore_point(&self) -> Result<RestorePoint, Error> {
+        match self.chosen_point().await? {
+            Some(Ok(name)) => return Ok(RestorePoint::Image { name, kept: true }),
+            Some(Err(missing)) => return Ok(RestorePoint::Missing(missing)),
+            None => {}
+        }
         let Some(rd) = self.destination(&self.here).await? else {
             return Ok(RestorePoint::NoDestination);
         };
@@ -730,7 +753,12 @@ impl Job<'_> {
         }
         let ns = &self.namespace;
         let pvc = self.pvc_here().await?;
-        let restored = restored_pvc(&pvc, &self.names, ns);
+        let point = match self.chosen_point().await? {
+            Some(Ok(name)) => Some(name),
+            Some(Err(missing)) => return Err(Error::Waiting(missing)),
+            None => None,
+        };
+        let restored = restored_pvc(&pvc, &self.names, ns, point.as_deref());
         let pvcs = self.here.api::<PersistentVolumeClaim>(ns);
         let created = self
             .here

@@ -16,6 +16,7 @@ pub mod peer_side;
 pub mod policy;
 pub mod reconcile;
 pub mod report;
+pub mod restore_points;
 pub mod workloads;
 
 use std::sync::Arc;

@@ -366,6 +366,8 @@ async fn unprotect(pvc: &PersistentVolumeClaim, namespace: &str, name: &str, ctx
     ctx.here
         .call("delete Secret", delete_if_present(&secrets, &names.secret))
         .await?;
+    // Restore points go with the protection, here first (a failover left them here).
+    super::restore_points::remove_all(&ctx.here, namespace, &names).await?;
 
     let rds = ctx.peer.api::<ReplicationDestination>(namespace);
     ctx.peer
@@ -378,12 +380,15 @@ async fn unprotect(pvc: &PersistentVolumeClaim, namespace: &str, name: &str, ctx
     ctx.peer
         .call("delete Secret", delete_if_present(&peer_secrets, &names.secret))
         .await?;
+    // Restore points go with the protection (a failover left them where it ran).
+    super::restore_points::remove_all(&ctx.peer, namespace, &names).await?;
     let peer_pvcs = ctx.peer.api::<PersistentVolumeClaim>(namespace);
     let counterpart = ctx.peer.call("read PVC", peer_pvcs.get_opt(name)).await?;
     if let Some(counterpart) = counterpart {
         let ours = counterpart.annotations().get(keys::ROLE).map(String::as_str) == Some(Role::Secondary.as_str());
         if ours {
-            let mut annotations: BTreeMap<String, Value> = std::iter::once(keys::PROTECT)
+            let mut annotations: BTreeMap<String, Value> = [keys::PROTECT, keys::RESTORE_POINTS_KEPT]
+                .into_iter()
                 .chain(keys::SHOWN_STATUS.iter().copied())
                 .map(|k| (k.to_string(), Value::Null))
                 .collect();
@@ -422,6 +427,7 @@ async fn mirror_secondary(pvc: &PersistentVolumeClaim, view: &PvcView, ctx: &Con
             rds.get_opt(&names.replication_destination),
         )
         .await?;
+    super::restore_points::keep(pvc, rd.as_ref(), ctx).await?;
     let state = if rd.as_ref().is_some_and(|rd| rd.published_address().is_some()) {
         State::Protected
     } else {

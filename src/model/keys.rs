@@ -18,6 +18,10 @@ pub const ACTION: &str = "volsync-dr.io/action";
 pub const GROUP: &str = "volsync-dr.io/group";
 /// The recovery point age not to pass (the RPO alert's threshold): a duration such as `30m`.
 pub const RPO_TARGET: &str = "volsync-dr.io/rpo-target";
+/// How many synced images the secondary keeps as VolumeSnapshots (restore points).
+pub const RESTORE_POINTS: &str = "volsync-dr.io/restore-points";
+/// The kept point a `failover` restores: a snapshot name or a sync time.
+pub const RESTORE_POINT: &str = "volsync-dr.io/restore-point";
 
 // --- Written by volsync-dr ---
 pub const ROLE: &str = "volsync-dr.io/role";
@@ -71,6 +75,10 @@ pub const POLICY: &str = "volsync-dr.io/policy";
 pub const POLICY_APPLIED: &str = "volsync-dr.io/policy-applied";
 /// Full name of the application PVC on every object created for it (the label may be hashed).
 pub const PVC_NAME: &str = "volsync-dr.io/pvc-name";
+/// On the secondary PVC: its kept restore points, newest first, `TIME=SNAPSHOT` comma-separated.
+pub const RESTORE_POINTS_KEPT: &str = "volsync-dr.io/restore-points-kept";
+/// On a kept restore point: when the sync that made it completed.
+pub const SYNCED_AT: &str = "volsync-dr.io/synced-at";
 
 /// Annotations a user (or a policy) may set; everything else under the prefix is ours.
 pub const USER_ANNOTATIONS: &[&str] = &[
@@ -84,6 +92,9 @@ pub const USER_ANNOTATIONS: &[&str] = &[
     SERVICE_TYPE,
     ACTION,
     GROUP,
+    RPO_TARGET,
+    RESTORE_POINTS,
+    RESTORE_POINT,
 ];
 
 /// The status a protected PVC shows, and that is removed when it is no longer protected.
@@ -114,6 +125,7 @@ pub const STATUS_ANNOTATIONS: &[&str] = &[
     PVC_NAME,
     POLICY,
     POLICY_APPLIED,
+    RESTORE_POINTS_KEPT,
 ];
 
 /// Bookkeeping of a running action, removed when it finishes.
@@ -138,6 +150,8 @@ pub const CREATED_BY: &str = "app.kubernetes.io/created-by";
 pub const CREATED_BY_VOLSYNC: &str = "volsync";
 /// VolSync keeps a snapshot carrying this label when its RD is deleted.
 pub const VOLSYNC_DO_NOT_DELETE: &str = "volsync.backube/do-not-delete";
+/// Label on the VolumeSnapshots kept as restore points (so no other cleanup selects them).
+pub const RESTORE_POINT_LABEL: &str = "volsync-dr.io/restore-point";
 
 // --- Other ---
 pub const FINALIZER: &str = "volsync-dr.io/protection";

@@ -30,6 +30,10 @@ pub struct ProtectionSpec {
     pub group: Option<String>,
     /// The recovery point age not to pass (`volsync-dr.io/rpo-target`).
     pub rpo_target: Option<std::time::Duration>,
+    /// How many synced images the secondary keeps (`volsync-dr.io/restore-points`).
+    pub restore_points: Option<u32>,
+    /// The kept point a failover restores: a snapshot name or a sync time.
+    pub restore_point: Option<String>,
     /// Written by volsync-dr, but read back to decide who is primary.
     pub role: Option<Role>,
 }
@@ -85,6 +89,11 @@ const CLASS_ACCEPTED: &str = "a Kubernetes object name: up to 253 lowercase lett
 const PEER_ACCEPTED: &str = "a cluster name: up to 63 lowercase letters, digits or '-', \
      starting and ending with a letter or digit";
 const RPO_TARGET_ACCEPTED: &str = "a duration from 1m to 90d, such as 30m, 2h, 1h30m or 1d";
+/// The most restore points a PVC keeps: each is a VolumeSnapshot of the whole volume.
+pub const MAX_RESTORE_POINTS: u32 = 30;
+const RESTORE_POINTS_ACCEPTED: &str = "a whole number from 1 to 30";
+const RESTORE_POINT_ACCEPTED: &str = "the name of a kept restore point (a VolumeSnapshot) or its sync time \
+     (RFC 3339, e.g. 2026-12-03T09:00:00Z), as `volsync-dr status` lists them";
 const GROUP_ACCEPTED: &str = "a group name: up to 63 lowercase letters, digits or '-', \
      starting and ending with a letter or digit";
 
@@ -131,6 +140,23 @@ impl ProtectionSpec {
             keys::PEER => self.peer = Some(dns_label(value).map_err(|p| (p, PEER_ACCEPTED))?),
             keys::GROUP => self.group = Some(dns_label(value).map_err(|p| (p, GROUP_ACCEPTED))?),
             keys::RPO_TARGET => self.rpo_target = Some(rpo_target(value).map_err(|p| (p, RPO_TARGET_ACCEPTED))?),
+            keys::RESTORE_POINTS => {
+                self.restore_points = Some(
+                    value
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|n| (1..=MAX_RESTORE_POINTS).contains(n))
+                        .ok_or_else(|| ("not a whole number from 1 to 30".to_string(), RESTORE_POINTS_ACCEPTED))?,
+                )
+            }
+            keys::RESTORE_POINT => {
+                let is_time = value.parse::<jiff::Timestamp>().is_ok();
+                let is_name = class_name(value).is_ok();
+                if !is_time && !is_name {
+                    return Err(("neither a snapshot name nor a time".to_string(), RESTORE_POINT_ACCEPTED));
+                }
+                self.restore_point = Some(value.to_string())
+            }
             keys::DESTINATION_STORAGE_CLASS => self.destination_storage_class = Some(class_name(value)?),
             keys::VOLUME_SNAPSHOT_CLASS => self.volume_snapshot_class = Some(class_name(value)?),
             keys::DESTINATION_VOLUME_SNAPSHOT_CLASS => {
@@ -167,7 +193,8 @@ impl ProtectionSpec {
 
 fn known_keys() -> &'static str {
     "protect, schedule, peer, destination-storage-class, volume-snapshot-class, \
-     destination-volume-snapshot-class, copy-method, service-type, action, group, rpo-target (prefixed volsync-dr.io/)"
+     destination-volume-snapshot-class, copy-method, service-type, action, group, rpo-target, restore-points, \
+     restore-point (prefixed volsync-dr.io/)"
 }
 
 /// A duration in whole units (`90s`, `30m`, `2h`, `1h30m`, `1d`), from 1 minute to 90 days.
@@ -327,6 +354,10 @@ mod tests {
             (keys::RPO_TARGET, "30", "a duration from 1m to 90d"),
             (keys::RPO_TARGET, "30s", "a duration from 1m to 90d"),
             (keys::RPO_TARGET, "100d", "a duration from 1m to 90d"),
+            (keys::RESTORE_POINTS, "0", "a whole number from 1 to 30"),
+            (keys::RESTORE_POINTS, "31", "a whole number from 1 to 30"),
+            (keys::RESTORE_POINTS, "three", "a whole number from 1 to 30"),
+            (keys::RESTORE_POINT, "Yesterday!", "the name of a kept restore point"),
             ("volsync-dr.io/shedule", "0 * * * *", "protect, schedule"),
         ];
         for (key, value, accepted) in cases {
@@ -335,6 +366,18 @@ mod tests {
             assert!(text.contains(key), "{text}");
             assert!(text.contains(&format!("{value:?}")), "{text}");
             assert!(text.contains(accepted), "{text}");
+        }
+    }
+
+    #[test]
+    fn restore_points_and_a_chosen_point() {
+        for (n, want) in [("1", 1), ("3", 3), ("30", 30)] {
+            let spec = ProtectionSpec::parse(&annotations(&[(keys::RESTORE_POINTS, n)])).expect(n);
+            assert_eq!(spec.restore_points, Some(want));
+        }
+        for point in ["volsync-rd-db-dst-20261203091724900", "2026-12-03T09:00:00Z"] {
+            let spec = ProtectionSpec::parse(&annotations(&[(keys::RESTORE_POINT, point)])).expect(point);
+            assert_eq!(spec.restore_point.as_deref(), Some(point));
         }
     }
 

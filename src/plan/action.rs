@@ -25,7 +25,13 @@ fn meta(names: &Names, namespace: &str, name: &str) -> ObjectMeta {
 
 /// `restored-P`: a PVC like the application's, filled by VolSync's volume populator from the
 /// ReplicationDestination's latest image (the last complete sync).
-pub fn restored_pvc(pvc: &PersistentVolumeClaim, names: &Names, namespace: &str) -> PersistentVolumeClaim {
+/// `from`: a kept restore point (a VolumeSnapshot) instead of the RD's latest image.
+pub fn restored_pvc(
+    pvc: &PersistentVolumeClaim,
+    names: &Names,
+    namespace: &str,
+    from: Option<&str>,
+) -> PersistentVolumeClaim {
     let spec = pvc.spec.clone().unwrap_or_default();
     PersistentVolumeClaim {
         metadata: meta(names, namespace, &names.restored_pvc),
@@ -34,11 +40,19 @@ pub fn restored_pvc(pvc: &PersistentVolumeClaim, names: &Names, namespace: &str)
             resources: spec.resources,
             storage_class_name: spec.storage_class_name,
             volume_mode: spec.volume_mode,
-            data_source_ref: Some(TypedObjectReference {
-                api_group: Some("volsync.backube".into()),
-                kind: "ReplicationDestination".into(),
-                name: names.replication_destination.clone(),
-                namespace: None,
+            data_source_ref: Some(match from {
+                Some(snapshot) => TypedObjectReference {
+                    api_group: Some("snapshot.storage.k8s.io".into()),
+                    kind: "VolumeSnapshot".into(),
+                    name: snapshot.to_string(),
+                    namespace: None,
+                },
+                None => TypedObjectReference {
+                    api_group: Some("volsync.backube".into()),
+                    kind: "ReplicationDestination".into(),
+                    name: names.replication_destination.clone(),
+                    namespace: None,
+                },
             }),
             ..PersistentVolumeClaimSpec::default()
         }),
@@ -203,7 +217,13 @@ mod tests {
         }))
         .expect("pvc");
         let names = Names::for_pvc("db");
-        let restored = serde_json::to_value(restored_pvc(&pvc, &names, "n")).expect("json");
+        let from_point =
+            serde_json::to_value(restored_pvc(&pvc, &names, "n", Some("volsync-rd-db-dst-1"))).expect("json");
+        assert_eq!(
+            from_point["spec"]["dataSourceRef"],
+            json!({"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": "volsync-rd-db-dst-1"})
+        );
+        let restored = serde_json::to_value(restored_pvc(&pvc, &names, "n", None)).expect("json");
         assert_eq!(restored["metadata"]["name"], "restored-db");
         assert_eq!(restored["metadata"]["labels"][keys::MANAGED_BY], "volsync-dr");
         assert!(

@@ -11,6 +11,7 @@ pub mod namespace;
 pub mod pass;
 pub mod policy;
 pub mod protect;
+pub mod restore_points;
 pub mod status;
 
 use std::fmt;

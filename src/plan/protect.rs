@@ -40,6 +40,9 @@ pub struct EffectiveSettings {
     pub destination_volume_snapshot_class: Option<String>,
     /// The explicit application group, the same on both sides so either can act on it.
     pub group: Option<String>,
+    /// How many synced images the secondary keeps, when the PVC says (the secondary's instance
+    /// keeps them, so the counterpart carries it).
+    pub restore_points: Option<u32>,
 }
 
 impl EffectiveSettings {
@@ -75,6 +78,7 @@ impl EffectiveSettings {
                 .clone()
                 .or_else(|| instance.destination_volume_snapshot_class.clone()),
             group: spec.group.clone(),
+            restore_points: spec.restore_points,
         })
     }
 }
@@ -380,6 +384,10 @@ fn counterpart_annotations(settings: &EffectiveSettings, instance: &InstanceSett
     }
     if let Some(group) = &settings.group {
         a.insert(keys::GROUP.to_string(), group.clone());
+    }
+    // Only when said: absent, the counterpart keeps what it was last told (set 1 to stop).
+    if let Some(n) = settings.restore_points {
+        a.insert(keys::RESTORE_POINTS.to_string(), n.to_string());
     }
     // Classes swap sides: what is "destination" from here is "local" over there.
     let swapped = [

@@ -37,6 +37,16 @@ pub struct Row {
     /// VolumeSnapshots of this copy taken before a failback overwrote it (what it held after
     /// the split); volsync-dr never deletes them.
     pub kept_copies: Vec<String>,
+    /// The restore points this (secondary) copy keeps, newest first: sync time and snapshot.
+    pub restore_points: Vec<RestorePointRow>,
+}
+
+/// One kept restore point.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestorePointRow {
+    pub synced_at: String,
+    pub snapshot: String,
 }
 
 /// An application group of more than one PVC on one cluster.
@@ -198,6 +208,16 @@ pub fn rows(cluster: &str, peer: &str, pvcs: &[PersistentVolumeClaim], now: jiff
                     .get(keys::KEPT_COPIES)
                     .map(|v| v.split(',').filter(|n| !n.is_empty()).map(str::to_string).collect())
                     .unwrap_or_default(),
+                restore_points: a
+                    .get(keys::RESTORE_POINTS_KEPT)
+                    .map(|v| crate::plan::restore_points::parse_listed(v))
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|p| RestorePointRow {
+                        synced_at: p.synced_at,
+                        snapshot: p.name,
+                    })
+                    .collect(),
             })
         })
         .collect()
@@ -258,6 +278,38 @@ pub fn kept_table(rows: &[Row]) -> String {
     aligned(&header, &cells)
         + "To read a kept copy, create a PVC on that cluster with spec.dataSource \
            {apiGroup: snapshot.storage.k8s.io, kind: VolumeSnapshot, name: <KEPT COPY>}.\n"
+}
+
+/// The restore points as a fourth table, with how to fail over to one (empty when none is kept).
+pub fn restore_point_table(rows: &[Row]) -> String {
+    let cells: Vec<[String; 5]> = rows
+        .iter()
+        .flat_map(|r| {
+            r.restore_points.iter().map(|p| {
+                [
+                    r.cluster.clone(),
+                    r.namespace.clone(),
+                    r.pvc.clone(),
+                    p.synced_at.clone(),
+                    p.snapshot.clone(),
+                ]
+            })
+        })
+        .collect();
+    if cells.is_empty() {
+        return String::new();
+    }
+    let header = [
+        "CLUSTER",
+        "NAMESPACE",
+        "PVC",
+        "SYNCED",
+        "RESTORE POINT (VolumeSnapshot)",
+    ]
+    .map(str::to_string);
+    aligned(&header, &cells)
+        + "To fail over to one, annotate that PVC with volsync-dr.io/restore-point=<RESTORE POINT or SYNCED> \
+           and volsync-dr.io/action=failover:<ID>.\n"
 }
 
 /// Columns padded to their widest cell, the last one unpadded.
@@ -478,6 +530,31 @@ mod tests {
         assert_eq!(
             json["keptCopies"],
             json!(["db-before-failback-1", "db-before-failback-2"])
+        );
+    }
+
+    #[test]
+    fn restore_points_are_listed_with_how_to_fail_over_to_one() {
+        let now: jiff::Timestamp = "2026-11-25T10:00:00Z".parse().expect("time");
+        let pvcs = [
+            pvc(
+                "db",
+                json!({keys::PROTECT: "true", keys::ROLE: "secondary",
+                       keys::RESTORE_POINTS_KEPT: "2026-11-25T09:50:00Z=snap-3,2026-11-25T09:40:00Z=snap-2"}),
+            ),
+            pvc("web", json!({keys::PROTECT: "true"})),
+        ];
+        let rows = rows("cluster-b", "cluster-a", &pvcs, now);
+        let text = restore_point_table(&rows);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert!(lines[1].ends_with("2026-11-25T09:50:00Z   snap-3"), "{text}");
+        assert!(lines[3].contains("volsync-dr.io/restore-point="), "{text}");
+        assert_eq!(restore_point_table(&rows[1..]), "", "none kept, no table");
+        let json = serde_json::to_value(&rows[0]).expect("json");
+        assert_eq!(
+            json["restorePoints"][1],
+            json!({"syncedAt": "2026-11-25T09:40:00Z", "snapshot": "snap-2"})
         );
     }
 

@@ -206,6 +206,9 @@ pub enum RestorePoint {
     /// The image; `kept` when it is labelled do-not-delete or is not a snapshot (copyMethod
     /// Direct: the image is the PVC itself, nothing to keep).
     Image { name: String, kept: bool },
+    /// The PVC names a restore point (`volsync-dr.io/restore-point`) that is not kept: why,
+    /// and the points that are.
+    Missing(String),
 }
 
 /// What the clusters show for the current step; each step gets the variant it reads.
@@ -393,6 +396,7 @@ fn keep_snapshot(point: &RestorePoint, finished: impl FnOnce() -> Transition) ->
             "no sync has completed into this cluster yet (the ReplicationDestination has no latestImage): there is no consistent copy to fail over to"
                 .into(),
         ),
+        RestorePoint::Missing(message) => Transition::Fail(format!("{message}; nothing was changed")),
         RestorePoint::Image { kept: false, .. } => Transition::Act,
         RestorePoint::Image { kept: true, .. } => finished(),
     }

@@ -422,10 +422,15 @@ impl Drop for DrProcess {
 /// kubectl's kustomize), with `dr`'s CA as caBundle; the webhook Service routed to `dr`.
 /// Returns the configuration, applied to the primary.
 pub async fn install_webhook(pair: &ClusterPair, dr: &DrProcess) -> serde_json::Value {
+    install_webhook_on(pair, PRIMARY, dr).await
+}
+
+/// `install_webhook` on `cluster`.
+pub async fn install_webhook_on(pair: &ClusterPair, cluster: &str, dr: &DrProcess) -> serde_json::Value {
     use base64::Engine as _;
-    pair.a
+    pair.server(cluster)
         .route_service("volsync-dr", "volsync-dr-webhook", 443, dr.webhook);
-    let k = testkit::kubectl::Kubectl::new(pair.kubeconfig(PRIMARY));
+    let k = testkit::kubectl::Kubectl::new(pair.kubeconfig(cluster));
     let rendered = k
         .ok(&["kustomize", concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/webhook/base")])
         .await;

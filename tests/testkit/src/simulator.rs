@@ -252,6 +252,12 @@ async fn bind_pvcs(c: &SimCluster, claims: &[Value]) {
             if !image_dir.is_dir() || mirror(&image_dir, &path, None).is_err() {
                 continue;
             }
+        } else if source["kind"] == "VolumeSnapshot" {
+            // A CSI driver restoring a snapshot: the new volume starts as its copy.
+            let snapshot_dir = c.snapshot_path(&ns, source["name"].as_str().unwrap_or(""));
+            if !snapshot_dir.is_dir() || mirror(&snapshot_dir, &path, None).is_err() {
+                continue;
+            }
         } else if std::fs::create_dir_all(&path).is_err() {
             continue;
         }
