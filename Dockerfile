@@ -8,7 +8,7 @@ COPY Cargo.toml Cargo.lock ./
 COPY tests/testkit/Cargo.toml tests/testkit/Cargo.toml
 RUN mkdir -p src tests/testkit/src benches \
     && echo 'fn main() {}' > src/main.rs && touch src/lib.rs tests/testkit/src/lib.rs \
-    && for b in protect webhook actions policy; do echo 'fn main() {}' > benches/$b.rs; done \
+    && for b in protect webhook actions policy real; do echo 'fn main() {}' > benches/$b.rs; done \
     && cargo build --release --locked --bin volsync-dr \
     && rm -rf src tests/testkit/src benches
 COPY src src
