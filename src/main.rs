@@ -9,6 +9,7 @@ use volsync_dr::cmd;
 
 /// mimalloc gives freed memory back to the system; with the system allocator the process kept
 /// the peak of its first pass over 10,000 PVCs for good (see Performance in the README).
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -292,7 +292,19 @@ impl DrProcess {
             .append(true)
             .open(&self.log)
             .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_volsync-dr"))
+        // A profiler around the process, for benches (e.g. `heaptrack -o /tmp/ht`).
+        let wrap: Vec<String> = std::env::var("VOLSYNC_DR_BENCH_WRAP")
+            .map(|w| w.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default();
+        let mut command = match wrap.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(env!("CARGO_BIN_EXE_volsync-dr"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_volsync-dr")),
+        };
+        let child = command
             .args(&self.args)
             .env("KUBECONFIG", &self.kubeconfig)
             .env("RUST_LOG", "info,volsync_dr=debug")
