@@ -1302,3 +1302,84 @@ async fn the_peer_down_for_five_minutes_degrades_then_recovers_by_itself() {
     a.assert_never_forbidden();
     b.assert_never_forbidden();
 }
+
+/// The restore points cluster-b keeps for `db`, newest first, as its PVC lists them.
+async fn listed_points(kubectl: &Kubectl) -> Vec<String> {
+    annotation(kubectl, "db", "volsync-dr.io/restore-points-kept")
+        .await
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|e| e.split_once('=').map(|(_, name)| name.to_string()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_points_and_failover_to_a_chosen_one_on_real_clusters() {
+    let _serial = serial().await;
+    let mut pair = RealPair::start().await;
+    let (mut a, b) = deploy(&pair, volsync_dr()).await;
+    let (ka, kb) = (pair.a.kubectl(), pair.b.kubectl());
+    create(
+        &ka,
+        &pvc(
+            "db",
+            json!({"volsync-dr.io/protect": "true", "volsync-dr.io/restore-points": "3"}),
+        ),
+    )
+    .await;
+    pair.a.apply(&[app(1)]).await;
+    pair.b.apply(&[app(0)]).await;
+    wait_annotation(&ka, "db", "volsync-dr.io/state", "Protected").await;
+    wait_annotation(&kb, "db", "volsync-dr.io/restore-points", "3").await;
+
+    // Four syncs of four generations; each image is kept as it lands, the oldest pruned.
+    let mut images: Vec<String> = Vec::new();
+    for generation in 1..=4 {
+        let content = format!("v{generation}");
+        synced_by_schedule(&pair, PRIMARY, "db", "generation", &content).await;
+        let image = wait_for("the new image kept and listed first", || async {
+            let rd = get(&kb, "replicationdestination", NS, "rd-db").await?;
+            let image = rd["status"]["latestImage"]["name"].as_str()?.to_string();
+            let listed = listed_points(&kb).await;
+            (!images.contains(&image) && listed.first() == Some(&image) && listed.len() <= 3).then_some(image)
+        })
+        .await;
+        images.push(image);
+    }
+    let listed = listed_points(&kb).await;
+    assert_eq!(listed, images.iter().rev().take(3).cloned().collect::<Vec<_>>());
+    let labelled: Vec<String> = list(&kb, "volumesnapshots", NS)
+        .await
+        .iter()
+        .filter(|s| s["metadata"]["labels"]["volsync-dr.io/restore-point"] == "true")
+        .filter_map(|s| s["metadata"]["name"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(labelled.len(), 3, "exactly three kept: {labelled:?}");
+
+    // Cluster a dies. The real API server calls the webhook, which refuses a pruned point.
+    lose_a(&mut pair, &mut a);
+    let pruned = format!("volsync-dr.io/restore-point={}", images[0]);
+    let refused = kb
+        .run(&["annotate", "pvc", "db", &pruned, "volsync-dr.io/action=failover:1"])
+        .await;
+    assert!(!refused.success, "a pruned point is refused");
+    assert!(
+        refused.stderr.contains(&format!(
+            "restore point \"{}\" does not exist; kept: {}",
+            images[0], listed[0]
+        )),
+        "{}",
+        refused.stderr
+    );
+    // The second-newest, by name: the application starts on generation 3.
+    let chosen = format!("volsync-dr.io/restore-point={}", listed[1]);
+    kb.ok(&["annotate", "pvc", "db", &chosen, "volsync-dr.io/action=failover:1"])
+        .await;
+    wait_succeeded(&kb, "failover:1").await;
+    assert_eq!(pair.read(SECONDARY, NS, "db", "generation").as_deref(), Some("v3"));
+    wait_for("the application Running on cluster-b", || async {
+        (running_pods(&kb).await >= 1).then_some(())
+    })
+    .await;
+    b.assert_never_forbidden();
+}
