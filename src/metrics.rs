@@ -36,6 +36,9 @@ pub struct Metrics {
     actions: Mutex<BTreeMap<(String, String), (String, f64)>>,
     action_started: Family<Labels, FloatGauge>,
     cluster_info: Family<Labels, prometheus_client::metrics::gauge::Gauge>,
+    /// When each primary PVC's key was made (Unix seconds), as its last pass read it.
+    keys: Mutex<BTreeMap<(String, String), f64>>,
+    pvc_key_age: Family<Labels, FloatGauge>,
 }
 
 type FloatGauge = prometheus_client::metrics::gauge::Gauge<f64, std::sync::atomic::AtomicU64>;
@@ -88,6 +91,8 @@ impl Metrics {
             actions: Mutex::new(BTreeMap::new()),
             action_started: Family::default(),
             cluster_info: Family::default(),
+            keys: Mutex::new(BTreeMap::new()),
+            pvc_key_age: Family::default(),
         };
         metrics.registry = metrics.registry();
         metrics
@@ -183,6 +188,11 @@ impl Metrics {
             s.cluster_info.clone(),
         );
         r.register(
+            "pvc_key_age_seconds",
+            "Age of a protected PVC's pre-shared key, on its primary (leader only; rotate-key renews it)",
+            s.pvc_key_age.clone(),
+        );
+        r.register(
             "pvc_state",
             "1 for the state (Pending, Protected, Degraded) a protected PVC is in (leader only)",
             s.pvc_state.clone(),
@@ -264,6 +274,14 @@ impl Metrics {
         );
     }
 
+    /// When the key of this (primary) PVC was made.
+    pub fn key_created(&self, namespace: &str, pvc: &str, created_unix: f64) {
+        self.keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((namespace.to_string(), pvc.to_string()), created_unix);
+    }
+
     /// The action on this PVC ended.
     pub fn action_ended(&self, namespace: &str, pvc: &str) {
         self.actions
@@ -290,6 +308,10 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&(namespace.to_string(), pvc.to_string()));
+        self.keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(namespace.to_string(), pvc.to_string()));
     }
 
     /// Per-PVC gauges as of `now_unix`.
@@ -300,6 +322,16 @@ impl Metrics {
         self.pvc_state.clear();
         self.pvc_rpo_target.clear();
         self.action_started.clear();
+        self.pvc_key_age.clear();
+        for ((namespace, pvc), created) in self.keys.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let labels = vec![
+                ("namespace".to_string(), namespace.clone()),
+                ("pvc".to_string(), pvc.clone()),
+            ];
+            self.pvc_key_age
+                .get_or_create(&labels)
+                .set((now_unix - created).max(0.0));
+        }
         for ((namespace, pvc), (verb, started)) in self.actions.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             let labels = vec![
                 ("namespace".to_string(), namespace.clone()),

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use kube::api::{Api, ListParams};
 
 use crate::cli::{OutputFormat, StatusArgs};
@@ -66,19 +66,63 @@ async fn read(
     Ok((pvcs, workloads))
 }
 
+/// When each PVC's key was made on one cluster, from its key Secrets' metadata (never their
+/// data); empty, with a warning, when they cannot be listed (the KEY AGE column shows `-`).
+async fn key_times(
+    client: kube::Client,
+    namespace: Option<&str>,
+    timeout: Duration,
+    cluster: &str,
+) -> BTreeMap<(String, String), jiff::Timestamp> {
+    let secrets: Api<Secret> = api(client, namespace);
+    let ours = ListParams::default().labels(&format!(
+        "{}={}",
+        crate::model::keys::MANAGED_BY,
+        crate::model::keys::MANAGED_BY_VALUE
+    ));
+    match super::bounded(timeout, "list key Secrets", || secrets.list_metadata(&ours)).await {
+        Ok(list) => list
+            .items
+            .iter()
+            .filter_map(|s| {
+                let pvc = s
+                    .metadata
+                    .annotations
+                    .as_ref()?
+                    .get(crate::model::keys::PVC_NAME)?
+                    .clone();
+                let made = crate::plan::key_created(&s.metadata)?;
+                Some(((s.metadata.namespace.clone().unwrap_or_default(), pvc), made))
+            })
+            .collect(),
+        Err(e) => {
+            eprintln!("warning: key Secrets on cluster {cluster} not read ({e}); key ages are not shown");
+            BTreeMap::new()
+        }
+    }
+}
+
 pub async fn run(args: &StatusArgs) -> Result<()> {
     let (local, peer, timeout) = super::connect_pair(&args.pair).await?;
     let (cluster_name, peer_name) = (&args.pair.cluster_name, &args.pair.peer_name);
     let namespace = args.namespace.as_deref();
     let now = jiff::Timestamp::now();
-    let (here, here_workloads) = read(local, namespace, timeout, cluster_name)
+    let (here, here_workloads) = read(local.clone(), namespace, timeout, cluster_name)
         .await
         .map_err(|e| Error::Cluster(format!("cannot read cluster {cluster_name}: {e}")))?;
     let mut rows = report::rows(cluster_name, peer_name, &here, now);
+    let here_keys = key_times(local.clone(), namespace, timeout, cluster_name).await;
+    rows = report::with_key_ages(rows, cluster_name, &here_keys, now);
     let mut groups = report::groups(cluster_name, &here, &here_workloads, now);
     match read(peer.client(), namespace, timeout, peer_name).await {
         Ok((there, there_workloads)) => {
-            rows.extend(report::rows(peer_name, cluster_name, &there, now));
+            let there_keys = key_times(peer.client(), namespace, timeout, peer_name).await;
+            rows.extend(report::with_key_ages(
+                report::rows(peer_name, cluster_name, &there, now),
+                peer_name,
+                &there_keys,
+                now,
+            ));
             groups.extend(report::groups(peer_name, &there, &there_workloads, now));
         }
         Err(e) => eprintln!(

@@ -207,6 +207,9 @@ fn success_message(
     let down = progress.app_down_seconds;
     match (verb, down) {
         (Verb::SyncNow, _) => format!("one-time sync finished{took}{scope}"),
+        (Verb::RotateKey, _) => {
+            format!("key rotated on both clusters{took}{scope}; the next sync uses the new key")
+        }
         (Verb::Failover, Some(d)) => format!(
             "failover finished{took}{scope}; the application was started here {d:.1}s after the failover began, {copy}"
         ),

@@ -23,7 +23,9 @@ use crate::model::role::Role;
 use crate::model::volsync::{ReplicationDestination, ReplicationSource, ServiceType};
 use crate::model::workload::{CountFrom, WorkloadId, missing_on_target, scale_up_patch, scale_up_targets};
 use crate::model::{keys, marks};
-use crate::plan::action::{KeptCopy, keep_snapshot_patch, kept_copy, local_source, one_time_source, restored_pvc};
+use crate::plan::action::{
+    KeptCopy, keep_snapshot_patch, kept_copy, key_patch, local_source, one_time_source, pause_patch, restored_pvc,
+};
 use crate::plan::fence::generation;
 use crate::plan::restore_points;
 use crate::plan::{self, Psk};
@@ -272,6 +274,27 @@ impl Job<'_> {
     /// not a retry.
     async fn volume_problems(&self) -> Result<Vec<String>, Error> {
         let peer = &self.peer.name;
+        if self.verb == Verb::RotateKey {
+            let mut problems = Vec::new();
+            if self.source(&self.here, &self.names.replication_source).await?.is_none() {
+                problems.push(format!(
+                    "rotate-key needs the PVC protected first: there is no scheduled ReplicationSource {} yet",
+                    self.names.replication_source
+                ));
+            }
+            match self.key_on(&self.peer).await {
+                Ok(Some(_)) => {}
+                Ok(None) => problems.push(format!(
+                    "cluster {peer} has no Secret {} for this PVC: wait for volsync-dr.io/state=Protected",
+                    self.names.secret
+                )),
+                Err(Error::Peer { source, .. }) => problems.push(format!(
+                    "cluster {peer} is unreachable ({source}): rotate-key changes the key on both clusters, so it is refused while either is away"
+                )),
+                Err(e) => return Err(e),
+            }
+            return Ok(problems);
+        }
         if self.verb == Verb::SyncNow {
             let scheduled = self.source(&self.here, &self.names.replication_source).await?;
             return Ok(if scheduled.is_none() {
@@ -326,7 +349,7 @@ impl Job<'_> {
     /// The application's preconditions: every workload that runs here exists on the peer.
     async fn workload_problems(&self) -> Result<Vec<String>, Error> {
         let (here, peer) = (&self.here.name, &self.peer.name);
-        if self.verb == Verb::SyncNow {
+        if matches!(self.verb, Verb::SyncNow | Verb::RotateKey) {
             return Ok(vec![]);
         }
         let mut problems = Vec::new();
@@ -454,6 +477,24 @@ impl Job<'_> {
             Step::TakeOver => Observed::Roles {
                 done: role_of(&self.pvc_here().await?) == Some(Role::Primary.as_str()),
             },
+            Step::WaitForSyncIdle => Observed::Syncing(
+                self.source(&self.here, &names.replication_source)
+                    .await?
+                    .and_then(|rs| rs.sync_running()),
+            ),
+            Step::PauseSync | Step::ResumeSync => {
+                let paused = self
+                    .source(&self.here, &names.replication_source)
+                    .await?
+                    .is_some_and(|rs| rs.spec.paused == Some(true));
+                Observed::Shown(paused == (step == Step::PauseSync))
+            }
+            Step::RotateKeyOnPeer | Step::RotateKeyHere => {
+                let here = self.key_on(&self.here).await?;
+                let peer = self.key_on(&self.peer).await?;
+                let same = here.is_some() && here == peer;
+                Observed::Shown(if step == Step::RotateKeyOnPeer { !same } else { same })
+            }
             Step::WaitForProtection => {
                 let peer = self.pvc_on(&self.peer).await?;
                 let state = peer.as_ref().and_then(|p| p.annotations().get(keys::STATE).cloned());
@@ -465,6 +506,51 @@ impl Job<'_> {
                 }
             }
         })
+    }
+
+    /// The pair's key as `on`'s Secret holds it.
+    async fn key_on(&self, on: &ClusterRef) -> Result<Option<Psk>, Error> {
+        let secret = on
+            .call(
+                "read Secret",
+                on.api::<Secret>(&self.namespace).get_opt(&self.names.secret),
+            )
+            .await?;
+        Ok(secret.as_ref().and_then(Psk::from_secret))
+    }
+
+    /// `psk` into `on`'s Secret, stamped with now.
+    async fn write_key(&self, on: &ClusterRef, psk: &Psk) -> Result<(), Error> {
+        let created = jiff::Timestamp::now()
+            .round(jiff::Unit::Second)
+            .unwrap_or_else(|_| jiff::Timestamp::now());
+        let patch = Patch::Merge(key_patch(psk, &created.to_string()));
+        on.call(
+            "write key",
+            on.api::<Secret>(&self.namespace)
+                .patch(&self.names.secret, &field_manager(), &patch),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn pause_sync(&self, paused: bool) -> Result<(), Error> {
+        let patch = Patch::Merge(pause_patch(paused));
+        self.here
+            .call(
+                if paused {
+                    "pause ReplicationSource"
+                } else {
+                    "resume ReplicationSource"
+                },
+                self.here.api::<ReplicationSource>(&self.namespace).patch(
+                    &self.names.replication_source,
+                    &field_manager(),
+                    &patch,
+                ),
+            )
+            .await?;
+        Ok(())
     }
 
     async fn restored(&self) -> Result<Option<PersistentVolumeClaim>, Error> {
@@ -543,7 +629,23 @@ impl Job<'_> {
     pub async fn act(&self, step: Step) -> Result<(), Error> {
         let names = &self.names;
         match step {
-            Step::CheckPreconditions | Step::WaitForSync | Step::WaitForLocalSync | Step::WaitForProtection => Ok(()),
+            Step::CheckPreconditions
+            | Step::WaitForSync
+            | Step::WaitForLocalSync
+            | Step::WaitForProtection
+            | Step::WaitForSyncIdle => Ok(()),
+            Step::PauseSync => self.pause_sync(true).await,
+            Step::ResumeSync => self.pause_sync(false).await,
+            // Written only while both sides hold the same key: a second try after a crash
+            // between this write and its record finds them different, and is finished.
+            Step::RotateKeyOnPeer => self.write_key(&self.peer, &super::reconcile::new_psk()?).await,
+            Step::RotateKeyHere => {
+                let key = self
+                    .key_on(&self.peer)
+                    .await?
+                    .ok_or(Error::Missing("the new key in the peer's Secret"))?;
+                self.write_key(&self.here, &key).await
+            }
             Step::ScaleDownHere => self.scale_down(&self.here).await,
             Step::ScaleDownPeer => self.scale_down(&self.peer).await,
             Step::ScaleUpHere | Step::ScaleUpPeer => self.scale_up(step).await,
@@ -780,6 +882,11 @@ impl Job<'_> {
             Step::CreateLocalSync | Step::WaitForLocalSync => {
                 self.delete_source(&self.here, &self.names.replication_source_local)
                     .await
+            }
+            // Protection goes on: never left paused (the key here is still the pair's until
+            // the last key step, and protection writes it to the peer).
+            Step::PauseSync | Step::RotateKeyOnPeer | Step::RotateKeyHere | Step::ResumeSync => {
+                self.pause_sync(false).await
             }
             _ => Ok(()),
         }

@@ -181,7 +181,7 @@ async fn release(pvc: &PersistentVolumeClaim, view: &PvcView, ctx: &Context) -> 
     Ok(())
 }
 
-fn new_psk() -> Result<Psk, Error> {
+pub(super) fn new_psk() -> Result<Psk, Error> {
     let mut bytes = [0u8; plan::PSK_BYTES];
     getrandom::fill(&mut bytes).map_err(|e| Error::Random(e.to_string()))?;
     Ok(Psk::from_random_bytes(bytes))
@@ -199,6 +199,10 @@ async fn pair_key(ctx: &Context, namespace: &str, names: &Names) -> Result<(Psk,
         .await?;
     let peer_secrets = ctx.peer.api::<Secret>(namespace);
     let peer_key = ctx.peer.call("read Secret", peer_secrets.get_opt(&names.secret)).await;
+    if let Some(created) = local_key.as_ref().and_then(|s| plan::key_created(&s.metadata)) {
+        ctx.metrics
+            .key_created(namespace, &names.pvc, created.as_millisecond() as f64 / 1000.0);
+    }
     let known = local_key
         .as_ref()
         .and_then(Psk::from_secret)

@@ -10,10 +10,18 @@ pub enum Verb {
     Migrate,
     Failover,
     Failback,
+    /// A new pre-shared key for the pair, on both clusters, between two syncs.
+    RotateKey,
 }
 
 impl Verb {
-    pub const ALL: [Verb; 4] = [Verb::SyncNow, Verb::Migrate, Verb::Failover, Verb::Failback];
+    pub const ALL: [Verb; 5] = [
+        Verb::SyncNow,
+        Verb::Migrate,
+        Verb::Failover,
+        Verb::Failback,
+        Verb::RotateKey,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -21,6 +29,7 @@ impl Verb {
             Verb::Migrate => "migrate",
             Verb::Failover => "failover",
             Verb::Failback => "failback",
+            Verb::RotateKey => "rotate-key",
         }
     }
 }
@@ -34,7 +43,7 @@ impl fmt::Display for Verb {
 /// Longest ID accepted: it ends up in `trigger.manual` and in Event messages.
 pub const MAX_ID: usize = 63;
 
-pub const ACCEPTED: &str = "VERB or VERB:ID, VERB one of sync-now, migrate, failover, failback, \
+pub const ACCEPTED: &str = "VERB or VERB:ID, VERB one of sync-now, migrate, failover, failback, rotate-key, \
      ID up to 63 letters, digits, '.', '_' or '-' starting with a letter or digit";
 
 /// One request. Two requests are the same request when their text is the same, so a user
@@ -95,7 +104,7 @@ pub fn refusal_for_role(verb: Verb, role: super::role::Role) -> Option<String> {
         (Verb::Failback, Role::Secondary) => Some(
             "failback runs on the cluster that took over after a failover (volsync-dr.io/role=primary); this PVC is the secondary".into(),
         ),
-        (Verb::Migrate | Verb::SyncNow, Role::Secondary) => {
+        (Verb::Migrate | Verb::SyncNow | Verb::RotateKey, Role::Secondary) => {
             Some(format!("{verb} runs on the primary; this PVC is the secondary"))
         }
         (_, Role::Fenced) => Some(format!(
@@ -163,6 +172,8 @@ mod tests {
             ),
             (Verb::SyncNow, Role::Secondary, Some("sync-now runs on the primary")),
             (Verb::Migrate, Role::Secondary, Some("migrate runs on the primary")),
+            (Verb::RotateKey, Role::Primary, None),
+            (Verb::RotateKey, Role::Secondary, Some("rotate-key runs on the primary")),
         ];
         for (verb, role, want) in cases {
             let got = refusal_for_role(verb, role);

@@ -79,6 +79,8 @@ pub const PVC_NAME: &str = "volsync-dr.io/pvc-name";
 pub const RESTORE_POINTS_KEPT: &str = "volsync-dr.io/restore-points-kept";
 /// On a kept restore point: when the sync that made it completed.
 pub const SYNCED_AT: &str = "volsync-dr.io/synced-at";
+/// On a PSK Secret: when its key was made by a rotation (else its creation time says).
+pub const KEY_CREATED: &str = "volsync-dr.io/key-created";
 
 /// Annotations a user (or a policy) may set; everything else under the prefix is ours.
 pub const USER_ANNOTATIONS: &[&str] = &[

@@ -315,6 +315,20 @@ impl ReplicationDestination {
 }
 
 impl ReplicationSource {
+    /// VolSync's word on a sync that is running (its `Synchronizing` condition is True), if
+    /// one is.
+    pub fn sync_running(&self) -> Option<String> {
+        let conditions = self.status.as_ref()?.sync.conditions.as_ref()?;
+        let c = conditions
+            .iter()
+            .find(|c| c.type_ == "Synchronizing" && c.status == "True")?;
+        Some(if c.message.is_empty() {
+            c.reason.clone()
+        } else {
+            c.message.clone()
+        })
+    }
+
     /// The manual trigger of the last completed one-time sync.
     pub fn last_manual_sync(&self) -> Option<&str> {
         self.status.as_ref()?.sync.last_manual_sync.as_deref()

@@ -145,6 +145,20 @@ pub fn keep_snapshot_patch(names: &Names) -> Value {
     json!({"metadata": {"labels": labels}})
 }
 
+/// A pair's Secret given a new key (a rotation), stamped with when.
+pub fn key_patch(psk: &crate::plan::Psk, created: &str) -> Value {
+    use base64::Engine as _;
+    json!({
+        "metadata": {"annotations": {keys::KEY_CREATED: created}},
+        "data": {keys::PSK_KEY: base64::engine::general_purpose::STANDARD.encode(psk.expose())}
+    })
+}
+
+/// `rs-P` paused (or running again: `paused` removed, as protection writes it).
+pub fn pause_patch(paused: bool) -> Value {
+    json!({"spec": {"paused": if paused { json!(true) } else { Value::Null }}})
+}
+
 /// The one-time ReplicationSource: the scheduled one's spec with a manual trigger instead of the
 /// schedule (VolSync syncs once per new trigger value).
 pub fn one_time_source(scheduled: &ReplicationSource, name: &str, trigger: &str) -> ReplicationSource {

@@ -101,6 +101,16 @@ impl Psk {
     }
 }
 
+/// When a key Secret's key was made: its last rotation (`volsync-dr.io/key-created`), else
+/// the Secret's creation.
+pub fn key_created(meta: &kube::api::ObjectMeta) -> Option<jiff::Timestamp> {
+    meta.annotations
+        .as_ref()
+        .and_then(|a| a.get(crate::model::keys::KEY_CREATED))
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+        .or_else(|| meta.creation_timestamp.as_ref().map(|t| t.0))
+}
+
 impl fmt::Debug for Psk {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Psk(<redacted>)")

@@ -39,6 +39,9 @@ pub struct Row {
     pub kept_copies: Vec<String>,
     /// The restore points this (secondary) copy keeps, newest first: sync time and snapshot.
     pub restore_points: Vec<RestorePointRow>,
+    /// Seconds since the pair's key was made (a rotation, or protection), on the cluster whose
+    /// Secret was read.
+    pub key_age_seconds: Option<i64>,
 }
 
 /// One kept restore point.
@@ -218,9 +221,25 @@ pub fn rows(cluster: &str, peer: &str, pvcs: &[PersistentVolumeClaim], now: jiff
                         snapshot: p.name,
                     })
                     .collect(),
+                key_age_seconds: None,
             })
         })
         .collect()
+}
+
+/// Each row's key age, from when its cluster's key Secrets were made (by namespace and PVC).
+pub fn with_key_ages(
+    mut rows: Vec<Row>,
+    cluster: &str,
+    made: &BTreeMap<(String, String), jiff::Timestamp>,
+    now: jiff::Timestamp,
+) -> Vec<Row> {
+    for row in rows.iter_mut().filter(|r| r.cluster == cluster) {
+        if let Some(t) = made.get(&(row.namespace.clone(), row.pvc.clone())) {
+            row.key_age_seconds = Some(now.duration_since(*t).as_secs().max(0));
+        }
+    }
+    rows
 }
 
 /// Both clusters' rows, a PVC's two sides next to each other.
@@ -350,11 +369,12 @@ pub fn table(rows: &[Row]) -> String {
         "STATE",
         "LAST SYNC",
         "RPO",
+        "KEY AGE",
         "ACTION",
         "STEP",
     ];
     let dash = || "-".to_string();
-    let cells: Vec<[String; 11]> = rows
+    let cells: Vec<[String; 12]> = rows
         .iter()
         .map(|r| {
             [
@@ -367,6 +387,7 @@ pub fn table(rows: &[Row]) -> String {
                 r.state.clone(),
                 r.last_sync.clone().unwrap_or_else(dash),
                 r.rpo_seconds.map(age).unwrap_or_else(dash),
+                r.key_age_seconds.map(age).unwrap_or_else(dash),
                 r.action.clone().unwrap_or_else(dash),
                 r.step.clone().unwrap_or_else(dash),
             ]
@@ -556,6 +577,32 @@ mod tests {
             json["restorePoints"][1],
             json!({"syncedAt": "2026-11-25T09:40:00Z", "snapshot": "snap-2"})
         );
+    }
+
+    #[test]
+    fn key_ages_join_by_cluster_namespace_and_pvc() {
+        let now: jiff::Timestamp = "2026-11-25T10:00:00Z".parse().expect("time");
+        let pvcs = [
+            pvc("db", json!({keys::PROTECT: "true"})),
+            pvc("web", json!({keys::PROTECT: "true"})),
+        ];
+        let made = BTreeMap::from([(
+            ("app".to_string(), "db".to_string()),
+            "2026-11-24T10:00:00Z".parse::<jiff::Timestamp>().expect("time"),
+        )]);
+        let rows = with_key_ages(rows("cluster-a", "cluster-b", &pvcs, now), "cluster-a", &made, now);
+        assert_eq!(rows[0].key_age_seconds, Some(86_400));
+        assert_eq!(rows[1].key_age_seconds, None, "no Secret read for web");
+        let other = with_key_ages(rows.clone(), "cluster-b", &BTreeMap::new(), now);
+        assert_eq!(
+            other[0].key_age_seconds,
+            Some(86_400),
+            "another cluster's rows are left alone"
+        );
+        let text = table(&rows);
+        assert!(text.lines().next().is_some_and(|h| h.contains("KEY AGE")), "{text}");
+        assert!(text.lines().nth(1).is_some_and(|l| l.contains(" 1d0h ")), "{text}");
+        assert_eq!(serde_json::to_value(&rows[0]).expect("json")["keyAgeSeconds"], 86_400);
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod failback;
 pub mod failover;
 pub mod group;
 pub mod migrate;
+pub mod rotate_key;
 pub mod sync_now;
 
 use std::time::Duration;
@@ -78,11 +79,21 @@ pub enum Step {
     /// The peer, now primary, shows `state: Protected` with its own `rs-P`: scheduled
     /// protection runs in the new direction.
     WaitForProtection,
+    /// Rotate-key: no sync of `rs-P` is running (one that is finishes with the old key).
+    WaitForSyncIdle,
+    /// Rotate-key: `rs-P` paused, so no sync starts while the two sides' keys differ.
+    PauseSync,
+    /// Rotate-key: a new random key in the peer's Secret; finished when the two keys differ.
+    RotateKeyOnPeer,
+    /// Rotate-key: the peer's new key in this cluster's Secret; finished when they are equal.
+    RotateKeyHere,
+    /// Rotate-key: `rs-P` runs again, with the new key.
+    ResumeSync,
 }
 
 impl Step {
     /// Every step, grouped by what it does (the order of a flow is in its own file).
-    pub const ALL: [Step; 26] = [
+    pub const ALL: [Step; 31] = [
         Step::CheckPreconditions,
         Step::ScaleDownHere,
         Step::ScaleDownPeer,
@@ -109,6 +120,11 @@ impl Step {
         Step::SwapRoles,
         Step::TakeOver,
         Step::RestoreRoles,
+        Step::WaitForSyncIdle,
+        Step::PauseSync,
+        Step::RotateKeyOnPeer,
+        Step::RotateKeyHere,
+        Step::ResumeSync,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -139,6 +155,11 @@ impl Step {
             Step::ScaleUpPeer => "scale-up-peer",
             Step::ScaleUpHere => "scale-up-here",
             Step::WaitForProtection => "wait-for-protection",
+            Step::WaitForSyncIdle => "wait-for-sync-idle",
+            Step::PauseSync => "pause-sync",
+            Step::RotateKeyOnPeer => "rotate-key-on-peer",
+            Step::RotateKeyHere => "rotate-key-here",
+            Step::ResumeSync => "resume-sync",
         }
     }
 
@@ -150,7 +171,7 @@ impl Step {
     /// timeout.
     pub fn timeout(self, sync_timeout: Duration, step_timeout: Duration) -> Duration {
         match self {
-            Step::WaitForSync | Step::WaitForLocalSync => sync_timeout,
+            Step::WaitForSync | Step::WaitForLocalSync | Step::WaitForSyncIdle => sync_timeout,
             _ => step_timeout,
         }
     }
@@ -173,6 +194,7 @@ pub fn flow(verb: Verb) -> &'static [Step] {
         Verb::Migrate => migrate::STEPS,
         Verb::Failover => failover::STEPS,
         Verb::Failback => failback::STEPS,
+        Verb::RotateKey => rotate_key::STEPS,
     }
 }
 
@@ -184,6 +206,7 @@ pub fn after_failure(verb: Verb, step: Step, here: &str, peer: &str) -> String {
         Verb::Migrate => migrate::after_failure(step, here, peer),
         Verb::Failover => failover::after_failure(step),
         Verb::Failback => failback::after_failure(step, here, peer),
+        Verb::RotateKey => rotate_key::after_failure(step),
     }
 }
 
@@ -244,6 +267,11 @@ pub enum Observed {
     Roles { done: bool },
     /// WaitForProtection: the new primary's protection as it shows it.
     Protection { protected: bool, state: Option<String> },
+    /// WaitForSyncIdle: what VolSync says of the sync that runs, if one does.
+    Syncing(Option<String>),
+    /// PauseSync, RotateKeyOnPeer, RotateKeyHere, ResumeSync: whether the clusters show the
+    /// step's effect.
+    Shown(bool),
 }
 
 /// What to do now.
@@ -362,6 +390,15 @@ pub fn next(steps: &[Step], step: Step, observed: &Observed, trigger: &str) -> T
             }
         }
         (Step::KeepSnapshot, Observed::Snapshot(point)) => keep_snapshot(point, finished),
+        (Step::WaitForSyncIdle, Observed::Syncing(running)) => match running {
+            Some(what) => Transition::Wait(format!(
+                "waiting for the running sync to finish with the old key ({what})"
+            )),
+            None => finished(),
+        },
+        (Step::PauseSync | Step::RotateKeyOnPeer | Step::RotateKeyHere | Step::ResumeSync, Observed::Shown(done)) => {
+            act_until(*done, finished)
+        }
         (Step::SwapRoles | Step::TakeOver | Step::RestoreRoles, Observed::Roles { done }) => act_until(*done, finished),
         (Step::WaitForProtection, Observed::Protection { protected, state }) => {
             if *protected {

@@ -65,6 +65,11 @@ struct Faults {
     interrupt_next_sync: bool,
     /// Scheduled sources sync now whatever their schedule says.
     run_schedules_now: bool,
+    /// The next sync to start runs this long (its keys checked when it starts, as a TLS
+    /// session is), reporting itself in progress meanwhile.
+    hold_next_sync: Option<Duration>,
+    /// Syncs running: (cluster index, namespace, RS) → (when it ends, when it started).
+    running: std::collections::HashMap<(usize, String, String), (std::time::Instant, chrono::DateTime<chrono::Utc>)>,
 }
 
 /// A running simulator; dropping it stops it.
@@ -135,6 +140,11 @@ impl Simulator {
     }
 
     /// Every scheduled ReplicationSource syncs on the next tick, as if its time had come.
+    /// The next sync to start takes `how_long` (a sync running while a test acts).
+    pub fn hold_next_sync(&self, how_long: Duration) {
+        self.faults.lock().unwrap_or_else(|p| p.into_inner()).hold_next_sync = Some(how_long);
+    }
+
     pub fn run_schedules_now(&self) {
         self.faults.lock().unwrap_or_else(|p| p.into_inner()).run_schedules_now = true;
     }
@@ -529,9 +539,26 @@ async fn reconcile_rs(
         }
         (None, None) => status["lastSyncTime"].is_null(),
     };
-    if !due {
-        return;
-    }
+    let running_key = (cluster, ns.clone(), ns_name(rs).1);
+    let running = faults
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .running
+        .get(&running_key)
+        .copied();
+    let resumed = match running {
+        Some((until, _)) if std::time::Instant::now() < until => return,
+        Some((_, started)) => {
+            faults
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .running
+                .remove(&running_key);
+            Some(started)
+        }
+        None if !due => return,
+        None => None,
+    };
     let address = tls["address"].as_str().unwrap_or("");
     let port = tls["port"].as_i64().unwrap_or(8000);
     let source_dir = c.volume_path(&ns, rs["spec"]["sourcePVC"].as_str().unwrap_or(""));
@@ -559,7 +586,8 @@ async fn reconcile_rs(
         Some(s) => psk(dst, &dst_ns, s).await,
         None => None,
     };
-    if key_here.is_none() || key_here != key_there {
+    // A running sync checked the keys when it started.
+    if resumed.is_none() && (key_here.is_none() || key_here != key_there) {
         return fail("TLS handshake failed: pre-shared keys differ".to_string()).await;
     }
     if !source_dir.is_dir() {
@@ -570,7 +598,32 @@ async fn reconcile_rs(
         .map(str::to_string)
         .unwrap_or_else(|| format!("volsync-{rd_name}-dst"));
     let dst_dir = dst.volume_path(&dst_ns, &dst_pvc);
-    let start = chrono::Utc::now();
+    let hold = match resumed {
+        None => std::mem::take(&mut faults.lock().unwrap_or_else(|p| p.into_inner()).hold_next_sync),
+        Some(_) => None,
+    };
+    if let Some(how_long) = hold {
+        let started = chrono::Utc::now();
+        faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .running
+            .insert(running_key, (std::time::Instant::now() + how_long, started));
+        patch(
+            &c.backend,
+            "volsync.backube",
+            "v1alpha1",
+            "replicationsources",
+            rs,
+            json!({"status": {"lastSyncStartTime": started.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                              "conditions": [{"type": "Synchronizing", "status": "True", "reason": "SyncInProgress",
+                                              "message": "Synchronization in-progress", "lastTransitionTime": now()}]}}),
+            Subresource::Status,
+        )
+        .await;
+        return;
+    }
+    let start = resumed.unwrap_or_else(chrono::Utc::now);
     let interrupt = std::mem::take(&mut faults.lock().unwrap_or_else(|p| p.into_inner()).interrupt_next_sync);
     if interrupt {
         let _ = mirror(&source_dir, &dst_dir, Some(0.5));
