@@ -347,7 +347,8 @@ struct Timeline {
 }
 
 impl Timeline {
-    /// Time spent waiting for VolSync's syncs (`wait-for-sync`, `wait-for-local-sync`).
+    /// Time spent waiting for VolSync's syncs (`wait-for-sync`, `wait-for-local-sync`, and a
+    /// running one to finish: `wait-for-sync-idle`).
     fn sync(&self) -> Duration {
         let ends = self
             .steps
@@ -358,7 +359,9 @@ impl Timeline {
         self.steps
             .iter()
             .zip(ends)
-            .filter(|((_, step), _)| step == "wait-for-sync" || step == "wait-for-local-sync")
+            .filter(|((_, step), _)| {
+                ["wait-for-sync", "wait-for-local-sync", "wait-for-sync-idle"].contains(&step.as_str())
+            })
             .map(|((began, _), ended)| ended.saturating_duration_since(*began))
             .sum()
     }
@@ -1381,5 +1384,60 @@ async fn restore_points_and_failover_to_a_chosen_one_on_real_clusters() {
         (running_pods(&kb).await >= 1).then_some(())
     })
     .await;
+    b.assert_never_forbidden();
+}
+
+/// The pair's key as `kubectl` reads it from `volsync-dr-db` (base64, as stored).
+async fn stored_key(kubectl: &Kubectl) -> Option<String> {
+    get(kubectl, "secret", NS, "volsync-dr-db").await?["data"]["psk.txt"]
+        .as_str()
+        .map(str::to_string)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_key_during_a_running_sync_on_real_clusters() {
+    let _serial = serial().await;
+    let pair = RealPair::start().await;
+    let (a, b) = deploy(&pair, volsync_dr()).await;
+    let (ka, kb) = (pair.a.kubectl(), pair.b.kubectl());
+    create(&ka, &pvc("db", json!({"volsync-dr.io/protect": "true"}))).await;
+    wait_annotation(&ka, "db", "volsync-dr.io/state", "Protected").await;
+    synced_by_schedule(&pair, PRIMARY, "db", "before", "before the rotation").await;
+    let old = stored_key(&ka).await.expect("key on a");
+    assert_eq!(stored_key(&kb).await.as_deref(), Some(old.as_str()));
+
+    // A sync runs for 5 s; the rotation is requested while it does.
+    pair.simulator.hold_next_sync(Duration::from_secs(5));
+    pair.write(PRIMARY, NS, "db", "during", "carried by the running sync");
+    pair.simulator.run_schedules_now();
+    wait_for("a sync running on cluster-a", || async {
+        let rs = get(&ka, "replicationsource", NS, "rs-db").await?;
+        (rs["status"]["conditions"][0]["reason"] == "SyncInProgress").then_some(())
+    })
+    .await;
+    let timeline = watch_steps(pair.a.client().await, "db", "rotate-key:1");
+    ka.ok(&["annotate", "pvc", "db", "volsync-dr.io/action=rotate-key:1"])
+        .await;
+    wait_succeeded(&ka, "rotate-key:1").await;
+    report_timing(&ka, "db", "rotate-key", timeline).await;
+
+    // The running sync finished with the old key (its file arrived, no failure); both sides
+    // hold one new key; the next sync uses it.
+    assert_eq!(
+        pair.read(SECONDARY, NS, "db", "during").as_deref(),
+        Some("carried by the running sync")
+    );
+    let rs = get(&ka, "replicationsource", NS, "rs-db").await.expect("rs-db");
+    assert_eq!(
+        rs["status"]["latestMoverStatus"]["result"], "Successful",
+        "{}",
+        rs["status"]
+    );
+    assert!(rs["spec"]["paused"].is_null(), "resumed: {}", rs["spec"]);
+    let new = stored_key(&ka).await.expect("key on a");
+    assert_ne!(new, old, "a new key");
+    assert_eq!(stored_key(&kb).await, Some(new), "the same new key on both clusters");
+    synced_by_schedule(&pair, PRIMARY, "db", "after", "after the rotation").await;
+    a.assert_never_forbidden();
     b.assert_never_forbidden();
 }

@@ -103,7 +103,7 @@ async fn a_running_sync_finishes_with_the_old_key_and_the_next_uses_the_new_one(
         Some("Succeeded"),
         "{message}"
     );
-    assert!(message.contains("key rotated on both clusters"), "{message}");
+    assert!(message.contains("a new key on both clusters"), "{message}");
     let steps = steps.lock().expect("lock").clone();
     assert!(
         steps.contains(&"wait-for-sync-idle".to_string()),

@@ -208,7 +208,7 @@ fn success_message(
     match (verb, down) {
         (Verb::SyncNow, _) => format!("one-time sync finished{took}{scope}"),
         (Verb::RotateKey, _) => {
-            format!("key rotated on both clusters{took}{scope}; the next sync uses the new key")
+            format!("rotate-key finished{took}{scope}; a new key on both clusters, the next sync uses it")
         }
         (Verb::Failover, Some(d)) => format!(
             "failover finished{took}{scope}; the application was started here {d:.1}s after the failover began, {copy}"
