@@ -170,6 +170,11 @@ pub struct RunArgs {
     /// look), for those who fence with their own tooling.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "VOLSYNC_DR_FENCE_ON_RETURN")]
     pub fence_on_return: bool,
+    /// Rotate each protected PVC's key once it is older than this (a duration such as `30d` or
+    /// `720h`, from 1h to 365d): the primary's instance requests `rotate-key:auto-TIME` on a PVC
+    /// whose `action` annotation is absent or one it wrote itself. Off when absent.
+    #[arg(long, env = "VOLSYNC_DR_ROTATE_KEYS_EVERY")]
+    pub rotate_keys_every: Option<String>,
     /// Fault injection for the crash tests: `VERB/STEP` makes the action engine stop (and wait
     /// to be killed) right after it records that step as started, before the step acts. Only
     /// in builds with the `test-hooks` feature (the tests'), never in a release build.

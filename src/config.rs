@@ -34,6 +34,8 @@ pub struct RunConfig {
     pub action_step_timeout: Duration,
     /// Fence a stale primary on return (`plan::fence`); off: report only.
     pub fence_on_return: bool,
+    /// Rotate a key older than this (`--rotate-keys-every`); `None`: only on request.
+    pub rotate_keys_every: Option<Duration>,
     /// Crash-test hook: hold the action engine right after this `VERB/STEP` starts.
     #[cfg(feature = "test-hooks")]
     pub test_hold_at_step: Option<String>,
@@ -158,6 +160,18 @@ impl RunConfig {
             action_sync_timeout: positive("--action-sync-timeout-seconds", args.action_sync_timeout_seconds)?,
             action_step_timeout: positive("--action-step-timeout-seconds", args.action_step_timeout_seconds)?,
             fence_on_return: args.fence_on_return,
+            rotate_keys_every: args
+                .rotate_keys_every
+                .as_deref()
+                .filter(|v| !v.is_empty())
+                .map(|v| {
+                    crate::plan::rotation::interval(v).map_err(|problem| ConfigError {
+                        flag: "--rotate-keys-every",
+                        value: v.to_string(),
+                        problem,
+                    })
+                })
+                .transpose()?,
             #[cfg(feature = "test-hooks")]
             test_hold_at_step: args.test_hold_at_step.clone(),
             concurrency: args.concurrency,

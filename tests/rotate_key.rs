@@ -217,3 +217,61 @@ async fn rotate_key_survives_a_crash_at_every_step() {
     assert!(source(&pair)["spec"]["paused"].is_null());
     next_sync_works(&pair, "sync-now:after-crashes").await;
 }
+
+/// Make the key on `cluster` look `days` old (as a key rotated that long ago would).
+fn backdate_key(pair: &ClusterPair, cluster: &str, days: i64) {
+    use testkit::apiserver::store::{PatchType, Subresource};
+    let made = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24 * days);
+    let store = pair.server(cluster).store();
+    let rt = store.find_type("", "v1", "secrets").expect("secrets");
+    store
+        .patch(
+            &rt,
+            NS,
+            "volsync-dr-db",
+            PatchType::Merge,
+            &json!({"metadata": {"annotations": {"volsync-dr.io/key-created": made.to_string()}}}),
+            Subresource::Main,
+            &Default::default(),
+        )
+        .expect("backdate");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_keys_every_requests_a_rotation_where_it_may() {
+    let (pair, mut a, _b) = protected().await;
+    let old = key(&pair, PRIMARY).expect("key");
+    backdate_key(&pair, PRIMARY, 40);
+    a.restart_with_env(&[("VOLSYNC_DR_ROTATE_KEYS_EVERY", "30d")]).await;
+    let request = pair
+        .wait_for(60, "the timer's rotation finished", |p| {
+            let last = annotation(p, PRIMARY, "db", "volsync-dr.io/last-action")?;
+            last.starts_with("rotate-key:auto-").then_some(last)
+        })
+        .await;
+    assert_eq!(
+        annotation(&pair, PRIMARY, "db", "volsync-dr.io/action"),
+        Some(request.clone())
+    );
+    assert_eq!(
+        annotation(&pair, PRIMARY, "db", "volsync-dr.io/action-phase").as_deref(),
+        Some("Succeeded")
+    );
+    let new = key(&pair, PRIMARY).expect("key");
+    assert_ne!(new, old);
+    assert_eq!(key(&pair, SECONDARY), Some(new));
+
+    // A request the user owns is never replaced: the timer says so instead.
+    backdate_key(&pair, PRIMARY, 40);
+    annotate(&pair, PRIMARY, "db", "volsync-dr.io/action", "sync-now:mine");
+    wait_annotation(&pair, PRIMARY, "db", "volsync-dr.io/last-action", "sync-now:mine").await;
+    pair.wait_for(30, "a KeyRotationDue Event", |p| {
+        (support::events_with_reason(p, PRIMARY, "KeyRotationDue") >= 1).then_some(())
+    })
+    .await;
+    assert_eq!(
+        annotation(&pair, PRIMARY, "db", "volsync-dr.io/action").as_deref(),
+        Some("sync-now:mine"),
+        "the user's request stays"
+    );
+}

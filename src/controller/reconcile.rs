@@ -191,7 +191,7 @@ pub(super) fn new_psk() -> Result<Psk, Error> {
 /// first (by the caller), so a crash before the peer has it reuses it instead of minting
 /// another. The peer's answer is returned too: unreachable, the pass is Degraded after the
 /// local side is done.
-async fn pair_key(ctx: &Context, namespace: &str, names: &Names) -> Result<(Psk, Result<(), Error>), Error> {
+async fn pair_key(ctx: &Context, namespace: &str, names: &Names) -> Result<PairKey, Error> {
     let local_secrets = ctx.here.api::<Secret>(namespace);
     let local_key = ctx
         .here
@@ -199,9 +199,10 @@ async fn pair_key(ctx: &Context, namespace: &str, names: &Names) -> Result<(Psk,
         .await?;
     let peer_secrets = ctx.peer.api::<Secret>(namespace);
     let peer_key = ctx.peer.call("read Secret", peer_secrets.get_opt(&names.secret)).await;
-    if let Some(created) = local_key.as_ref().and_then(|s| plan::key_created(&s.metadata)) {
+    let made = local_key.as_ref().and_then(|s| plan::key_created(&s.metadata));
+    if let Some(made) = made {
         ctx.metrics
-            .key_created(namespace, &names.pvc, created.as_millisecond() as f64 / 1000.0);
+            .key_created(namespace, &names.pvc, made.as_millisecond() as f64 / 1000.0);
     }
     let known = local_key
         .as_ref()
@@ -211,7 +212,72 @@ async fn pair_key(ctx: &Context, namespace: &str, names: &Names) -> Result<(Psk,
         Some(psk) => psk,
         None => new_psk()?,
     };
-    Ok((psk, peer_key.map(|_| ())))
+    Ok(PairKey {
+        psk,
+        peer_answer: peer_key.map(|_| ()),
+        made,
+    })
+}
+
+/// The pair's key, whether the peer answered when asked for it, and when the key here was made.
+struct PairKey {
+    psk: Psk,
+    peer_answer: Result<(), Error>,
+    made: Option<jiff::Timestamp>,
+}
+
+/// `--rotate-keys-every`: request a rotation of a key past its age, where volsync-dr may write
+/// the request (`plan::rotation`); else say once why not.
+async fn rotate_if_due(pvc: &PersistentVolumeClaim, ctx: &Context, made: Option<jiff::Timestamp>) -> Result<(), Error> {
+    let (namespace, name) = (pvc.namespace().unwrap_or_default(), pvc.name_any());
+    match plan::rotation::due(
+        ctx.config.rotate_keys_every,
+        pvc.annotations(),
+        made,
+        jiff::Timestamp::now(),
+    ) {
+        plan::rotation::Due::No => Ok(()),
+        plan::rotation::Due::Request(_) => {
+            // Decided again on the PVC as it is now, not as the cache had it: a request
+            // written a moment ago is not written twice.
+            let pvcs = ctx.here.api::<PersistentVolumeClaim>(&namespace);
+            let Some(fresh) = ctx.here.call("read PVC", pvcs.get_opt(&name)).await? else {
+                return Ok(());
+            };
+            let plan::rotation::Due::Request(request) = plan::rotation::due(
+                ctx.config.rotate_keys_every,
+                fresh.annotations(),
+                made,
+                jiff::Timestamp::now(),
+            ) else {
+                return Ok(());
+            };
+            let patch = json!({"metadata": {"annotations": {keys::ACTION: request}}});
+            ctx.here
+                .call(
+                    "request key rotation",
+                    ctx.here.api::<PersistentVolumeClaim>(&namespace).patch(
+                        &name,
+                        &field_manager(),
+                        &Patch::Merge(patch),
+                    ),
+                )
+                .await?;
+            tracing::info!(
+                namespace,
+                name,
+                request,
+                "key older than --rotate-keys-every: rotation requested"
+            );
+            Ok(())
+        }
+        plan::rotation::Due::Blocked(why) => {
+            if ctx.first_time(format!("rotation-blocked/{namespace}/{name}")) {
+                publish(ctx, pvc, EventType::Warning, "KeyRotationDue", &why).await;
+            }
+            Ok(())
+        }
+    }
 }
 
 async fn protect(
@@ -222,7 +288,11 @@ async fn protect(
 ) -> Result<Action, Error> {
     let (namespace, name) = (view.namespace.as_str(), view.name.as_str());
     let names = Names::for_pvc(name);
-    let (psk, peer_answer) = pair_key(ctx, namespace, &names).await?;
+    let PairKey {
+        psk,
+        peer_answer,
+        made: key_made,
+    } = pair_key(ctx, namespace, &names).await?;
     let protect_plan = match plan::protect::protect_with(pvc, spec, &ctx.config.instance(), &psk, None) {
         Ok(p) => p,
         Err(e) => {
@@ -276,6 +346,9 @@ async fn protect(
     };
     let (state, sync, reason) = with_last_sync(ctx, namespace, &names, state, reason).await?;
     report(pvc, ctx, state, sync, reason).await?;
+    if state == State::Protected {
+        rotate_if_due(pvc, ctx, key_made).await?;
+    }
     match failure {
         Some(error) => Err(error),
         None => Ok(action),

@@ -12,6 +12,7 @@ pub mod pass;
 pub mod policy;
 pub mod protect;
 pub mod restore_points;
+pub mod rotation;
 pub mod status;
 
 use std::fmt;
