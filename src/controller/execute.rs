@@ -5,8 +5,8 @@
 //! (`steps::group`).
 
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PostParams};
-use kube::{Api, ResourceExt};
+use kube::ResourceExt;
+use kube::api::{ListParams, Patch, PostParams};
 use serde_json::json;
 
 use super::apply::{delete_if_present, ensure, field_manager};
@@ -15,6 +15,7 @@ use super::context::Context;
 use super::error::Error;
 use super::finalizer::release_finalizer;
 use super::peer_side::destination_endpoint;
+use super::restore_points::snapshots;
 use super::workloads::{self, Usage};
 use crate::model::action::Verb;
 use crate::model::group::unsafe_claims;
@@ -45,11 +46,6 @@ pub struct Job<'a> {
     pub group: Vec<String>,
     pub here: ClusterRef,
     pub peer: ClusterRef,
-}
-
-fn snapshots(on: &ClusterRef, namespace: &str) -> Api<DynamicObject> {
-    let gvk = GroupVersionKind::gvk("snapshot.storage.k8s.io", "v1", "VolumeSnapshot");
-    on.dynamic(namespace, &ApiResource::from_gvk(&gvk))
 }
 
 fn role_of(pvc: &PersistentVolumeClaim) -> Option<&str> {

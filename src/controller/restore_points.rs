@@ -17,6 +17,7 @@ use crate::model::volsync::ReplicationDestination;
 use crate::plan::restore_points::{self, Point};
 use crate::plan::status::SyncTimes;
 
+/// VolumeSnapshots in `namespace` on `on` (a dynamic type: the snapshot API is a CRD).
 pub(super) fn snapshots(on: &ClusterRef, namespace: &str) -> kube::Api<DynamicObject> {
     let gvk = GroupVersionKind::gvk("snapshot.storage.k8s.io", "v1", "VolumeSnapshot");
     on.dynamic(namespace, &ApiResource::from_gvk(&gvk))

@@ -197,18 +197,33 @@ fn known_keys() -> &'static str {
      restore-point (prefixed volsync-dr.io/)"
 }
 
-/// A duration in whole units (`90s`, `30m`, `2h`, `1h30m`, `1d`), from 1 minute to 90 days.
-pub fn rpo_target(value: &str) -> Result<std::time::Duration, String> {
-    let span: jiff::Span = value
-        .parse()
-        .map_err(|_| "not a duration such as 30m, 2h or 1h30m".to_string())?;
+/// Why a duration was refused: not one at all, or outside the accepted range.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DurationError {
+    NotADuration(Option<String>),
+    OutOfRange,
+}
+
+/// A duration in whole units (`90s`, `30m`, `2h`, `1h30m`, `1d`, days of 24 hours) within
+/// `min_seconds..=max_seconds`: the one parser of every duration setting.
+pub fn duration_within(value: &str, min_seconds: f64, max_seconds: f64) -> Result<std::time::Duration, DurationError> {
+    let span: jiff::Span = value.parse().map_err(|_| DurationError::NotADuration(None))?;
     let seconds = span
         .total((jiff::Unit::Second, jiff::SpanRelativeTo::days_are_24_hours()))
-        .map_err(|e| format!("not a duration: {e}"))?;
-    if !(60.0..=90.0 * 86_400.0).contains(&seconds) {
-        return Err("out of range".to_string());
+        .map_err(|e| DurationError::NotADuration(Some(e.to_string())))?;
+    if !(min_seconds..=max_seconds).contains(&seconds) {
+        return Err(DurationError::OutOfRange);
     }
     Ok(std::time::Duration::from_secs_f64(seconds))
+}
+
+/// A duration from 1 minute to 90 days (`rpo-target`).
+pub fn rpo_target(value: &str) -> Result<std::time::Duration, String> {
+    duration_within(value, 60.0, 90.0 * 86_400.0).map_err(|e| match e {
+        DurationError::NotADuration(None) => "not a duration such as 30m, 2h or 1h30m".to_string(),
+        DurationError::NotADuration(Some(why)) => format!("not a duration: {why}"),
+        DurationError::OutOfRange => "out of range".to_string(),
+    })
 }
 
 fn parse_bool(value: &str) -> Result<bool, (String, &'static str)> {

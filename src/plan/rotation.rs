@@ -14,16 +14,14 @@ pub const AUTO_ID_PREFIX: &str = "rotate-key:auto-";
 
 /// `--rotate-keys-every`: a duration (`30d`, `720h`, `1d12h`) from 1 hour to 365 days.
 pub fn interval(text: &str) -> Result<Duration, String> {
-    let span: jiff::Span = text
-        .parse()
-        .map_err(|_| "not a duration; accepted: 1h to 365d, such as 30d, 720h or 1d12h".to_string())?;
-    let seconds = span
-        .total((jiff::Unit::Second, jiff::SpanRelativeTo::days_are_24_hours()))
-        .map_err(|e| format!("not a duration: {e}"))?;
-    if !(3600.0..=365.0 * 86_400.0).contains(&seconds) {
-        return Err("out of range; accepted: 1h to 365d".to_string());
-    }
-    Ok(Duration::from_secs_f64(seconds))
+    use crate::model::protection::{DurationError, duration_within};
+    duration_within(text, 3600.0, 365.0 * 86_400.0).map_err(|e| match e {
+        DurationError::NotADuration(None) => {
+            "not a duration; accepted: 1h to 365d, such as 30d, 720h or 1d12h".to_string()
+        }
+        DurationError::NotADuration(Some(why)) => format!("not a duration: {why}"),
+        DurationError::OutOfRange => "out of range; accepted: 1h to 365d".to_string(),
+    })
 }
 
 /// What the timer does for one primary PVC.
