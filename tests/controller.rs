@@ -15,6 +15,7 @@ use testkit::pair::{ClusterPair, PRIMARY, SECONDARY};
 use volsync_dr::cli::{Cli, Command};
 use volsync_dr::cluster::peer::Peer;
 use volsync_dr::config::RunConfig;
+use volsync_dr::controller::cache::CachedPvc;
 use volsync_dr::controller::context::Context;
 use volsync_dr::controller::reconcile::reconcile;
 use volsync_dr::metrics::Metrics;
@@ -92,10 +93,11 @@ impl Harness {
         }
     }
 
-    /// One reconcile pass of the PVC as the API server has it now.
+    /// One reconcile pass of the PVC as the API server has it now, read as the watcher's
+    /// cache holds it.
     async fn pass(&self, cluster: &str, name: &str) -> Action {
         let ctx = self.ctx(cluster);
-        let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.here.client(), NS);
+        let pvcs: Api<CachedPvc> = Api::namespaced(ctx.here.client(), NS);
         let pvc = pvcs.get(name).await.expect("read PVC");
         reconcile(Arc::new(pvc), ctx).await.expect("reconcile")
     }

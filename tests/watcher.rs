@@ -17,6 +17,7 @@ use serde_json::json;
 use testkit::apiserver::store::WriteOptions;
 use testkit::apiserver::{ApiServer, Config};
 use testkit::cluster::start_with_volsync;
+use volsync_dr::controller::cache::CachedPvc;
 
 async fn client(server: &ApiServer, dir: &std::path::Path) -> Client {
     let path = dir.join("kubeconfig");
@@ -109,6 +110,68 @@ async fn reflector_follows_changes_through_outage_and_compaction() {
         server.stats().expired_watches >= 1,
         "the watcher resumed from a compacted version and got 410"
     );
+    task.abort();
+}
+
+/// The watcher's compact PVC cache (`CachedPvc`) lists and follows a watch like the full type.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_compact_pvc_cache_follows_list_and_watch() {
+    let server = ApiServer::start(Config {
+        bookmark_interval: Duration::from_millis(200),
+        ..Config::default()
+    })
+    .await
+    .expect("server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let client = client(&server, dir.path()).await;
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "default");
+    for name in ["a", "b"] {
+        pvcs.create(&PostParams::default(), &pvc(name)).await.expect("create");
+    }
+    let (reader, writer) = reflector::store::<CachedPvc>();
+    let cached: Api<CachedPvc> = Api::namespaced(client.clone(), "default");
+    let stream = reflector(writer, watcher(cached, watcher::Config::default()))
+        .default_backoff()
+        .applied_objects();
+    // A watch that cannot resume (an event without a resource version) errors and relists,
+    // which would hide behind the store looking right.
+    let errors = Arc::new(AtomicUsize::new(0));
+    let task = tokio::spawn({
+        let errors = errors.clone();
+        stream.for_each(move |event| {
+            if let Err(e) = event {
+                eprintln!("watch error: {e}");
+                errors.fetch_add(1, Ordering::SeqCst);
+            }
+            async {}
+        })
+    });
+    let names = |r: &reflector::Store<CachedPvc>| {
+        let mut n: Vec<String> = r.state().iter().map(|p| p.name().to_string()).collect();
+        n.sort();
+        n
+    };
+    eventually(10, "initial list", || names(&reader) == ["a", "b"]).await;
+    pvcs.create(&PostParams::default(), &pvc("c")).await.expect("create c");
+    pvcs.delete("a", &Default::default()).await.expect("delete a");
+    pvcs.patch(
+        "b",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {"note": "new"}}})),
+    )
+    .await
+    .expect("annotate b");
+    eventually(10, "live events", || {
+        names(&reader) == ["b", "c"]
+            && reader
+                .get(&reflector::ObjectRef::new("b").within("default"))
+                .and_then(|b| b.pvc().ok())
+                .is_some_and(|b| b.annotations().get("note").map(String::as_str) == Some("new"))
+    })
+    .await;
+    // Bookmarks every 200 ms: let a few pass too.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(errors.load(Ordering::SeqCst), 0, "the watch never failed");
     task.abort();
 }
 

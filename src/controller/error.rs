@@ -24,6 +24,8 @@ pub enum Error {
     /// Something a step needs is not there yet (it comes by itself; look again later).
     #[error("waiting for {0}")]
     Waiting(String),
+    #[error("{0}")]
+    Cache(#[from] super::cache::DecodeError),
 }
 
 impl Error {
@@ -43,6 +45,7 @@ impl Error {
             Error::Missing(_) => "InvalidObject",
             Error::Random(_) => "KeyGenerationFailed",
             Error::Waiting(_) => "Waiting",
+            Error::Cache(_) => "InvalidObject",
         }
     }
 

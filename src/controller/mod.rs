@@ -1,9 +1,11 @@
 //! The protection watcher: kube-runtime Controllers over PVCs (one per watched namespace, or one
 //! for all), woken also by changes of the ReplicationSources and ReplicationDestinations it
-//! manages here, so VolSync's status reaches the PVC without waiting for a resync.
+//! manages here, so VolSync's status reaches the PVC without waiting for a resync. The PVCs are
+//! cached in a compact form ([`cache::CachedPvc`]), so watching 10,000 stays small.
 
 pub mod actions;
 pub mod apply;
+pub mod cache;
 pub mod clusters;
 pub mod context;
 pub mod error;
@@ -23,7 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim};
+use k8s_openapi::api::core::v1::Namespace;
 use kube::api::Api;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector::ObjectRef;
@@ -32,10 +34,11 @@ use kube::{Resource, ResourceExt};
 
 use crate::model::keys;
 use crate::model::volsync::{ReplicationDestination, ReplicationSource};
+use cache::CachedPvc;
 use context::Context;
 
 /// The PVC an object was created for, from the full name it carries.
-fn owner_pvc<K: Resource>(object: K) -> Option<ObjectRef<PersistentVolumeClaim>> {
+fn owner_pvc<K: Resource>(object: K) -> Option<ObjectRef<CachedPvc>> {
     let namespace = object.meta().namespace.clone()?;
     let pvc = object.annotations().get(keys::PVC_NAME)?.clone();
     Some(ObjectRef::new(&pvc).within(&namespace))
@@ -66,18 +69,15 @@ pub async fn run(ctx: Arc<Context>, synced: Arc<AtomicUsize>, stop: tokio::sync:
         .into_iter()
         .map(|scope| {
             let client = ctx.here.client();
-            let (pvcs, sources, destinations): (
-                Api<PersistentVolumeClaim>,
-                Api<ReplicationSource>,
-                Api<ReplicationDestination>,
-            ) = match &scope {
-                Some(ns) => (
-                    Api::namespaced(client.clone(), ns),
-                    Api::namespaced(client.clone(), ns),
-                    Api::namespaced(client, ns),
-                ),
-                None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client)),
-            };
+            let (pvcs, sources, destinations): (Api<CachedPvc>, Api<ReplicationSource>, Api<ReplicationDestination>) =
+                match &scope {
+                    Some(ns) => (
+                        Api::namespaced(client.clone(), ns),
+                        Api::namespaced(client.clone(), ns),
+                        Api::namespaced(client, ns),
+                    ),
+                    None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client)),
+                };
             let controller = Controller::new(pvcs, watcher::Config::default())
                 .with_config(config.clone())
                 .reconcile_all_on(peer_changes(ctx.peer_changed.subscribe()))

@@ -16,6 +16,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::apply::field_manager;
+use super::cache::CachedPvc;
 use super::clusters::ClusterRef;
 use super::context::Context;
 use super::error::Error;
@@ -81,7 +82,7 @@ async fn write(
 
 /// Sweep whenever the policies or namespace labels change, and every resync period; never
 /// returns (it ends with the process). `stores` are the PVC caches of the watcher.
-pub async fn sweep_forever(ctx: Arc<Context>, stores: Vec<Store<PersistentVolumeClaim>>) {
+pub async fn sweep_forever(ctx: Arc<Context>, stores: Vec<Store<CachedPvc>>) {
     let Some(view) = ctx.policies.clone() else {
         return std::future::pending().await;
     };
@@ -108,11 +109,18 @@ pub async fn sweep_forever(ctx: Arc<Context>, stores: Vec<Store<PersistentVolume
 }
 
 /// One pass over every PVC with one set of policies, then each of those policies' status.
-async fn sweep(ctx: &Context, view: &PolicyWatch, set: &PolicySet, stores: &[Store<PersistentVolumeClaim>]) {
+async fn sweep(ctx: &Context, view: &PolicyWatch, set: &PolicySet, stores: &[Store<CachedPvc>]) {
     let started = Instant::now();
-    let pvcs: Vec<Arc<PersistentVolumeClaim>> = stores.iter().flat_map(|s| s.state()).collect();
-    let results: Vec<(Option<String>, bool)> = futures::stream::iter(pvcs)
-        .map(|pvc| async move {
+    let cached: Vec<Arc<CachedPvc>> = stores.iter().flat_map(|s| s.state()).collect();
+    let results: Vec<(Option<String>, bool)> = futures::stream::iter(cached)
+        .map(|cached| async move {
+            let pvc = match cached.pvc() {
+                Ok(pvc) => pvc,
+                Err(e) => {
+                    tracing::warn!(error = %e, "policy sweep");
+                    return (None, false);
+                }
+            };
             let current = pvc.annotations();
             match pending_change(ctx, set, &pvc) {
                 None => (policy_after(current, None), true),
@@ -130,7 +138,7 @@ async fn sweep(ctx: &Context, view: &PolicyWatch, set: &PolicySet, stores: &[Sto
         .buffer_unordered(SWEEP_CONCURRENCY)
         .collect()
         .await;
-    let failed = results.iter().filter(|(_, ok)| !ok).count();
+    let (pvcs, failed) = (results.len(), results.iter().filter(|(_, ok)| !ok).count());
     let mut protected: BTreeMap<String, u32> = BTreeMap::new();
     for (policy, _) in results {
         if let Some(policy) = policy {
@@ -140,7 +148,7 @@ async fn sweep(ctx: &Context, view: &PolicyWatch, set: &PolicySet, stores: &[Sto
     let seconds = started.elapsed().as_secs_f64();
     ctx.metrics
         .policy_sweep(if failed == 0 { "ok" } else { "error" }, seconds);
-    tracing::debug!(seconds, failed, "policy sweep");
+    tracing::debug!(seconds, pvcs, failed, "policy sweep");
     let now = Time(jiff::Timestamp::now());
     for (name, rules) in set.iter() {
         // The cached object: its status is ours, so the cache is as new as any read.

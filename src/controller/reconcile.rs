@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 use super::actions;
 use super::apply::{Outcome, delete_if_present, ensure, field_manager};
+use super::cache::CachedPvc;
 use super::context::Context;
 use super::error::Error;
 use super::finalizer;
@@ -32,13 +33,18 @@ use crate::plan::pass::{PassDecision, decide};
 use crate::plan::status::{StatusView, SyncTimes, clear_status_patch};
 use crate::plan::{self, Psk};
 
-pub async fn reconcile(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let namespace = pvc.namespace().ok_or(Error::Missing("namespace"))?;
-    let name = pvc.name_any();
-    let result = reconcile_inner(&pvc, &ctx).await;
+pub async fn reconcile(cached: Arc<CachedPvc>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let (namespace, name) = (cached.namespace(), cached.name());
+    if namespace.is_empty() {
+        return Err(Error::Missing("namespace"));
+    }
+    let result = match cached.pvc() {
+        Ok(pvc) => reconcile_inner(&pvc, &ctx).await,
+        Err(e) => Err(Error::Cache(e)),
+    };
     match &result {
         Ok(_) => {
-            ctx.succeeded(&namespace, &name);
+            ctx.succeeded(namespace, name);
             ctx.metrics.reconcile("ok", "");
         }
         Err(e) => ctx.metrics.reconcile("error", e.reason()),
@@ -49,14 +55,13 @@ pub async fn reconcile(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Context>) -> Re
 /// After an error: transient ones retry with a growing delay; the others wait for the PVC to
 /// change. The first failure in a row is logged as a warning, the retries only at debug level
 /// (the PVC's status and Event already say it), so an outage does not flood the log.
-pub fn error_policy(pvc: Arc<PersistentVolumeClaim>, error: &Error, ctx: Arc<Context>) -> Action {
-    let namespace = pvc.namespace().unwrap_or_default();
-    let name = pvc.name_any();
+pub fn error_policy(cached: Arc<CachedPvc>, error: &Error, ctx: Arc<Context>) -> Action {
+    let (namespace, name) = (cached.namespace(), cached.name());
     if !error.is_transient() {
         tracing::warn!(namespace, name, reason = error.reason(), error = %error, "reconcile failed");
         return Action::await_change();
     }
-    let (delay, tries) = ctx.backoff_counted(&namespace, &name);
+    let (delay, tries) = ctx.backoff_counted(namespace, name);
     if tries == 1 {
         tracing::warn!(namespace, name, reason = error.reason(), error = %error, retry_in = ?delay, "reconcile failed; retrying with backoff");
     } else {
