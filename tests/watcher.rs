@@ -38,6 +38,24 @@ fn pvc(name: &str) -> PersistentVolumeClaim {
     .expect("pvc")
 }
 
+/// A test API server sending bookmarks every 200 ms, a client of it (its kubeconfig lives in
+/// the returned directory), and PVCs `names` created in `default`.
+async fn server_with_pvcs(names: &[&str]) -> (ApiServer, tempfile::TempDir, Client, Api<PersistentVolumeClaim>) {
+    let server = ApiServer::start(Config {
+        bookmark_interval: Duration::from_millis(200),
+        ..Config::default()
+    })
+    .await
+    .expect("server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let client = client(&server, dir.path()).await;
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "default");
+    for name in names {
+        pvcs.create(&PostParams::default(), &pvc(name)).await.expect("create");
+    }
+    (server, dir, client, pvcs)
+}
+
 /// Poll `check` every 50 ms for up to `secs` seconds.
 async fn eventually(secs: u64, what: &str, mut check: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
@@ -49,18 +67,7 @@ async fn eventually(secs: u64, what: &str, mut check: impl FnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reflector_follows_changes_through_outage_and_compaction() {
-    let server = ApiServer::start(Config {
-        bookmark_interval: Duration::from_millis(200),
-        ..Config::default()
-    })
-    .await
-    .expect("server");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let client = client(&server, dir.path()).await;
-    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "default");
-    for name in ["a", "b", "c"] {
-        pvcs.create(&PostParams::default(), &pvc(name)).await.expect("create");
-    }
+    let (server, _dir, _client, pvcs) = server_with_pvcs(&["a", "b", "c"]).await;
     let (reader, writer) = reflector::store();
     let stream = reflector(
         writer,
@@ -116,18 +123,7 @@ async fn reflector_follows_changes_through_outage_and_compaction() {
 /// The watcher's compact PVC cache (`CachedPvc`) lists and follows a watch like the full type.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_compact_pvc_cache_follows_list_and_watch() {
-    let server = ApiServer::start(Config {
-        bookmark_interval: Duration::from_millis(200),
-        ..Config::default()
-    })
-    .await
-    .expect("server");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let client = client(&server, dir.path()).await;
-    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "default");
-    for name in ["a", "b"] {
-        pvcs.create(&PostParams::default(), &pvc(name)).await.expect("create");
-    }
+    let (_server, _dir, client, pvcs) = server_with_pvcs(&["a", "b"]).await;
     let (reader, writer) = reflector::store::<CachedPvc>();
     let cached: Api<CachedPvc> = Api::namespaced(client.clone(), "default");
     let stream = reflector(writer, watcher(cached, watcher::Config::default()))

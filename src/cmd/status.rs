@@ -75,11 +75,7 @@ async fn key_times(
     cluster: &str,
 ) -> BTreeMap<(String, String), jiff::Timestamp> {
     let secrets: Api<Secret> = api(client, namespace);
-    let ours = ListParams::default().labels(&format!(
-        "{}={}",
-        crate::model::keys::MANAGED_BY,
-        crate::model::keys::MANAGED_BY_VALUE
-    ));
+    let ours = ListParams::default().labels(&crate::model::names::managed_selector());
     match super::bounded(timeout, "list key Secrets", || secrets.list_metadata(&ours)).await {
         Ok(list) => list
             .items

@@ -75,11 +75,6 @@ impl CachedPvc {
     pub fn namespace(&self) -> &str {
         self.identity.namespace.as_deref().unwrap_or_default()
     }
-
-    /// Bytes held for the object itself (the bench reports it).
-    pub fn encoded_len(&self) -> usize {
-        self.encoded.len()
-    }
 }
 
 impl<'de> Deserialize<'de> for CachedPvc {

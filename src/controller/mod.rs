@@ -62,7 +62,7 @@ pub async fn run(ctx: Arc<Context>, synced: Arc<AtomicUsize>, stop: tokio::sync:
     } else {
         ctx.config.namespaces.iter().cloned().map(Some).collect()
     };
-    let managed = watcher::Config::default().labels(&format!("{}={}", keys::MANAGED_BY, keys::MANAGED_BY_VALUE));
+    let managed = watcher::Config::default().labels(&crate::model::names::managed_selector());
     let config = controller::Config::default().concurrency(ctx.config.concurrency);
     let mut stores = Vec::new();
     let runs: Vec<_> = scopes

@@ -235,12 +235,9 @@ struct PairKey {
 /// the request (`plan::rotation`); else say once why not.
 async fn rotate_if_due(pvc: &PersistentVolumeClaim, ctx: &Context, made: Option<jiff::Timestamp>) -> Result<(), Error> {
     let (namespace, name) = (pvc.namespace().unwrap_or_default(), pvc.name_any());
-    match plan::rotation::due(
-        ctx.config.rotate_keys_every,
-        pvc.annotations(),
-        made,
-        jiff::Timestamp::now(),
-    ) {
+    let due =
+        |annotations| plan::rotation::due(ctx.config.rotate_keys_every, annotations, made, jiff::Timestamp::now());
+    match due(pvc.annotations()) {
         plan::rotation::Due::No => Ok(()),
         plan::rotation::Due::Request(_) => {
             // Decided again on the PVC as it is now, not as the cache had it: a request
@@ -249,23 +246,14 @@ async fn rotate_if_due(pvc: &PersistentVolumeClaim, ctx: &Context, made: Option<
             let Some(fresh) = ctx.here.call("read PVC", pvcs.get_opt(&name)).await? else {
                 return Ok(());
             };
-            let plan::rotation::Due::Request(request) = plan::rotation::due(
-                ctx.config.rotate_keys_every,
-                fresh.annotations(),
-                made,
-                jiff::Timestamp::now(),
-            ) else {
+            let plan::rotation::Due::Request(request) = due(fresh.annotations()) else {
                 return Ok(());
             };
             let patch = json!({"metadata": {"annotations": {keys::ACTION: request}}});
             ctx.here
                 .call(
                     "request key rotation",
-                    ctx.here.api::<PersistentVolumeClaim>(&namespace).patch(
-                        &name,
-                        &field_manager(),
-                        &Patch::Merge(patch),
-                    ),
+                    pvcs.patch(&name, &field_manager(), &Patch::Merge(patch)),
                 )
                 .await?;
             tracing::info!(

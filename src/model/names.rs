@@ -74,14 +74,13 @@ impl Names {
 
     /// Label selector that finds every object created for this PVC.
     pub fn selector(&self) -> String {
-        format!(
-            "{}={},{}={}",
-            keys::MANAGED_BY,
-            keys::MANAGED_BY_VALUE,
-            keys::PVC_LABEL,
-            self.pvc_label_value
-        )
+        format!("{},{}={}", managed_selector(), keys::PVC_LABEL, self.pvc_label_value)
     }
+}
+
+/// Label selector that finds every object volsync-dr created, for any PVC.
+pub fn managed_selector() -> String {
+    format!("{}={}", keys::MANAGED_BY, keys::MANAGED_BY_VALUE)
 }
 
 /// `name` if it fits in `max` characters, else a prefix, `-`, and 8 hex digits of its CRC-32.
